@@ -1,0 +1,63 @@
+"""Registry of search spaces: ``@register_space("mbv3")`` and ``get_space("mbv3", **options)``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from .errors import InputError, nearest
+from .space import SearchSpace
+
+__all__ = ["register_space", "get_space", "list_spaces", "space_class", "space_from_dict"]
+
+_SPACES: dict[str, type[SearchSpace]] = {}
+S = TypeVar("S", bound=type[SearchSpace])
+
+
+def register_space(name: str) -> Callable[[S], S]:
+    """Class decorator registering a search space under ``name`` (duplicate names raise)."""
+
+    def wrap(cls: S) -> S:
+        if name in _SPACES:
+            raise ValueError(f"search space {name!r} is already registered by {_SPACES[name].__qualname__}")
+        cls.name = name
+        _SPACES[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_spaces() -> list[str]:
+    """Names of all registered search spaces, sorted."""
+    return sorted(_SPACES)
+
+
+def space_class(name: str, *, source: str | None = None) -> type[SearchSpace]:
+    """The class registered under ``name``; unknown names get the nearest valid one."""
+    if name not in _SPACES:
+        raise InputError(f"unknown search space {name!r}{nearest(name, _SPACES)} (known: {list_spaces()})",
+                         source=source, field="search_space.name")
+    return _SPACES[name]
+
+
+def get_space(name: str, *, source: str | None = None, **options: Any) -> SearchSpace:
+    """Build the registered space ``name`` with keyword options, refusing unknown options by name."""
+    cls = space_class(name, source=source)
+    allowed = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    for key in options:
+        if key not in allowed:
+            raise InputError(f"unknown option for space {name!r}{nearest(key, allowed)} (options: {allowed})",
+                             source=source, field=f"search_space.options.{key}")
+    try:
+        return cls(**options)
+    except InputError as err:
+        if source is None or err.source is not None:
+            raise
+        raise InputError(err.detail, source=source, field=err.field, line=err.line) from None
+
+
+def space_from_dict(data: Mapping[str, Any], *, source: str | None = None) -> SearchSpace:
+    """Rebuild a space from ``{"name": ..., "options": {...}}`` (as stored in checkpoints and tables)."""
+    return get_space(str(data["name"]), source=source, **dict(data.get("options") or {}))

@@ -1,0 +1,126 @@
+"""Conformance suite every registered search space must pass (shipped, like optuna's sampler tests).
+
+Use it from a test module by subclassing and providing a ``space`` fixture::
+
+    @pytest.fixture(params=list_spaces())
+    def space(request):
+        return get_space(request.param)
+
+    class TestMySpaces(SearchSpaceConformance):
+        pass
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from .errors import InputError
+from .genome import Genome
+from .registry import get_space
+from .space import SearchSpace
+
+__all__ = ["SearchSpaceConformance"]
+
+N_SAMPLES = 50
+
+
+def _samples(space: SearchSpace, seed: int = 0, n: int = N_SAMPLES) -> list[Genome]:
+    rng = np.random.default_rng(seed)
+    return [space.sample(rng) for _ in range(n)]
+
+
+class SearchSpaceConformance:
+    """Behaviour shared by all spaces: validity, round trips, determinism, encodings, costs."""
+
+    def test_rebuilds_from_options(self, space: SearchSpace) -> None:
+        again = get_space(space.name, **json.loads(json.dumps(space.options())))
+        assert again.fingerprint() == space.fingerprint()
+        assert again.genes == space.genes
+
+    def test_samples_are_valid_canonical_and_seeded(self, space: SearchSpace) -> None:
+        first, second = _samples(space, 3), _samples(space, 3)
+        assert first == second
+        assert len({g.key for g in first}) > 1
+        for genome in first:
+            space.validate(genome)
+            assert space.canonical(genome) == genome
+
+    def test_json_round_trip_and_stable_hash(self, space: SearchSpace) -> None:
+        for genome in _samples(space):
+            back = space.from_dict(json.loads(json.dumps(genome.to_dict())))
+            assert back == genome and back.key == genome.key and hash(back) == hash(genome)
+
+    def test_inactive_genes_do_not_change_identity(self, space: SearchSpace) -> None:
+        genome = space.smallest()
+        inactive = [g for g in space.genes if not space.is_active(genome, g) and len(g.choices) > 1]
+        if not inactive:
+            pytest.skip("space has no conditional genes")
+        changed = genome.with_values({inactive[0].name: inactive[0].choices[-1]})
+        assert space.canonical(changed) == genome
+        assert space.canonical(changed).key == genome.key
+
+    def test_mutate_changes_something_valid(self, space: SearchSpace) -> None:
+        rng = np.random.default_rng(1)
+        for genome in _samples(space):
+            child = space.mutate(genome, rng)
+            space.validate(child)
+            assert child == space.canonical(child)
+            assert child != genome
+
+    def test_crossover_takes_genes_from_parents(self, space: SearchSpace) -> None:
+        rng = np.random.default_rng(2)
+        parents = _samples(space, 4)
+        for a, b in zip(parents[::2], parents[1::2]):
+            child = space.crossover(a, b, rng)
+            space.validate(child)
+            for gene in space.genes:
+                if all(space.is_active(g, gene) for g in (a, b, child)):
+                    assert child[gene.name] in (a[gene.name], b[gene.name])
+
+    def test_encoding_is_one_hot_and_injective(self, space: SearchSpace) -> None:
+        genomes = list({g.key: g for g in _samples(space, 5)}.values())
+        codes = np.stack([space.encode(g) for g in genomes])
+        assert codes.shape == (len(genomes), len(space.feature_names()))
+        for genome, code in zip(genomes, codes):
+            assert code.sum() == sum(space.is_active(genome, g) for g in space.genes)
+        assert len({c.tobytes() for c in codes}) == len(genomes)
+
+    def test_index_round_trip(self, space: SearchSpace) -> None:
+        for genome in _samples(space):
+            assert space.from_indices(space.to_indices(genome)) == genome
+
+    def test_blocks_chain_and_validate(self, space: SearchSpace) -> None:
+        for genome in _samples(space) + [space.largest(), space.smallest()]:
+            blocks = space.blocks(genome)
+            assert blocks[0].slot == "stem" and blocks[-1].slot == "head"
+            assert len({b.slot for b in blocks}) == len(blocks)
+            for prev, block in zip(blocks, blocks[1:]):
+                block.validate()
+                assert block.in_ch == prev.out_ch and block.in_size == prev.out_size
+
+    def test_costs_are_bounded_by_extremes(self, space: SearchSpace) -> None:
+        low, high = space.costs(space.smallest()), space.costs(space.largest())
+        assert 0 < low.macs <= high.macs and 0 < low.size_bytes <= high.size_bytes
+        for genome in _samples(space):
+            costs = space.costs(genome)
+            assert low.macs <= costs.macs <= high.macs
+            assert low.params <= costs.params <= high.params
+            assert low.bitops <= costs.bitops <= high.bitops
+
+    def test_cardinality_is_positive_and_counts_networks(self, space: SearchSpace) -> None:
+        assert space.cardinality() >= len({g.key for g in _samples(space)}) > 1
+
+    def test_bad_values_are_refused_by_name(self, space: SearchSpace) -> None:
+        genome = space.largest()
+        gene = space.genes[-1]
+        bad = genome.with_values({gene.name: "not-a-choice"})
+        with pytest.raises(InputError, match=gene.name.replace(".", r"\.")) as err:
+            space.validate(bad)
+        assert "allowed" in str(err.value)
+        with pytest.raises(InputError, match="unknown gene"):
+            space.make({**genome.as_dict(), "no.such.gene": 1})
+        with pytest.raises(InputError, match="missing genes"):
+            space.make({g.name: genome[g.name] for g in space.genes[1:]})
