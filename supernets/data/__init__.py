@@ -1,0 +1,28 @@
+"""Dataset registry: ``load_dataset(name)`` returns deterministic, normalised train/val/test splits.
+
+Image datasets (``digits``, ``mnist``, ``cifar10``) return :class:`ImageSplits`; graph datasets
+(``cora``, ``citeseer``) return :class:`GraphSplits`. Files are found under an explicit ``root``,
+else ``$QNAS_DATA``; ``digits`` is embedded in scikit-learn and needs neither.
+"""
+
+from supernets.data import graphs as _graphs  # noqa: F401 - registers cora, citeseer
+from supernets.data import images as _images  # noqa: F401 - registers digits, mnist, cifar10
+from supernets.data.registry import (
+    GraphSplits,
+    ImageSplits,
+    dataset_kind,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+    resolve_data_root,
+)
+
+__all__ = [
+    "GraphSplits",
+    "ImageSplits",
+    "dataset_kind",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+    "resolve_data_root",
+]

@@ -1,0 +1,156 @@
+"""Seeded, stratified splitting and subsampling, and the final :class:`ImageSplits` assembly.
+
+Everything draws from ``np.random.default_rng(seed)`` children (no global random state), and each
+split gets its own child generator so that e.g. ``max_train`` never changes which val/test images
+are picked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from search_spaces.errors import InputError
+from supernets.data.registry import ImageSplits
+
+_LIMITS = ("max_train", "max_val", "max_test")
+
+
+def child_rngs(seed: int, n: int) -> list[np.random.Generator]:
+    """``n`` independent generators derived from ``seed``; child 0 makes the split, 1-3 subsample."""
+    return np.random.default_rng(seed).spawn(n)
+
+
+def split_rng(seed: int) -> np.random.Generator:
+    """The generator loaders use to split (child 0, so it never overlaps the subsampling ones)."""
+    return child_rngs(seed, 1)[0]
+
+
+def _stratified_order(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random order of indices in which every prefix holds each class in proportion.
+
+    Each item's key is its centred rank inside its own (shuffled) class, ``(r + 0.5) / n_c``, so the
+    first ``k`` items hold ``round(k * n_c / n)`` items of class ``c`` (+-1); ties break at random.
+    """
+    perm = rng.permutation(len(y))
+    labels = y[perm]
+    rank = np.empty(len(y), dtype=np.float64)
+    for c in np.unique(labels):
+        where = np.flatnonzero(labels == c)
+        rank[where] = (np.arange(len(where)) + 0.5) / len(where)
+    order = np.lexsort((np.arange(len(y)), rank))  # stable on rank: the shuffle breaks ties
+    return perm[order]
+
+
+def stratified_partition(
+    y: np.ndarray, sizes: Sequence[int], rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Disjoint sorted index arrays of the given ``sizes`` (the last may be -1 = "the rest")."""
+    order = _stratified_order(np.asarray(y), rng)
+    sizes = [len(order) - sum(sizes[:-1]) if s == -1 else s for s in sizes]
+    if sum(sizes) > len(order) or min(sizes) < 0:
+        raise ValueError(f"cannot split {len(order)} items into {sizes}")
+    bounds = np.cumsum([0, *sizes])
+    return [np.sort(order[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def stratified_subsample(y: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of at most ``limit`` items, classes in proportion (all items when None)."""
+    if limit is None or limit >= len(y):
+        return np.arange(len(y))
+    return np.sort(_stratified_order(np.asarray(y), rng)[:limit])
+
+
+def check_limit(dataset: str, option: str, value: object) -> int | None:
+    """Validate a ``max_*`` option: None or a positive integer."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        msg = f"must be a positive integer or null, got {value!r}"
+        raise InputError(msg, source=dataset, field=option)
+    return int(value)
+
+
+def check_fraction(dataset: str, option: str, value: object) -> float:
+    """Validate a fraction option: a number strictly between 0 and 1."""
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    if not ok or not 0.0 < float(value) < 1.0:  # type: ignore[arg-type]
+        msg = f"must be a number between 0 and 1 (exclusive), got {value!r}"
+        raise InputError(msg, source=dataset, field=option)
+    return float(value)  # type: ignore[arg-type]
+
+
+def fraction_count(n: int, fraction: float, dataset: str, option: str) -> int:
+    """``round(n * fraction)``, rejecting fractions that would leave a split empty."""
+    k = int(round(n * fraction))
+    if k < 1 or k >= n:
+        raise InputError(f"{fraction} of {n} items leaves an empty split", source=dataset, field=option)
+    return k
+
+
+def _channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean/std in float64, in chunks so a 50k CIFAR train set needs no 400 MB copy."""
+    total = np.zeros(x.shape[1])
+    squares = np.zeros(x.shape[1])
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk].astype(np.float64)
+        total += part.sum(axis=(0, 2, 3))
+        squares += np.square(part).sum(axis=(0, 2, 3))
+    count = len(x) * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return mean, np.maximum(std, 1e-8)
+
+
+def _normalise(train: np.ndarray, others: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], str]:
+    """Float32 tensors normalised per channel with the *train* statistics (no test leakage)."""
+    mean, std = _channel_stats(train)
+    m32 = mean.astype(np.float32)[None, :, None, None]
+    s32 = std.astype(np.float32)[None, :, None, None]
+    tensors = [torch.from_numpy((a.astype(np.float32) - m32) / s32) for a in (train, *others)]
+    stats = f"mean {np.round(mean, 4).tolist()}, std {np.round(std, 4).tolist()}"
+    return tensors, stats
+
+
+def make_image_splits(
+    name: str,
+    parts: dict[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    classes: Sequence[str],
+    description: str,
+    limits: dict[str, object],
+    seed: int,
+) -> ImageSplits:
+    """Subsample (``max_*``), normalise and wrap ``parts`` = {split: (x NCHW, y)} as ImageSplits."""
+    if list(parts) != ["train", "val", "test"]:
+        raise ValueError(f"{name}: parts must be train, val, test in that order, got {list(parts)}")
+    rngs = child_rngs(seed, 4)[1:]
+    picked: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for (split, (x, y)), option, rng in zip(parts.items(), _LIMITS, rngs):
+        limit = check_limit(name, option, limits.get(option))
+        keep = stratified_subsample(y, limit, rng)
+        if len(keep) == 0:
+            raise InputError("split is empty", source=name, field=split)
+        picked[split] = (x[keep], np.asarray(y[keep], dtype=np.int64))
+    (trx, tr_y), (vax, va_y), (tex, te_y) = picked.values()
+    if trx.ndim != 4 or trx.shape[2] != trx.shape[3]:
+        raise ValueError(f"{name}: images must be (N, C, H, H), got {trx.shape}")
+    (train_x, val_x, test_x), stats = _normalise(trx, (vax, tex))
+    sizes = "/".join(str(len(v[1])) for v in picked.values())
+    full = f"{description}; train/val/test {sizes} (seed {seed}); normalised per channel with train {stats}"
+    return ImageSplits(
+        name=name,
+        train_x=train_x,
+        train_y=torch.from_numpy(tr_y),
+        val_x=val_x,
+        val_y=torch.from_numpy(va_y),
+        test_x=test_x,
+        test_y=torch.from_numpy(te_y),
+        num_classes=len(classes),
+        in_channels=int(train_x.shape[1]),
+        image_size=int(train_x.shape[2]),
+        classes=tuple(classes),
+        description=full,
+    )

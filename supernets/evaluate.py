@@ -1,0 +1,90 @@
+"""Evaluating subnets of a trained supernet without retraining.
+
+Shared BatchNorm statistics do not fit any particular subnet, so each evaluation first
+recalibrates them on a fixed set of training batches (OFA/SpaceEvo) inside a context manager that
+restores the shared statistics afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from search_spaces import Genome
+
+from .supernet import QuantSupernet
+
+__all__ = ["bn_recalibrated", "accuracy", "SubnetEvaluator", "batches"]
+
+
+def batches(x: Tensor, y: Tensor | None, batch_size: int) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Consecutive mini-batches (no shuffling: evaluation must be deterministic)."""
+    for i in range(0, len(x), batch_size):
+        yield x[i:i + batch_size], None if y is None else y[i:i + batch_size]
+
+
+@contextmanager
+def bn_recalibrated(net: nn.Module, calib: Sequence[Tensor], run=None) -> Iterator[nn.Module]:
+    """Recompute every BN layer's running statistics as the exact mean over ``calib`` batches.
+
+    ``run(x)`` performs the forward pass (default ``net(x)``). On exit the previous statistics,
+    momenta and train/eval mode are restored, so shared supernet statistics never drift.
+    """
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+    was_training = net.training
+    try:
+        for m in bns:
+            m.momentum = None  # cumulative moving average = exact mean over the calibration batches
+            m.reset_running_stats()
+        net.train()
+        with torch.no_grad():
+            for x in calib:
+                (run or net)(x)
+        net.eval()
+        yield net
+    finally:
+        for m, (momentum, mean, var, count) in zip(bns, saved):
+            m.momentum = momentum
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
+        net.train(was_training)
+
+
+@torch.no_grad()
+def accuracy(model, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model(x)`` against labels ``y`` (model must be in eval mode)."""
+    correct = 0
+    for xb, yb in batches(x, y, batch_size):
+        correct += int((model(xb).argmax(dim=1) == yb).sum())
+    return correct / max(1, len(x))
+
+
+class SubnetEvaluator:
+    """Measures subnet accuracy on a fixed split, with BN recalibrated per subnet."""
+
+    def __init__(self, supernet: QuantSupernet, calib_x: Tensor, eval_x: Tensor, eval_y: Tensor, *,
+                 batch_size: int = 256, quantize: bool = True) -> None:
+        self.supernet = supernet
+        self.calib = [xb for xb, _ in batches(calib_x, None, batch_size)]
+        self.eval_x, self.eval_y, self.batch_size, self.quantize = eval_x, eval_y, batch_size, quantize
+
+    def accuracy(self, genome: Genome) -> float:
+        """Accuracy of the subnet inside the supernet (fake-quantized unless ``quantize=False``)."""
+        net = self.supernet
+        with net.subnet(genome, quantize=self.quantize), bn_recalibrated(net, self.calib):
+            return accuracy(net, self.eval_x, self.eval_y, self.batch_size)
+
+    def extract(self, genome: Genome) -> nn.Module:
+        """The standalone subnet with its recalibrated BN statistics (eval mode)."""
+        net = self.supernet
+        with net.subnet(genome, quantize=self.quantize), bn_recalibrated(net, self.calib):
+            return net.extract(genome, quantize=self.quantize)
+
+    def extracted_accuracy(self, genome: Genome) -> float:
+        """Accuracy of the extracted standalone module (must match :meth:`accuracy`)."""
+        return accuracy(self.extract(genome), self.eval_x, self.eval_y, self.batch_size)

@@ -1,0 +1,50 @@
+"""Train a supernet end to end with per-epoch checkpoints, resume and a progress bar."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from search_spaces import SearchSpace
+
+from .checkpoint import restore_trainer, save_checkpoint
+from .data import ImageSplits
+from .supernet import QuantSupernet
+from .training import EpochLog, SupernetConfig, SupernetTrainer
+
+__all__ = ["fit_supernet"]
+
+
+def fit_supernet(space: SearchSpace, data: ImageSplits, config: SupernetConfig, *, checkpoint: str | Path,
+                 progress: bool = True, log: Callable[[str], None] | None = print) -> SupernetTrainer:
+    """Train (or finish training) the supernet of ``space`` on ``data``.
+
+    The checkpoint at ``checkpoint`` is written after every epoch; if it already exists training
+    resumes from it (refusing a different space or config), so a killed run loses at most one epoch.
+    """
+    net = QuantSupernet(space, image_size=data.image_size, seed=config.seed)
+    net.check_data(data.in_channels, data.num_classes, data.image_size, source=f"dataset {data.name!r}")
+    trainer = SupernetTrainer(net, data.train_x, data.train_y, data.val_x, data.val_y, config)
+    checkpoint = Path(checkpoint)
+    if checkpoint.exists():
+        restore_trainer(trainer, checkpoint)
+        if log and trainer.epoch:
+            log(f"resuming supernet training at epoch {trainer.epoch + 1}/{trainer.total_epochs} from {checkpoint}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=True) as bar:
+        while not trainer.done:
+            task = bar.add_task(f"supernet epoch {trainer.epoch + 1}/{trainer.total_epochs} "
+                                f"({trainer.phase(trainer.epoch)})", total=trainer.steps_per_epoch)
+            entry = trainer.train_epoch(on_step=lambda step, loss: bar.update(task, completed=step + 1))
+            bar.remove_task(task)
+            save_checkpoint(trainer, checkpoint)
+            if log:
+                log(_describe(entry, trainer.total_epochs))
+    return trainer
+
+
+def _describe(e: EpochLog, total: int) -> str:
+    return (f"supernet epoch {e.epoch + 1}/{total} [{e.phase}] loss {e.loss:.3f}  "
+            f"val acc largest {e.max_acc:.3f} smallest {e.min_acc:.3f}  ({e.seconds:.1f}s)")

@@ -1,0 +1,118 @@
+"""The quantized weight-sharing supernet of a search space.
+
+One elastic block per block slot of the space's largest subnet. A subnet is chosen with the
+:meth:`QuantSupernet.subnet` context manager (restored in ``finally``) or by passing the genome to
+:meth:`QuantSupernet.run`; the block layout always comes from ``space.blocks(genome)``, the single
+source of truth shared with costs, latency tables and extraction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from search_spaces import BlockSpec, Genome, InputError, SearchSpace
+
+from .elastic import act_modes
+from .elastic_blocks import build_elastic_block
+from .quant import QuantMode
+from .static import StaticNet
+
+__all__ = ["QuantSupernet"]
+
+
+def _module_key(slot: str) -> str:
+    return slot.replace(".", "_")
+
+
+def _gene_values(space: SearchSpace, suffix: str) -> set:
+    return {c for g in space.genes if g.name.endswith(suffix) for c in g.choices}
+
+
+class QuantSupernet(nn.Module):
+    """Elastic depth/width/kernel/resolution with per-block weight and activation bit-widths."""
+
+    def __init__(self, space: SearchSpace, *, image_size: int | None = None, seed: int = 0) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+            torch.manual_seed(seed)
+            self._build(space, image_size)
+
+    def _build(self, space: SearchSpace, image_size: int | None) -> None:
+        self.space = space
+        largest = space.blocks(space.largest())
+        self.image_size = image_size
+        self.slots = tuple(b.slot for b in largest)
+        w_bits = _gene_values(space, ".w_bits") | {largest[0].w_bits, largest[-1].w_bits}
+        a_bits = _gene_values(space, ".a_bits") | {largest[0].a_bits, largest[-1].a_bits}
+        grans = _gene_values(space, ".w_granularity") or {"channel"}
+        syms = {v == "symmetric" for v in _gene_values(space, ".w_symmetry")} or {True}
+        w_modes = [QuantMode(b, g, s) for b in sorted(w_bits) for g in sorted(grans | {"channel"})
+                   for s in sorted(syms | {True})]
+        self.blocks = nn.ModuleDict({_module_key(b.slot): build_elastic_block(b, w_modes, act_modes(a_bits))
+                                     for b in largest})
+        self._active: tuple[BlockSpec, ...] | None = None
+
+    # ---- choosing a subnet ----------------------------------------------------------------------
+    def specs(self, genome: Genome, *, quantize: bool = True) -> tuple[BlockSpec, ...]:
+        """The blocks of ``genome``; with ``quantize=False`` every bit-width becomes 32 (float)."""
+        self.space.validate(genome)
+        specs = self.space.blocks(genome)
+        if not quantize:
+            specs = [dataclasses.replace(s, w_bits=32, a_bits=32) for s in specs]
+        return tuple(specs)
+
+    @contextmanager
+    def subnet(self, genome: Genome, *, quantize: bool = True) -> Iterator[QuantSupernet]:
+        """Activate ``genome`` for calls to ``self(x)`` inside the block; the previous state returns after."""
+        previous = self._active
+        self._active = self.specs(genome, quantize=quantize)
+        try:
+            yield self
+        finally:
+            self._active = previous
+
+    def run(self, x: Tensor, genome: Genome, *, quantize: bool = True) -> Tensor:
+        """Logits of subnet ``genome`` for images ``x`` (B, C, H, W)."""
+        return self._forward(x, self.specs(genome, quantize=quantize))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._active is None:
+            raise RuntimeError("no subnet is active: use `with supernet.subnet(genome):` or supernet.run(x, genome)")
+        return self._forward(x, self._active)
+
+    def _forward(self, x: Tensor, specs: tuple[BlockSpec, ...]) -> Tensor:
+        size = specs[0].in_size
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        for spec in specs:
+            x = self.blocks[_module_key(spec.slot)](x, spec)
+        return x
+
+    # ---- extraction and maintenance -----------------------------------------------------------
+    def extract(self, genome: Genome, *, quantize: bool = True) -> StaticNet:
+        """A standalone module with the subnet's sliced weights and frozen quantizers (eval mode)."""
+        specs = self.specs(genome, quantize=quantize)
+        blocks = [self.blocks[_module_key(s.slot)].extract(s) for s in specs]
+        return StaticNet(specs, blocks, image_size=self.image_size).eval()
+
+    def sort_channels(self) -> None:
+        """Re-organise hidden channels by importance in every block (before elastic-width training)."""
+        for block in self.blocks.values():
+            block.sort_channels()
+
+    def check_data(self, in_channels: int, num_classes: int, image_size: int, *, source: str) -> None:
+        """Refuse data whose shape or class count does not fit the space's stem and head."""
+        stem, head = self.space.blocks(self.space.largest())[0], self.space.blocks(self.space.largest())[-1]
+        for field, want, got in (("in_channels", stem.in_ch, in_channels), ("num_classes", head.out_ch, num_classes)):
+            if want != got:
+                raise InputError(f"the dataset has {got} {field.replace('_', ' ')} but the search space expects "
+                                 f"{want}; set search_space.options.{field}: {got}", source=source, field=field)
+        if self.image_size is not None and self.image_size != image_size:
+            raise InputError(f"the dataset has {image_size}x{image_size} images but the supernet was built for "
+                             f"{self.image_size}x{self.image_size}", source=source, field="image_size")

@@ -1,0 +1,169 @@
+"""Training a quantized supernet: FP warm-up, channel sorting, then the sandwich rule.
+
+Schedule (all epochs share one cosine learning-rate curve):
+
+1. ``warmup_epochs``: the largest subnet alone, in float. Then hidden channels are sorted by
+   importance so narrow subnets inherit the most important ones (once-for-all).
+2. ``epochs``: sandwich rule with in-place distillation — the largest subnet with cross-entropy
+   (label smoothing), the smallest and ``random_subnets`` random ones distilled from its detached
+   logits (KL), gradients summed, clipped, one optimizer step. From epoch ``qat_start`` on the
+   subnets are fake-quantized at their genomes' bit-widths (the largest at its largest bits), i.e.
+   ``qat_start: 0`` trains architecture and bit-width elasticity jointly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from .augment import augment_batch
+from .evaluate import SubnetEvaluator
+from .supernet import QuantSupernet
+from .wdr import wdr_loss
+
+__all__ = ["SupernetConfig", "SupernetTrainer", "EpochLog"]
+
+
+class SupernetConfig(BaseModel):
+    """The ``supernet:`` section of an experiment config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warmup_epochs: int = Field(2, ge=0, description="float epochs of the largest subnet alone")
+    epochs: int = Field(10, ge=1, description="sandwich-rule epochs")
+    qat_start: int = Field(0, ge=0, description="sandwich epoch from which subnets are fake-quantized")
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(4e-5, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    random_subnets: int = Field(2, ge=0, description="random subnets per step besides largest and smallest")
+    distillation: Literal["inplace", "none"] = "inplace"
+    grad_clip: float = Field(1.0, gt=0)
+    wdr_weight: float = Field(0.0, ge=0, description="weight of EQ-Net's WDR loss (0 = off)")
+    augment: bool = True
+    bn_calib_samples: int = Field(500, ge=1, description="training images used to recalibrate BN per subnet")
+    eval_batch_size: int = Field(256, ge=1)
+    seed: int = Field(0, ge=0)
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """What one epoch did, for logs, checkpoints and reports."""
+
+    epoch: int
+    phase: str
+    loss: float
+    max_acc: float
+    min_acc: float
+    seconds: float
+
+
+class SupernetTrainer:
+    """Owns the optimizer, schedule and sampling RNG so training can stop and resume exactly."""
+
+    def __init__(self, supernet: QuantSupernet, train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
+                 config: SupernetConfig) -> None:
+        self.net, self.cfg = supernet, config
+        self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
+        self.steps_per_epoch = max(1, len(train_x) // config.batch_size)
+        total = (config.warmup_epochs + config.epochs) * self.steps_per_epoch
+        self.optimizer = torch.optim.SGD(_param_groups(supernet, config.weight_decay), lr=config.lr,
+                                         momentum=config.momentum, nesterov=config.momentum > 0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+        self.rng = np.random.default_rng(config.seed)
+        self.torch_gen = torch.Generator().manual_seed(config.seed)
+        self.epoch = 0  # epochs completed (warm-up included)
+        self.history: list[EpochLog] = []
+
+    @property
+    def total_epochs(self) -> int:
+        return self.cfg.warmup_epochs + self.cfg.epochs
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.total_epochs
+
+    def phase(self, epoch: int) -> str:
+        if epoch < self.cfg.warmup_epochs:
+            return "warmup"
+        return "qat" if epoch - self.cfg.warmup_epochs >= self.cfg.qat_start else "fp"
+
+    def train_epoch(self, on_step: Callable[[int, float], None] | None = None) -> EpochLog:
+        """Run the next epoch and log the largest/smallest subnet's validation accuracy."""
+        start, phase = time.perf_counter(), self.phase(self.epoch)
+        if phase != "warmup" and self.epoch == self.cfg.warmup_epochs:
+            self.net.sort_channels()  # once, when elastic training starts
+            self.optimizer.state.clear()  # momentum buffers no longer match the permuted channels
+        self.net.train()
+        order = torch.randperm(len(self.train_x), generator=self.torch_gen)
+        losses = []
+        for step in range(self.steps_per_epoch):
+            idx = order[step * self.cfg.batch_size:(step + 1) * self.cfg.batch_size]
+            x = augment_batch(self.train_x[idx], self.torch_gen) if self.cfg.augment else self.train_x[idx]  # (B,C,H,W)
+            losses.append(self._step(x, self.train_y[idx], phase))
+            if on_step is not None:
+                on_step(step, losses[-1])
+        max_acc, min_acc = self.extreme_accuracies(quantize=phase == "qat")
+        log = EpochLog(self.epoch, phase, float(np.mean(losses)), max_acc, min_acc, time.perf_counter() - start)
+        self.history.append(log)
+        self.epoch += 1
+        return log
+
+    def _step(self, x: Tensor, y: Tensor, phase: str) -> float:
+        net, cfg, space = self.net, self.cfg, self.net.space
+        quantize = phase == "qat"
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = net.run(x, space.largest(), quantize=quantize if phase != "warmup" else False)
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        loss.backward()
+        total = float(loss.detach())
+        if phase != "warmup":
+            soft = F.softmax(logits.detach(), dim=1)
+            students = [space.smallest()] + [space.sample(self.rng) for _ in range(cfg.random_subnets)]
+            for genome in students:
+                loss = self._student_loss(net.run(x, genome, quantize=quantize), soft, y)
+                loss.backward()
+                total += float(loss.detach())
+        if cfg.wdr_weight > 0 and phase == "qat":
+            reg = cfg.wdr_weight * wdr_loss(net)
+            reg.backward()
+            total += float(reg.detach())
+        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return total
+
+    def _student_loss(self, logits: Tensor, soft: Tensor, y: Tensor) -> Tensor:
+        if self.cfg.distillation == "none":
+            return F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+        return F.kl_div(F.log_softmax(logits, dim=1), soft, reduction="batchmean")
+
+    def evaluator(self, *, quantize: bool = True) -> SubnetEvaluator:
+        """Evaluator on the validation split with BN recalibrated on fixed training images."""
+        calib = self.train_x[: self.cfg.bn_calib_samples]
+        return SubnetEvaluator(self.net, calib, self.val_x, self.val_y, batch_size=self.cfg.eval_batch_size,
+                               quantize=quantize)
+
+    def extreme_accuracies(self, *, quantize: bool) -> tuple[float, float]:
+        """Validation accuracy of the largest and the smallest subnet."""
+        ev = self.evaluator(quantize=quantize)
+        return ev.accuracy(self.net.space.largest()), ev.accuracy(self.net.space.smallest())
+
+
+def _param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on BN parameters, biases and quantizer steps/zero points."""
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (no_decay if p.ndim <= 1 or "quant" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
