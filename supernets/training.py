@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
+from search_spaces import Genome
+
 from .augment import augment_batch
 from .evaluate import SubnetEvaluator
 from .supernet import QuantSupernet
@@ -72,8 +74,9 @@ class SupernetTrainer:
     """Owns the optimizer, schedule and sampling RNG so training can stop and resume exactly."""
 
     def __init__(self, supernet: QuantSupernet, train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
-                 config: SupernetConfig) -> None:
-        self.net, self.cfg = supernet, config
+                 config: SupernetConfig, *, standalone: Genome | None = None) -> None:
+        """``standalone``: train only this subnet (cross-entropy, same schedule) — the from-scratch baseline."""
+        self.net, self.cfg, self.standalone = supernet, config, standalone
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
         self.steps_per_epoch = max(1, len(train_x) // config.batch_size)
         total = (config.warmup_epochs + config.epochs) * self.steps_per_epoch
@@ -102,7 +105,7 @@ class SupernetTrainer:
     def train_epoch(self, on_step: Callable[[int, float], None] | None = None) -> EpochLog:
         """Run the next epoch and log the largest/smallest subnet's validation accuracy."""
         start, phase = time.perf_counter(), self.phase(self.epoch)
-        if phase != "warmup" and self.epoch == self.cfg.warmup_epochs:
+        if phase != "warmup" and self.epoch == self.cfg.warmup_epochs and self.standalone is None:
             self.net.sort_channels()  # once, when elastic training starts
             self.optimizer.state.clear()  # momentum buffers no longer match the permuted channels
         self.net.train()
@@ -124,11 +127,12 @@ class SupernetTrainer:
         net, cfg, space = self.net, self.cfg, self.net.space
         quantize = phase == "qat"
         self.optimizer.zero_grad(set_to_none=True)
-        logits = net.run(x, space.largest(), quantize=quantize if phase != "warmup" else False)
+        teacher = self.standalone or space.largest()
+        logits = net.run(x, teacher, quantize=quantize)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         loss.backward()
         total = float(loss.detach())
-        if phase != "warmup":
+        if phase != "warmup" and self.standalone is None:
             soft = F.softmax(logits.detach(), dim=1)
             students = [space.smallest()] + [space.sample(self.rng) for _ in range(cfg.random_subnets)]
             for genome in students:
@@ -156,8 +160,11 @@ class SupernetTrainer:
                                quantize=quantize)
 
     def extreme_accuracies(self, *, quantize: bool) -> tuple[float, float]:
-        """Validation accuracy of the largest and the smallest subnet."""
+        """Validation accuracy of the largest and the smallest subnet (or twice the standalone one)."""
         ev = self.evaluator(quantize=quantize)
+        if self.standalone is not None:
+            acc = ev.accuracy(self.standalone)
+            return acc, acc
         return ev.accuracy(self.net.space.largest()), ev.accuracy(self.net.space.smallest())
 
 

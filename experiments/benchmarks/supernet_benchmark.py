@@ -1,0 +1,180 @@
+"""Supernet benchmark: inherited vs standalone accuracy, training cost, evaluation throughput.
+
+1. Trains a quantized supernet (or reuses its checkpoint), picks subnets spread over the space by
+   MACs, evaluates each at W8A8 and W4A4 with inherited weights (BN recalibrated), trains each from
+   scratch (quantization-aware, same schedule and epochs) and reports the accuracy gaps and the
+   Kendall tau between the two rankings.
+2. Times one training step of the largest subnet inside the supernet against the same static
+   network (float and fake-quantized), 1 thread, interleaved.
+3. Reports subnet evaluations per second (BN recalibration + validation).
+
+Usage:  python experiments/benchmarks/supernet_benchmark.py --dataset mnist [--quick]
+Results: a printed table and experiments/benchmarks/results/supernet_<dataset>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import kendalltau
+
+from search_spaces import Genome, SearchSpace, get_space
+from supernets.data import load_dataset
+from supernets.evaluate import SubnetEvaluator
+from supernets.fit import fit_supernet
+from supernets.static import StaticNet
+from supernets.supernet import QuantSupernet
+from supernets.training import SupernetConfig, SupernetTrainer
+
+RESULTS = Path(__file__).parent / "results"
+
+PRESETS = {
+    "mnist": dict(space=dict(in_channels=1, image_size=28, stem_channels=16, stem_stride=2,
+                             stage_channels=[16, 24, 40], stage_strides=[1, 2, 2], stage_se=[False, True, True],
+                             stage_act=["relu", "hswish", "hswish"], depths=[1, 2, 3], kernels=[3, 5],
+                             expands=[2, 4, 6], head_channels=128, w_bits=[4, 8], a_bits=[4, 8]),
+                  train=dict(warmup_epochs=2, epochs=8, batch_size=128, lr=0.08, bn_calib_samples=500)),
+    "cifar10": dict(space=dict(in_channels=3, image_size=32, stem_channels=16, stem_stride=2,
+                               stage_channels=[24, 32, 48, 64], stage_strides=[1, 2, 2, 1],
+                               stage_se=[False, False, True, True], stage_act=["relu", "relu", "hswish", "hswish"],
+                               depths=[1, 2, 3], kernels=[3, 5], expands=[3, 4, 6], head_channels=256,
+                               w_bits=[4, 6, 8], a_bits=[4, 6, 8]),
+                    train=dict(warmup_epochs=3, epochs=12, batch_size=128, lr=0.08, bn_calib_samples=500)),
+}
+
+
+def spread_subnets(space: SearchSpace, n: int, seed: int) -> list[Genome]:
+    """``n`` architectures at evenly spaced MAC quantiles of 2000 random samples."""
+    rng = np.random.default_rng(seed)
+    pool = {g.key: g for g in (space.sample(rng) for _ in range(2000))}.values()
+    ranked = sorted(pool, key=lambda g: space.costs(g).macs)
+    return [ranked[int(i)] for i in np.linspace(0, len(ranked) - 1, n)]
+
+
+def at_bits(space: SearchSpace, genome: Genome, bits: int) -> Genome:
+    """The same architecture with every searchable weight and activation bit-width set to ``bits``."""
+    values = {g.name: bits for g in space.genes if g.name.endswith(("w_bits", "a_bits"))}
+    return space.canonical(genome.with_values(values))
+
+
+def standalone_accuracy(space: SearchSpace, genome: Genome, data, cfg: SupernetConfig) -> tuple[float, float]:
+    """Train only ``genome`` from scratch with the supernet's schedule; (test accuracy, seconds)."""
+    net = QuantSupernet(space, image_size=data.image_size, seed=cfg.seed)
+    trainer = SupernetTrainer(net, data.train_x, data.train_y, data.val_x, data.val_y, cfg, standalone=genome)
+    start = time.perf_counter()
+    while not trainer.done:
+        trainer.train_epoch()
+    ev = SubnetEvaluator(net, data.train_x[: cfg.bn_calib_samples], data.test_x, data.test_y)
+    return ev.accuracy(genome), time.perf_counter() - start
+
+
+def time_step(fn, repeats: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def training_cost(space: SearchSpace, data, batch: int, repeats: int) -> dict:
+    """Seconds per fwd+bwd step: largest subnet in the supernet vs the same static network (interleaved)."""
+    torch.set_num_threads(1)
+    net = QuantSupernet(space, image_size=data.image_size).train()
+    static = StaticNet(space.blocks(space.largest())).train()
+    x, y = data.train_x[:batch], data.train_y[:batch]
+    steps = {
+        "supernet_fp": lambda: F.cross_entropy(net.run(x, space.largest(), quantize=False), y).backward(),
+        "supernet_w8a8": lambda: F.cross_entropy(net.run(x, space.largest()), y).backward(),
+        "static_fp": lambda: F.cross_entropy(static(x), y).backward(),
+    }
+    for fn in steps.values():
+        fn()
+    times = {k: [] for k in steps}
+    for _ in range(repeats):  # interleaved passes
+        for k, fn in steps.items():
+            times[k].append(time_step(fn, 1))
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {**{f"{k}_s": v for k, v in med.items()}, "ratio_fp": med["supernet_fp"] / med["static_fp"],
+            "ratio_w8a8_vs_static_fp": med["supernet_w8a8"] / med["static_fp"], "batch": batch}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(PRESETS), default="mnist")
+    parser.add_argument("--subnets", type=int, default=12)
+    parser.add_argument("--quick", action="store_true", help="tiny budget for a smoke run")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    preset = PRESETS[args.dataset]
+    train = dict(preset["train"])
+    if args.quick:
+        train.update(warmup_epochs=1, epochs=1)
+    cfg = SupernetConfig(**train)
+    data = load_dataset(args.dataset, max_train=1000 if args.quick else None)
+    space = get_space("mbv3", **preset["space"])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    ckpt = RESULTS / f"supernet_{args.dataset}{suffix}.pt"
+    start = time.perf_counter()
+    trainer = fit_supernet(space, data, cfg, checkpoint=ckpt, progress=False)
+    supernet_seconds = time.perf_counter() - start
+    ev = SubnetEvaluator(trainer.net, data.train_x[: cfg.bn_calib_samples], data.test_x, data.test_y)
+    rows = []
+    for arch in spread_subnets(space, 3 if args.quick else args.subnets, seed=1):
+        for bits in (8, 4):
+            genome = at_bits(space, arch, bits)
+            t0 = time.perf_counter()
+            inherited = ev.accuracy(genome)
+            eval_s = time.perf_counter() - t0
+            scratch, scratch_s = standalone_accuracy(space, genome, data, cfg)
+            rows.append({"key": genome.key, "bits": bits, "mmacs": space.costs(genome).macs / 1e6,
+                         "inherited": inherited, "standalone": scratch, "gap_pp": 100 * (scratch - inherited),
+                         "eval_seconds": eval_s, "standalone_train_seconds": scratch_s})
+            print(f"W{bits}A{bits} {genome.key} {rows[-1]['mmacs']:6.2f} MMACs  inherited {inherited:.4f}  "
+                  f"standalone {scratch:.4f}  gap {rows[-1]['gap_pp']:+.2f} pp", flush=True)
+    summary = summarise(rows)
+    cost = training_cost(space, data, batch=cfg.batch_size, repeats=3 if args.quick else 7)
+    result = {"dataset": args.dataset, "space": space.options(), "config": cfg.model_dump(), "rows": rows,
+              "summary": summary, "training_cost": cost, "supernet_train_seconds": supernet_seconds,
+              "evals_per_second": 1 / float(np.mean([r["eval_seconds"] for r in rows])),
+              "history": [h.__dict__ for h in trainer.history], "quick": args.quick}
+    out = RESULTS / f"supernet_{args.dataset}{suffix}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print_table(summary, cost, result)
+    print(f"wrote {out}")
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {}
+    for bits in (8, 4):
+        sel = [r for r in rows if r["bits"] == bits]
+        gaps = np.array([r["gap_pp"] for r in sel])
+        tau = kendalltau([r["inherited"] for r in sel], [r["standalone"] for r in sel]).statistic
+        out[f"W{bits}A{bits}"] = {"n": len(sel), "mean_gap_pp": float(gaps.mean()),
+                                  "mean_abs_gap_pp": float(np.abs(gaps).mean()), "max_gap_pp": float(gaps.max()),
+                                  "kendall_tau": float(tau),
+                                  "mean_inherited": float(np.mean([r["inherited"] for r in sel])),
+                                  "mean_standalone": float(np.mean([r["standalone"] for r in sel]))}
+    return out
+
+
+def print_table(summary: dict, cost: dict, result: dict) -> None:
+    print("\nsetting  n  mean inherited  mean standalone  mean gap (pp)  max gap (pp)  Kendall tau")
+    for name, s in summary.items():
+        print(f"{name:7s} {s['n']:2d}  {s['mean_inherited']:14.4f}  {s['mean_standalone']:15.4f}  "
+              f"{s['mean_gap_pp']:+13.2f}  {s['max_gap_pp']:+12.2f}  {s['kendall_tau']:11.3f}")
+    print(f"\ntraining step (batch {cost['batch']}, 1 thread): supernet FP {cost['supernet_fp_s']:.3f}s, "
+          f"supernet W8A8 {cost['supernet_w8a8_s']:.3f}s, static FP {cost['static_fp_s']:.3f}s -> "
+          f"ratio FP {cost['ratio_fp']:.2f}x")
+    print(f"subnet evaluations per second: {result['evals_per_second']:.2f}; "
+          f"supernet training {result['supernet_train_seconds']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Genomes → feature matrices: the space's one-hot encoding plus standardised log analytic costs.
+
+The search refits and queries predictors on thousands of genomes per round, so encoding is the hot
+path: for spaces that keep :meth:`SearchSpace.encode` and :meth:`SearchSpace.costs` as inherited,
+the one-hot rows are built from precomputed column lookups and subnet costs from a per-encoder
+cache of block costs (many genomes share blocks). Both give exactly what the space itself gives
+(a test checks), and spaces that override either method are encoded through the method itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from search_spaces import Genome, InputError, SearchSpace
+from search_spaces.costs import block_costs
+
+__all__ = ["FeatureEncoder", "COST_FEATURES", "gene_columns"]
+
+#: Analytic features and the :class:`Costs` field each one takes the log of.
+COST_FEATURES = ("macs", "bitops", "size_bytes")
+KINDS = ("arch", "quant")
+
+
+def gene_columns(space: SearchSpace, kinds: Sequence[str]) -> np.ndarray:
+    """Indices of the columns of ``space.encode`` that belong to genes of the given kinds."""
+    cols, start = [], 0
+    for gene in space.genes:
+        if gene.kind in kinds:
+            cols.extend(range(start, start + len(gene.choices)))
+        start += len(gene.choices)
+    return np.asarray(cols, dtype=np.int64)
+
+
+class FeatureEncoder:
+    """Encode genomes of one space as float32 rows: ``[one-hot genes of kinds | log costs (z-scored)]``.
+
+    Args:
+        space: the search space the genomes belong to.
+        kinds: which genes to one-hot encode (``("arch",)`` for a full-precision base predictor).
+        costs: which analytic costs to add as standardised logs, from :data:`COST_FEATURES`
+            (log MACs, log BitOps, log bytes: accuracy grows roughly with the log of capacity).
+        cache_size: genomes whose rows are remembered (by value) before the cache is cleared
+            (a search re-predicts its population every round; 20k rows of ~300 floats ≈ 24 MB).
+    """
+
+    def __init__(self, space: SearchSpace, *, kinds: Sequence[str] = KINDS,
+                 costs: Sequence[str] = COST_FEATURES, cache_size: int = 20_000) -> None:
+        unknown = [k for k in kinds if k not in KINDS] + [c for c in costs if c not in COST_FEATURES]
+        if unknown:
+            raise ValueError(f"unknown kinds/costs {unknown}; kinds from {KINDS}, costs from {COST_FEATURES}")
+        self.space, self.kinds, self.costs = space, tuple(kinds), tuple(costs)
+        self._columns = gene_columns(space, self.kinds)
+        self._plan = self._make_plan(space)
+        self._width = sum(len(g.choices) for g in space.genes)
+        self._fast_encode = type(space).encode is SearchSpace.encode and type(space).is_active is SearchSpace.is_active
+        self._fast_costs = type(space).costs is SearchSpace.costs
+        self._block_cache: dict = {}
+        self._row_cache: dict[Genome, np.ndarray] = {}
+        self._cache_size = cache_size
+        self.mean_ = np.zeros(len(self.costs))
+        self.scale_ = np.ones(len(self.costs))
+
+    @staticmethod
+    def _make_plan(space: SearchSpace) -> list[tuple[int, dict, int | None, object]]:
+        """Per gene: first column, value → choice index, controller position, controller minimum."""
+        index = {g.name: i for i, g in enumerate(space.genes)}
+        plan, offset = [], 0
+        for gene in space.genes:
+            ctrl, minimum = (None, None) if gene.active_if is None else (index[gene.active_if[0]], gene.active_if[1])
+            plan.append((offset, {c: i for i, c in enumerate(gene.choices)}, ctrl, minimum))
+            offset += len(gene.choices)
+        return plan
+
+    @property
+    def names(self) -> list[str]:
+        """Column names: ``gene=value`` for the one-hot part, ``log_<cost>`` for the analytic part."""
+        all_names = self.space.feature_names()
+        return [all_names[i] for i in self._columns] + [f"log_{c}" for c in self.costs]
+
+    @property
+    def n_features(self) -> int:
+        return len(self._columns) + len(self.costs)
+
+    def fit(self, genomes: Sequence[Genome]) -> FeatureEncoder:
+        """Learn the mean and spread of the log costs (so every model sees them on a unit scale)."""
+        if self.costs:
+            raw = self._raw(genomes)[:, len(self._columns):].astype(np.float64)
+            self.mean_ = raw.mean(axis=0)
+            self.scale_ = np.where(raw.std(axis=0) > 1e-12, raw.std(axis=0), 1.0)
+        return self
+
+    def transform(self, genomes: Sequence[Genome]) -> np.ndarray:
+        """Feature matrix ``(n, n_features)`` (float32)."""
+        out = self._raw(genomes)
+        if self.costs:
+            k = len(self._columns)
+            out[:, k:] = (out[:, k:] - self.mean_) / self.scale_
+        return out
+
+    def fit_transform(self, genomes: Sequence[Genome]) -> np.ndarray:
+        return self.fit(genomes).transform(genomes)
+
+    # ---- raw rows (one-hot + unscaled log costs), cached by genome -----------------------------
+    def _raw(self, genomes: Sequence[Genome]) -> np.ndarray:
+        genomes = list(genomes)
+        out = np.empty((len(genomes), self.n_features), dtype=np.float32)
+        missing = [i for i, g in enumerate(genomes) if g not in self._row_cache]
+        if missing:
+            fresh = self._compute([genomes[i] for i in missing])
+            if len(self._row_cache) + len(missing) > self._cache_size:
+                self._row_cache.clear()
+            for i, row in zip(missing, fresh):
+                self._row_cache[genomes[i]] = row
+        for i, g in enumerate(genomes):
+            out[i] = self._row_cache[g]
+        return out
+
+    def _compute(self, genomes: list[Genome]) -> np.ndarray:
+        onehot = self._onehot(genomes)[:, self._columns]
+        if not self.costs:
+            return onehot
+        logs = np.log(np.maximum(np.array([self._cost_row(g) for g in genomes], dtype=np.float64), 1.0))
+        return np.concatenate([onehot, logs.astype(np.float32)], axis=1)
+
+    def _onehot(self, genomes: list[Genome]) -> np.ndarray:
+        if not self._fast_encode:
+            return np.stack([self.space.encode(g) for g in genomes]).astype(np.float32)
+        rows: list[int] = []
+        cols: list[int] = []
+        for r, genome in enumerate(genomes):
+            self._check(genome)
+            values = genome.values
+            for (_, value), (offset, lookup, ctrl, minimum) in zip(values, self._plan):
+                if ctrl is not None and values[ctrl][1] < minimum:
+                    continue
+                if value not in lookup:
+                    self.space.validate(genome)  # raises the space's own error naming the gene
+                rows.append(r)
+                cols.append(offset + lookup[value])
+        out = np.zeros((len(genomes), self._width), dtype=np.float32)
+        out[rows, cols] = 1.0
+        return out
+
+    def _check(self, genome: Genome) -> None:
+        if genome.space != self.space.name or len(genome.values) != len(self._plan):
+            self.space.validate(genome)
+            raise InputError("genome does not match the space's genes", source=f"space {self.space.name!r}")
+
+    def _cost_row(self, genome: Genome) -> list[float]:
+        """The selected costs of ``space.costs(genome)``, summing cached per-block costs when the
+        space does not override ``costs`` (``space.blocks`` is then the only per-genome work)."""
+        if not self._fast_costs:
+            costs = self.space.costs(genome)
+            return [float(getattr(costs, name)) for name in self.costs]
+        total = [0.0] * len(self.costs)
+        for block in self.space.blocks(genome):
+            cost = self._block_cache.get(block)
+            if cost is None:
+                cost = self._block_cache[block] = [float(getattr(block_costs(block), n)) for n in self.costs]
+            for i, value in enumerate(cost):
+                total[i] += value
+        return total
