@@ -1,0 +1,399 @@
+"""Experiment configs: one YAML file → one typed, frozen :class:`ExperimentConfig`.
+
+Why typed: a typo in a key must stop the run before hours of supernet training, with one clear
+message that names the file, the line, the dotted key path and the nearest valid name. So every
+section is a pydantic model with ``extra="forbid"``; :func:`load_config` turns the first
+``ValidationError`` into one :class:`InputError`.
+
+Paths of referenced files (data roots, and later tables and checkpoints) resolve against the config
+file's folder (use :data:`ExistingPath`); ``output.root`` resolves against the working directory,
+where users expect ``runs/`` to appear.
+
+Extension points: the sections in :data:`PLANNED_SECTIONS` (``supernet``, ``predictors``,
+``latency``) are rejected with a message saying which issue brings them. To add one, define a frozen
+``_Section`` model, add it as a field of :class:`ExperimentConfig` (with a default), delete its
+entry here, and teach ``nas.runner.build_evaluator`` to use it.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from nas.objectives import Constraint, Objective, parse_constraint
+from search_spaces.errors import InputError, nearest
+
+__all__ = ["PLANNED_SECTIONS", "ExistingPath", "DatasetConfig", "SearchSpaceConfig", "ObjectiveConfig",
+           "SearchConfig", "ExecutorConfig", "OutputConfig", "ExperimentConfig", "LoadedConfig", "load_config",
+           "parse_config", "apply_overrides", "config_to_yaml", "config_diff", "translate_validation_error"]
+
+PLANNED_SECTIONS: dict[str, str] = {
+    "supernet": "the quantized-supernet issue",
+    "predictors": "the accuracy-predictor issue",
+    "latency": "the latency-table issue",
+}
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Resolve against the config's folder; a missing file is an error naming the resolved path."""
+    context = info.context or {}
+    path = value.expanduser()
+    if not path.is_absolute() and context.get("base_dir") is not None:
+        path = Path(context["base_dir"]) / path
+    path = path.resolve()
+    if context.get("check_files", True) and not path.exists():
+        raise ValueError(f"file or folder not found: {path}")
+    return path
+
+
+ExistingPath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path to an existing input file or folder, relative to the config file's folder."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Section):
+    """Which dataset the subnets are for (``load_dataset(name, root=..., seed=..., **options)``)."""
+
+    name: str
+    root: ExistingPath | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchSpaceConfig(_Section):
+    """Which registered space to search (``get_space(name, **options)``)."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ObjectiveConfig(_Section):
+    """A metric to optimise and its direction."""
+
+    metric: str
+    direction: Literal["min", "max"] = "min"
+
+
+def _check_constraint(text: str) -> str:
+    parse_constraint(text)  # its ValueError names the expected form
+    return text
+
+
+class SearchConfig(_Section):
+    """The search: algorithm, what to optimise, which candidates are allowed, how many to evaluate."""
+
+    algorithm: str = "nsga2"
+    options: dict[str, Any] = Field(default_factory=dict)
+    objectives: list[ObjectiveConfig]
+    constraints: list[Annotated[str, AfterValidator(_check_constraint)]] = Field(default_factory=list)
+    budget: int = Field(100, ge=1, strict=True)
+    seed: int | None = Field(None, ge=0, strict=True)
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct_objectives(cls, value: list[ObjectiveConfig]) -> list[ObjectiveConfig]:
+        if not value:
+            raise ValueError("at least one objective is required, e.g. [{metric: size_kb, direction: min}]")
+        seen: dict[str, int] = {}
+        for i, objective in enumerate(value):
+            if objective.metric in seen:
+                raise ValueError(f"objective {objective.metric!r} is listed twice (entries {seen[objective.metric]}"
+                                 f" and {i})")
+            seen[objective.metric] = i
+        return value
+
+    @field_validator("constraints")
+    @classmethod
+    def _satisfiable(cls, value: list[str]) -> list[str]:
+        lower: dict[str, tuple[float, str]] = {}
+        upper: dict[str, tuple[float, str]] = {}
+        for text in value:
+            c = parse_constraint(text)
+            table, better = (upper, min) if c.op == "<=" else (lower, max)
+            if c.metric not in table or better(c.bound, table[c.metric][0]) == c.bound:
+                table[c.metric] = (c.bound, text)
+        for metric, (low, low_text) in lower.items():
+            if metric in upper and upper[metric][0] < low:
+                raise ValueError(f"constraints {low_text!r} and {upper[metric][1]!r} contradict each other: "
+                                 "no candidate can satisfy both")
+        return value
+
+    def objective_list(self) -> tuple[Objective, ...]:
+        return tuple(Objective(o.metric, o.direction) for o in self.objectives)
+
+    def constraint_list(self) -> tuple[Constraint, ...]:
+        return tuple(parse_constraint(text) for text in self.constraints)
+
+
+class ExecutorConfig(_Section):
+    """Where candidates are evaluated; only ``local`` exists yet."""
+
+    kind: str = "local"
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value == "ray":
+            raise ValueError("the Ray executor is not available yet (another issue adds it); use kind: local")
+        if value != "local":
+            raise ValueError(f"unknown executor {value!r}{nearest(value, ['local', 'ray'])}; expected 'local'")
+        return value
+
+
+class OutputConfig(_Section):
+    """Where runs go (relative to the working directory) and how many subnets to export."""
+
+    root: Path = Path("runs")
+    export_top: int = Field(5, ge=0, strict=True)
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment; ``name`` defaults to the config file's stem and names the run folder."""
+
+    name: str = "experiment"
+    seed: int = Field(0, ge=0, strict=True)
+    dataset: DatasetConfig
+    search_space: SearchSpaceConfig
+    search: SearchConfig
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("expected letters, digits, '_', '.' or '-' (it names the run folder)")
+        return value
+
+    @property
+    def search_seed(self) -> int:
+        """The searcher's seed: ``search.seed`` when set, else the experiment's ``seed``."""
+        return self.seed if self.search.seed is None else self.search.seed
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config and where its values came from (for errors found after validation)."""
+
+    config: ExperimentConfig
+    source: Path
+    lines: Mapping[str, int]
+    overrides: Mapping[str, str]
+
+    def error(self, field: str, message: str) -> InputError:
+        """An InputError for ``field`` pointing at the ``--set`` or the file line it came from."""
+        below = [t for k, t in self.overrides.items() if field == k or field.startswith((k + ".", k + "["))]
+        above = [t for k, t in self.overrides.items() if k.startswith((field + ".", field + "["))]
+        if below or (above and field not in self.lines):
+            return InputError(message, source=f"--set {(below or above)[0]}", field=field)
+        line = self.lines.get(field)
+        probe = field
+        while line is None and ("." in probe or "[" in probe):
+            probe = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe)
+            line = self.lines.get(probe)
+        return InputError(message, source=self.source, field=field, line=line)
+
+
+# ---- errors: one InputError from a ValidationError, YAML line numbers ----------------------------
+_EXPECTED = {
+    "path_type": "expected a file path",
+    "model_type": "expected a mapping (a section of keys)",
+    "model_attributes_type": "expected a mapping (a section of keys)",
+    "dict_type": "expected a mapping of option names to values",
+}
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model or list type inside ``Annotated[...]`` / ``X | None``."""
+    while get_origin(annotation) in (Annotated, Union, types.UnionType):
+        annotation = [a for a in get_args(annotation) if a is not type(None)][0]
+    return annotation
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        inner = _unwrap(current)
+        if isinstance(part, int) and get_origin(inner) is list:
+            current = get_args(inner)[0]
+        elif isinstance(inner, type) and issubclass(inner, BaseModel) and part in inner.model_fields:
+            current = inner.model_fields[str(part)].annotation
+        else:
+            return None
+    inner = _unwrap(current)
+    return inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
+
+
+def _short(value: Any) -> str:
+    return repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+
+
+def translate_validation_error(err: ValidationError, model: type[BaseModel],
+                               planned: Mapping[str, str] = PLANNED_SECTIONS) -> tuple[str, str]:
+    """``(dotted field, message)`` for the first error: what is wrong, the value, what was expected."""
+    errors = err.errors()
+    # An unknown key first: a misspelt key also makes its correct spelling "missing".
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc, kind, value = list(first["loc"]), first["type"], first.get("input")
+    field = _dotted(loc)
+    if kind == "extra_forbidden":
+        key, parent = str(loc[-1]), _model_at(model, loc[:-1])
+        if not loc[:-1] and key in planned:
+            return field, f"section {key!r} is not available yet (it arrives with {planned[key]}); remove it"
+        valid = list(parent.model_fields) if parent is not None else []
+        return field, f"unknown key {key!r}{nearest(key, valid)} (valid keys: {', '.join(valid)})"
+    if kind == "missing":
+        return field, "missing required key"
+    message = first["msg"].removeprefix("Value error, ")
+    if kind in _EXPECTED:
+        message = _EXPECTED[kind]
+    elif message.startswith("Input should be "):
+        message = "expected " + message.removeprefix("Input should be ")
+    return field, f"got {_short(value)}; {message}"
+
+
+def yaml_lines(text: str, source: Path) -> dict[str, int]:
+    """Dotted key path -> 1-based line of every key and list item; a key given twice is an error."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, path: list[str | int]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key, line = str(key_node.value), key_node.start_mark.line + 1
+                child = _dotted([*path, key])
+                if key in seen:
+                    raise InputError(f"key {key!r} appears twice (first on line {seen[key]})",
+                                     source=source, field=child, line=line)
+                seen[key], lines[child] = line, line
+                walk(value_node, [*path, key])
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[_dotted([*path, i])] = item.start_mark.line + 1
+                walk(item, [*path, i])
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, [])
+    return lines
+
+
+def _parse_override(text: str) -> tuple[list[str | int], Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", key.strip()):
+        raise InputError("expected KEY=VALUE with a dotted key, e.g. search.budget=50", source=f"--set {text}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise InputError(f"cannot parse the value {raw!r}: {err}", source=f"--set {text}") from None
+    return [int(p) if p.isdigit() else p for p in key.strip().split(".")], value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Apply ``a.b=c`` overrides (values parsed as YAML) to a copy of ``data``; returns it and the keys set."""
+    out: dict[str, Any] = copy.deepcopy(dict(data))
+    applied: dict[str, str] = {}
+    for text in overrides:
+        parts, value = _parse_override(text)
+        node: Any = out
+        for i, part in enumerate(parts[:-1]):
+            here = ".".join(map(str, parts[: i + 1]))
+            if isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            elif isinstance(node, dict):
+                if node.get(str(part)) is None:
+                    node[str(part)] = {}
+                node = node[str(part)]
+            else:
+                raise InputError(f"{here!r} is not a section", source=f"--set {text}")
+            if not isinstance(node, (dict, list)):
+                raise InputError(f"{here!r} holds {node!r}, not a section", source=f"--set {text}")
+        last = parts[-1]
+        if isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = value
+        elif isinstance(node, dict):
+            node[str(last)] = value
+        else:
+            raise InputError(f"cannot set {last!r} inside a list", source=f"--set {text}")
+        applied[_dotted(parts)] = text
+    return out, applied
+
+
+def _dotted(parts: Sequence[str | int]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def parse_config(data: Any, *, source: Path, lines: Mapping[str, int] | None = None,
+                 overrides: Mapping[str, str] | None = None, check_files: bool = True) -> LoadedConfig:
+    """Validate a mapping (already read from ``source``) into a :class:`LoadedConfig`."""
+    lines, overrides = dict(lines or {}), dict(overrides or {})
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping of sections, got {type(data).__name__}", source=source)
+    data = dict(data)
+    data.setdefault("name", source.stem)
+    try:
+        config = ExperimentConfig.model_validate(
+            data, context={"base_dir": source.parent, "check_files": check_files})
+    except ValidationError as err:
+        loaded = LoadedConfig(ExperimentConfig.model_construct(), source, lines, overrides)
+        field, message = translate_validation_error(err, ExperimentConfig, PLANNED_SECTIONS)
+        raise loaded.error(field, message) from None
+    return LoadedConfig(config, source, lines, overrides)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True) -> LoadedConfig:
+    """Read, override and validate the YAML config at ``path``; every problem is one InputError."""
+    source = Path(path).expanduser().resolve()
+    if not source.is_file():
+        raise InputError(f"config file not found: {source}")
+    text = source.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InputError(f"invalid YAML: {problem}", source=source,
+                         line=None if mark is None else mark.line + 1) from None
+    if data is None:
+        raise InputError("the config is empty; expected the sections dataset, search_space and search",
+                         source=source)
+    lines = yaml_lines(text, source)
+    data, applied = apply_overrides(data, overrides) if isinstance(data, dict) else (data, {})
+    return parse_config(data, source=source, lines=lines, overrides=applied, check_files=check_files)
+
+
+def config_to_yaml(config: ExperimentConfig) -> str:
+    """The resolved config (defaults filled, paths absolute) as YAML that :func:`load_config` reads back."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+
+
+def config_diff(stored: ExperimentConfig, given: ExperimentConfig) -> list[str]:
+    """``key: stored -> given`` lines for every leaf that differs (empty when equal)."""
+    a, b = _flatten(stored.model_dump(mode="json")), _flatten(given.model_dump(mode="json"))
+    return [f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}"
+            for key in sorted(set(a) | set(b)) if a.get(key, "<absent>") != b.get(key, "<absent>")]
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}

@@ -1,0 +1,134 @@
+"""``trials.jsonl``: the crash-safe record of every evaluated candidate, one JSON object per line.
+
+Why a journal: a search may run for hours; each line is flushed and ``fsync``'d as it is written, so
+a crash (even SIGKILL or a power cut) loses at most the line being written. The reader tolerates
+exactly that: a torn *last* line is dropped and reported; damage anywhere else is an error naming
+the line, because silently skipping it would re-evaluate (or lose) a candidate.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from search_spaces.errors import InputError
+
+__all__ = ["RECORD_KEYS", "Journal", "JournalContents", "DroppedLine", "read_journal"]
+
+RECORD_KEYS = ("key", "genome", "metrics", "sources", "seconds", "batch", "finished_at")
+
+
+class Journal:
+    """Append-only JSONL writer: one line per record, flushed and fsync'd before :meth:`append` returns."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()/__exit__
+        try:  # one writer per run: a second `qnas run --resume` on the same folder must not interleave lines
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise InputError("another qnas process is writing this run's journal", source=self.path) from None
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Write one record as one line; it is on disk when this returns."""
+        missing = [k for k in RECORD_KEYS if k not in record]
+        if missing:
+            raise ValueError(f"journal record lacks {missing}")
+        self._file.write(json.dumps(record, separators=(",", ":"), allow_nan=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class DroppedLine:
+    """A torn last line that the reader skipped (a crash mid-write)."""
+
+    path: Path
+    line: int
+    text: str
+
+    def __str__(self) -> str:
+        preview = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        return (f"{self.path}:{self.line}: dropped a truncated last line (a crash mid-write?): {preview!r}; "
+                "that candidate will be evaluated again")
+
+
+@dataclass(frozen=True)
+class JournalContents:
+    """The complete records of a journal and the torn last line, if any."""
+
+    records: tuple[dict[str, Any], ...]
+    dropped: DroppedLine | None = None
+
+
+def _parse(text: str, path: Path, line: int) -> dict[str, Any]:
+    record = json.loads(text)
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing:
+        raise InputError(f"journal record lacks the keys {missing}", source=path, line=line)
+    return record
+
+
+def read_journal(path: str | Path, *, repair: bool = False) -> JournalContents:
+    """Read every complete record; drop (and with ``repair``, cut off) a torn last line.
+
+    A missing file reads as empty. A corrupt line that is not the last is an :class:`InputError`
+    naming it. ``repair=True`` truncates the file after the last good line (and ends it with a
+    newline) so that appending can continue safely.
+    """
+    path = Path(path)
+    if not path.exists():
+        return JournalContents(())
+    raw = path.read_bytes()
+    chunks = raw.split(b"\n")
+    records: list[dict[str, Any]] = []
+    good_end, dropped = 0, None
+    last = max((i for i, c in enumerate(chunks) if c.strip()), default=-1)
+    for i, chunk in enumerate(chunks):
+        is_last = i == last
+        if chunk.strip():
+            try:
+                records.append(_parse(chunk.decode("utf-8"), path, i + 1))
+            except (ValueError, UnicodeDecodeError) as err:
+                if not is_last:
+                    raise InputError(f"line {i + 1} is not a valid journal record ({err}); the file is damaged "
+                                     "before its end", source=path, line=i + 1) from None
+                dropped = DroppedLine(path, i + 1, chunk.decode("utf-8", errors="replace"))
+                break
+        good_end += len(chunk) + 1
+    if repair:
+        _cut(path, raw, min(good_end, len(raw)))
+    return JournalContents(tuple(records), dropped)
+
+
+def _cut(path: Path, raw: bytes, end: int) -> None:
+    """Keep ``raw[:end]`` and make sure it ends with a newline (a crash may have lost just the ``\\n``)."""
+    keep = raw[:end].rstrip(b"\n")
+    keep = keep + b"\n" if keep else b""
+    if keep == raw:
+        return
+    with open(path, "r+b") as file:
+        file.truncate(len(keep))
+        file.seek(0)
+        file.write(keep)
+        file.flush()
+        os.fsync(file.fileno())

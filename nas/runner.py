@@ -1,0 +1,311 @@
+"""From a config to a finished run directory: config → space → evaluators → searcher → run_search → artifacts.
+
+Why a separate layer from the CLI: notebooks, benchmarks and tests start and resume runs with the
+same code path as ``qnas run``. Everything that can be wrong with the input is checked by
+:func:`prepare` before a run folder is created, so a typo never leaves an empty run behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from nas.config import LoadedConfig, config_diff, config_to_yaml, load_config
+from nas.evaluators import AnalyticEvaluator, CompositeEvaluator
+from nas.journal import Journal, read_journal
+from nas.objectives import Constraint, Objective
+from nas.rundir import (CONFIG, JOURNAL, atomic_write_text, check_run_dir, create_run_dir, new_manifest, now_iso,
+                        read_manifest, update_manifest)
+from nas.search import SearchResult, Trial, run_search
+from search_spaces import InputError, SearchSpace, get_space
+from search_spaces.errors import nearest
+
+__all__ = ["PLANNED_METRICS", "Reporter", "SilentReporter", "Experiment", "RunOutcome", "build_evaluator", "prepare",
+           "summary", "start_run", "resume_run"]
+
+PLANNED_METRICS = {"accuracy": "the quantized supernet", "top1": "the quantized supernet",
+                   "latency_ms": "the latency tables"}
+
+
+class Reporter(Protocol):
+    """Progress and messages of a run (the CLI's ``RichReporter`` prints them; :class:`SilentReporter` does not)."""
+
+    def step(self, text: str) -> AbstractContextManager[None]: ...
+
+    def search_progress(self, budget: int) -> AbstractContextManager[Callable[[int, int], None]]: ...
+
+    def info(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+
+class SilentReporter:
+    """A :class:`Reporter` that says nothing (library use, tests)."""
+
+    @contextmanager
+    def step(self, text: str) -> Iterator[None]:
+        yield
+
+    @contextmanager
+    def search_progress(self, budget: int) -> Iterator[Callable[[int, int], None]]:
+        yield lambda done, total: None
+
+    def info(self, text: str) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A checked config with everything built that a run needs (but no run folder yet)."""
+
+    loaded: LoadedConfig
+    space: SearchSpace
+    evaluator: CompositeEvaluator
+    dataset: str
+    objectives: tuple[Objective, ...]
+    constraints: tuple[Constraint, ...]
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """A finished (or resumed-and-finished) run."""
+
+    run_dir: Path
+    result: SearchResult
+    seconds: float
+
+
+def _rewrap(loaded: LoadedConfig, err: InputError, field: str) -> InputError:
+    return loaded.error(err.field if err.field and err.field.startswith(field.split(".")[0]) else field, err.detail)
+
+
+def build_space(loaded: LoadedConfig) -> SearchSpace:
+    """``get_space(name, **options)``, its errors pointing at the config line."""
+    section = loaded.config.search_space
+    try:
+        return get_space(section.name, source=str(loaded.source), **section.options)
+    except InputError as err:
+        raise _rewrap(loaded, err, "search_space") from None
+
+
+def check_dataset(loaded: LoadedConfig, space: SearchSpace) -> str:
+    """Load the dataset and check it fits the space (channels, classes, image size); returns a summary."""
+    from supernets.data import dataset_kind, load_dataset
+
+    section, options = loaded.config.dataset, space.options()
+    try:
+        kind = dataset_kind(section.name)
+        splits = load_dataset(section.name, root=section.root, seed=loaded.config.seed, **section.options)
+    except InputError as err:
+        field = f"dataset.options.{err.field}" if err.field in section.options else (
+            err.field if err.field and err.field.startswith("dataset") else "dataset")
+        raise loaded.error(field, err.detail) from None
+    if kind != "image" and "in_channels" in options:
+        raise loaded.error("dataset.name", f"dataset {section.name!r} is a {kind} dataset but search space "
+                                           f"{space.name!r} is for images")
+    for attr in ("in_channels", "num_classes", "image_size"):
+        have, want = options.get(attr), getattr(splits, attr, None)
+        if have is not None and want is not None and have != want:
+            raise loaded.error(f"search_space.options.{attr}", f"is {have} but dataset {section.name!r} has "
+                                                               f"{attr}={want}; set search_space.options.{attr}: {want}")
+    sizes = "/".join(str(len(getattr(splits, f"{s}_y", ()))) for s in ("train", "val", "test"))
+    shape = f"{splits.in_channels}×{splits.image_size}×{splits.image_size}" if kind == "image" else "graph"
+    return f"{section.name} ({shape}, {splits.num_classes} classes, train/val/test {sizes})"
+
+
+def build_evaluator(loaded: LoadedConfig, space: SearchSpace) -> CompositeEvaluator:
+    """All evaluators the config asks for. Extension point: the supernet, predictor and latency
+    sections add their evaluators here (measured accuracy, predicted accuracy, latency)."""
+    return CompositeEvaluator([AnalyticEvaluator(space)])
+
+
+def check_metrics(loaded: LoadedConfig, available: Sequence[str]) -> None:
+    """Every objective and constraint must name a metric the evaluators provide."""
+    search = loaded.config.search
+    named = [(f"search.objectives[{i}].metric", o.metric) for i, o in enumerate(search.objectives)]
+    named += [(f"search.constraints[{i}]", c.metric) for i, c in enumerate(search.constraint_list())]
+    for field, metric in named:
+        if metric in available:
+            continue
+        later = f"; it arrives with {PLANNED_METRICS[metric]}" if metric in PLANNED_METRICS else ""
+        raise loaded.error(field, f"metric {metric!r} is not available{nearest(metric, available)}{later} "
+                                  f"(available now: {', '.join(available)})")
+
+
+def make_searcher(loaded: LoadedConfig, space: SearchSpace, storage_dir: Path) -> Any:
+    """``get_searcher`` for the config's ``search`` section, its errors pointing at the config."""
+    from nas.searchers import get_searcher, list_searchers
+
+    search = loaded.config.search
+    known = list(list_searchers())
+    if search.algorithm not in known:
+        raise loaded.error("search.algorithm", f"unknown algorithm {search.algorithm!r}"
+                                               f"{nearest(search.algorithm, known)} (known: {', '.join(known)})")
+    try:
+        return get_searcher(search.algorithm, space, list(search.objective_list()),
+                            constraints=list(search.constraint_list()), seed=loaded.config.search_seed,
+                            storage_dir=storage_dir, **search.options)
+    except InputError as err:
+        raise loaded.error(err.field if (err.field or "").startswith("search") else
+                           f"search.options.{err.field}" if err.field else "search.options", err.detail) from None
+    except TypeError as err:
+        if "keyword argument" not in str(err):
+            raise
+        raise loaded.error("search.options", f"{err}") from None
+
+
+def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experiment:
+    """Build and cross-check everything; every problem is an InputError pointing into the config."""
+    reporter = reporter or SilentReporter()
+    space = build_space(loaded)
+    with reporter.step(f"loading dataset {loaded.config.dataset.name}"):
+        dataset = check_dataset(loaded, space)
+    evaluator = build_evaluator(loaded, space)
+    check_metrics(loaded, list(evaluator.metrics))
+    with tempfile.TemporaryDirectory(prefix="qnas-probe-") as probe:
+        batch_size = int(make_searcher(loaded, space, Path(probe)).batch_size)
+    search = loaded.config.search
+    if batch_size > search.budget:
+        raise loaded.error("search.budget", f"got {search.budget}; the {search.algorithm} searcher proposes "
+                                            f"{batch_size} candidates per batch (its population), more than the "
+                                            f"budget; raise the budget or lower the population in search.options")
+    return Experiment(loaded, space, evaluator, dataset, search.objective_list(), search.constraint_list(), batch_size)
+
+
+def summary(exp: Experiment) -> list[tuple[str, str]]:
+    """``(label, text)`` rows describing what a run of this config will do (``qnas validate`` prints them)."""
+    config, sources = exp.loaded.config, exp.evaluator.metrics
+    search = config.search
+    options = ", ".join(f"{k}={v}" for k, v in search.options.items())
+    return [
+        ("config", str(exp.loaded.source)),
+        ("name", f"{config.name} (seed {config.seed})"),
+        ("dataset", exp.dataset),
+        ("search space", f"{exp.space.describe()}; fingerprint {exp.space.fingerprint()}"),
+        ("searcher", f"{search.algorithm}" + (f" ({options})" if options else "") +
+         f", {exp.batch_size} candidates per batch, seed {config.search_seed}"),
+        ("objectives", ", ".join(f"{o.metric} ({o.direction}, {sources[o.metric]})" for o in exp.objectives)),
+        ("constraints", ", ".join(str(c) for c in exp.constraints) or "none"),
+        ("budget", f"{search.budget} distinct candidates"),
+        ("executor", config.executor.kind),
+        ("output", f"{config.output.root}/{config.name}-<timestamp>/ (export top {config.output.export_top})"),
+    ]
+
+
+def _prior(exp: Experiment, journal: Path, records: Sequence[dict[str, Any]]) -> dict[str, Trial]:
+    """Trials of an interrupted run, checked against the space (a foreign journal is an error)."""
+    prior: dict[str, Trial] = {}
+    for line, record in enumerate(records, start=1):
+        genome = exp.space.from_dict(record["genome"], source=f"{journal}:{line}")
+        if genome.key != record["key"]:
+            raise InputError(f"record key {record['key']!r} does not match its genome ({genome.key})",
+                             source=journal, line=line)
+        prior.setdefault(genome.key, Trial(genome, {m: float(v) for m, v in record["metrics"].items()},
+                                           dict(record["sources"]), float(record["seconds"]), int(record["batch"]),
+                                           str(record["finished_at"])))
+    return prior
+
+
+def _execute(exp: Experiment, run_dir: Path, journal: Journal, reporter: Reporter,
+             prior: dict[str, Trial]) -> SearchResult:
+    """Search with an open (locked) journal, then write the artifacts; the manifest says how it ended."""
+    from nas.report import write_hypervolume_csv
+
+    config = exp.loaded.config
+    try:
+        searcher = make_searcher(exp.loaded, exp.space, run_dir / "searcher")
+        with reporter.search_progress(config.search.budget) as progress:
+            result = run_search(exp.space, exp.evaluator, searcher, objectives=exp.objectives,
+                                constraints=exp.constraints, budget=config.search.budget, journal=journal,
+                                prior=prior, progress=progress, clock=now_iso,
+                                on_batch=lambda history: write_hypervolume_csv(run_dir / "hypervolume.csv", history))
+    except BaseException as err:
+        update_manifest(run_dir, status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+                        finished_at=now_iso())
+        raise
+    with reporter.step("writing artifacts"):
+        write_artifacts(exp, run_dir, result)
+    update_manifest(run_dir, status="finished", finished_at=now_iso(), evaluations=len(result.trials),
+                    front_size=len(result.front), hypervolume=result.hypervolume, stop_reason=result.stop_reason)
+    if not result.stop_reason.startswith("budget"):
+        reporter.warn(result.stop_reason)
+    return result
+
+
+def write_artifacts(exp: Experiment, run_dir: Path, result: SearchResult) -> None:
+    """pareto.csv/json/png, hypervolume.csv/png, subnets/, report.md."""
+    from nas.plots import plot_hypervolume, plot_pareto
+    from nas.report import export_subnets, write_hypervolume_csv, write_pareto_csv, write_pareto_json, write_report
+
+    config = exp.loaded.config
+    write_pareto_csv(run_dir / "pareto.csv", result)
+    write_pareto_json(run_dir / "pareto.json", result, name=config.name, space_fingerprint=exp.space.fingerprint())
+    write_hypervolume_csv(run_dir / "hypervolume.csv", result.history)
+    plot_pareto(result, run_dir / "pareto.png", title=config.name)
+    plot_hypervolume(result.history, run_dir / "hypervolume.png", title=f"{config.name}: hypervolume")
+    exported = export_subnets(run_dir, result, exp.space, config.output.export_top)
+    notes = [] if result.feasible else ["No candidate satisfied every constraint; see the closest candidates below."]
+    write_report(run_dir / "report.md", result, title=f"qnas run: {config.name}", setup=dict(summary(exp)[1:-1]),
+                 sources=exp.evaluator.metrics, exported=exported, notes=notes)
+
+
+def start_run(config_path: str | Path, *, overrides: Sequence[str] = (), out: str | Path | None = None,
+              reporter: Reporter | None = None) -> RunOutcome:
+    """``qnas run CONFIG``: check everything, create the run folder, search, write the artifacts."""
+    reporter, start = reporter or SilentReporter(), time.perf_counter()
+    loaded = load_config(config_path, overrides)
+    exp = prepare(loaded, reporter)
+    config = loaded.config
+    run_dir = create_run_dir(config.output.root, config.name, out=out)
+    reporter.info(f"run folder {run_dir}")
+    atomic_write_text(run_dir / CONFIG, config_to_yaml(config))
+    update_manifest(run_dir, **new_manifest(seed=config.seed, space=_space_info(exp)))
+    with Journal(run_dir / JOURNAL) as journal:
+        result = _execute(exp, run_dir, journal, reporter, {})
+    return RunOutcome(run_dir, result, time.perf_counter() - start)
+
+
+def resume_run(run_dir: str | Path, *, config_path: str | Path | None = None, overrides: Sequence[str] = (),
+               reporter: Reporter | None = None) -> RunOutcome:
+    """``qnas run --resume RUN_DIR``: replay the seeded search with the journal as cache, then finish."""
+    reporter, start = reporter or SilentReporter(), time.perf_counter()
+    run = check_run_dir(run_dir)
+    stored = load_config(run / CONFIG)
+    if config_path is not None or overrides:
+        given = load_config(config_path if config_path is not None else run / CONFIG, overrides)
+        diff = config_diff(stored.config, given.config)
+        if diff:
+            raise InputError("differs from the run's config.yaml (run -> given): " + "; ".join(diff[:8])
+                             + ("; ..." if len(diff) > 8 else "") + "; start a new run instead", source=given.source)
+    exp = prepare(stored, reporter)
+    with Journal(run / JOURNAL) as journal:  # the lock comes first: another process may still be writing
+        contents = read_journal(run / JOURNAL, repair=True)
+        if contents.dropped is not None:
+            reporter.warn(str(contents.dropped))
+        prior = _prior(exp, run / JOURNAL, contents.records)
+        reporter.info(f"resuming {run}: {len(prior)} candidates in the journal")
+        resumes = [*read_manifest(run).get("resumes", []), {"at": now_iso(), "journal_records": len(prior),
+                   "dropped_line": None if contents.dropped is None else contents.dropped.line}]
+        update_manifest(run, status="running", resumes=resumes)
+        shutil.rmtree(run / "searcher", ignore_errors=True)  # the replay rebuilds the searcher's own files
+        result = _execute(exp, run, journal, reporter, prior)
+    unused = len(set(prior) - {t.key for t in result.trials})
+    if unused:
+        reporter.warn(f"{unused} journal records were not proposed again by the replayed search (is the searcher "
+                      "deterministic for a given seed?); they stay in trials.jsonl but not in the front")
+    return RunOutcome(run, result, time.perf_counter() - start)
+
+
+def _space_info(exp: Experiment) -> dict[str, Any]:
+    return {"name": exp.space.name, "options": exp.space.options(), "fingerprint": exp.space.fingerprint(),
+            "cardinality": str(exp.space.cardinality()), "dataset": exp.loaded.config.dataset.name}
