@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from nas.config_paths import ExistingPath
+from nas.config_sections import SupernetSection
 from nas.objectives import Constraint, Objective, parse_constraint
 from search_spaces.errors import InputError, nearest
 
@@ -36,26 +38,9 @@ __all__ = ["PLANNED_SECTIONS", "ExistingPath", "DatasetConfig", "SearchSpaceConf
            "parse_config", "apply_overrides", "config_to_yaml", "config_diff", "translate_validation_error"]
 
 PLANNED_SECTIONS: dict[str, str] = {
-    "supernet": "the quantized-supernet issue",
     "predictors": "the accuracy-predictor issue",
     "latency": "the latency-table issue",
 }
-
-
-def _resolve_path(value: Path, info: ValidationInfo) -> Path:
-    """Resolve against the config's folder; a missing file is an error naming the resolved path."""
-    context = info.context or {}
-    path = value.expanduser()
-    if not path.is_absolute() and context.get("base_dir") is not None:
-        path = Path(context["base_dir"]) / path
-    path = path.resolve()
-    if context.get("check_files", True) and not path.exists():
-        raise ValueError(f"file or folder not found: {path}")
-    return path
-
-
-ExistingPath = Annotated[Path, AfterValidator(_resolve_path)]
-"""A path to an existing input file or folder, relative to the config file's folder."""
 
 
 class _Section(BaseModel):
@@ -168,6 +153,7 @@ class ExperimentConfig(_Section):
     dataset: DatasetConfig
     search_space: SearchSpaceConfig
     search: SearchConfig
+    supernet: SupernetSection | None = None
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 

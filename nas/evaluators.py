@@ -83,6 +83,14 @@ class CompositeEvaluator:
     def metrics(self) -> Mapping[str, str]:
         return dict(self._metrics)
 
+    @property
+    def bounds(self) -> Mapping[str, tuple[float, float]]:
+        """Natural bounds of metrics whose evaluators declare them (e.g. accuracy in [0, 1])."""
+        merged: dict[str, tuple[float, float]] = {}
+        for evaluator in self.evaluators:
+            merged.update(getattr(evaluator, "bounds", {}) or {})
+        return merged
+
     def remember(self, genome_key: str, metrics: Mapping[str, float]) -> None:
         """Preload the cache with known metrics of a genome."""
         self._cache[genome_key] = {m: float(metrics[m]) for m in self._metrics}

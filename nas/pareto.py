@@ -83,10 +83,25 @@ class Normalization:
 
 
 def normalization_from_extremes(space: Any, evaluator: Any, objectives: Sequence[Objective]) -> Normalization:
-    """The box spanned by the space's smallest and largest subnets (two evaluations, not journaled)."""
-    rows = evaluator.evaluate([space.smallest(), space.largest()])
-    F = objective_matrix(rows, objectives)
-    return Normalization(tuple(F.min(axis=0).tolist()), tuple(F.max(axis=0).tolist()))
+    """The box spanned by the space's smallest and largest subnets (two evaluations, not journaled).
+
+    Metrics with natural bounds declared by their evaluator (``evaluator.bounds``, e.g. accuracy in
+    [0, 1]) use those instead: the extremes of the space need not bound them.
+    """
+    bounds: Mapping[str, tuple[float, float]] = getattr(evaluator, "bounds", {}) or {}
+    if all(o.metric in bounds for o in objectives):
+        rows: list[Mapping[str, float]] = []
+    else:
+        rows = evaluator.evaluate([space.smallest(), space.largest()])
+    ideal, nadir = [], []
+    for i, o in enumerate(objectives):
+        if o.metric in bounds:
+            values = sorted(o.to_min(v) for v in bounds[o.metric])
+        else:
+            values = sorted(o.to_min(float(r[o.metric])) for r in rows)
+        ideal.append(values[0])
+        nadir.append(values[-1])
+    return Normalization(tuple(ideal), tuple(nadir))
 
 
 def hypervolume(F: np.ndarray, normalization: Normalization) -> float:

@@ -39,7 +39,7 @@ def metric_columns(result: SearchResult) -> list[str]:
     columns = [o.metric for o in result.objectives]
     columns += [c.metric for c in result.constraints if c.metric not in columns]
     seen = set(columns)
-    others = sorted({m for t in result.trials for m in t.metrics} - seen)
+    others = sorted({m for t in (*result.trials, *result.front) for m in t.metrics} - seen)
     return list(dict.fromkeys(columns + others))
 
 

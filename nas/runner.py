@@ -10,14 +10,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from nas.config import LoadedConfig, config_diff, config_to_yaml, load_config
-from nas.evaluators import AnalyticEvaluator, CompositeEvaluator
+from nas.stages import Stages, build_stages, declared_metrics
 from nas.journal import Journal, read_journal
 from nas.objectives import Constraint, Objective
 from nas.rundir import (CONFIG, JOURNAL, atomic_write_text, check_run_dir, create_run_dir, new_manifest, now_iso,
@@ -26,11 +26,13 @@ from nas.search import SearchResult, Trial, run_search
 from search_spaces import InputError, SearchSpace, get_space
 from search_spaces.errors import nearest
 
-__all__ = ["PLANNED_METRICS", "Reporter", "SilentReporter", "Experiment", "RunOutcome", "build_evaluator", "prepare",
+__all__ = ["PLANNED_METRICS", "Reporter", "SilentReporter", "Experiment", "RunOutcome", "prepare",
            "summary", "start_run", "resume_run"]
 
-PLANNED_METRICS = {"accuracy": "the quantized supernet", "top1": "the quantized supernet",
-                   "latency_ms": "the latency tables"}
+PLANNED_METRICS = {"accuracy": "add a `supernet:` section to train (or load) the quantized supernet",
+                   "accuracy_test": "it is measured on the final Pareto subnets only, not during the search",
+                   "accuracy_extracted": "it is measured on the final Pareto subnets only, not during the search",
+                   "latency_ms": "it arrives with the latency tables"}
 
 
 class Reporter(Protocol):
@@ -69,8 +71,9 @@ class Experiment:
 
     loaded: LoadedConfig
     space: SearchSpace
-    evaluator: CompositeEvaluator
+    metrics: Mapping[str, str]
     dataset: str
+    data: Any
     objectives: tuple[Objective, ...]
     constraints: tuple[Constraint, ...]
     batch_size: int
@@ -98,8 +101,8 @@ def build_space(loaded: LoadedConfig) -> SearchSpace:
         raise _rewrap(loaded, err, "search_space") from None
 
 
-def check_dataset(loaded: LoadedConfig, space: SearchSpace) -> str:
-    """Load the dataset and check it fits the space (channels, classes, image size); returns a summary."""
+def check_dataset(loaded: LoadedConfig, space: SearchSpace) -> tuple[str, Any]:
+    """Load the dataset and check it fits the space (channels, classes, image size); (summary, splits)."""
     from supernets.data import dataset_kind, load_dataset
 
     section, options = loaded.config.dataset, space.options()
@@ -120,13 +123,7 @@ def check_dataset(loaded: LoadedConfig, space: SearchSpace) -> str:
                                                                f"{attr}={want}; set search_space.options.{attr}: {want}")
     sizes = "/".join(str(len(getattr(splits, f"{s}_y", ()))) for s in ("train", "val", "test"))
     shape = f"{splits.in_channels}×{splits.image_size}×{splits.image_size}" if kind == "image" else "graph"
-    return f"{section.name} ({shape}, {splits.num_classes} classes, train/val/test {sizes})"
-
-
-def build_evaluator(loaded: LoadedConfig, space: SearchSpace) -> CompositeEvaluator:
-    """All evaluators the config asks for. Extension point: the supernet, predictor and latency
-    sections add their evaluators here (measured accuracy, predicted accuracy, latency)."""
-    return CompositeEvaluator([AnalyticEvaluator(space)])
+    return f"{section.name} ({shape}, {splits.num_classes} classes, train/val/test {sizes})", splits
 
 
 def check_metrics(loaded: LoadedConfig, available: Sequence[str]) -> None:
@@ -137,7 +134,7 @@ def check_metrics(loaded: LoadedConfig, available: Sequence[str]) -> None:
     for field, metric in named:
         if metric in available:
             continue
-        later = f"; it arrives with {PLANNED_METRICS[metric]}" if metric in PLANNED_METRICS else ""
+        later = f"; {PLANNED_METRICS[metric]}" if metric in PLANNED_METRICS else ""
         raise loaded.error(field, f"metric {metric!r} is not available{nearest(metric, available)}{later} "
                                   f"(available now: {', '.join(available)})")
 
@@ -169,9 +166,9 @@ def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experimen
     reporter = reporter or SilentReporter()
     space = build_space(loaded)
     with reporter.step(f"loading dataset {loaded.config.dataset.name}"):
-        dataset = check_dataset(loaded, space)
-    evaluator = build_evaluator(loaded, space)
-    check_metrics(loaded, list(evaluator.metrics))
+        dataset, data = check_dataset(loaded, space)
+    metrics = declared_metrics(loaded.config)
+    check_metrics(loaded, list(metrics))
     with tempfile.TemporaryDirectory(prefix="qnas-probe-") as probe:
         batch_size = int(make_searcher(loaded, space, Path(probe)).batch_size)
     search = loaded.config.search
@@ -179,12 +176,13 @@ def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experimen
         raise loaded.error("search.budget", f"got {search.budget}; the {search.algorithm} searcher proposes "
                                             f"{batch_size} candidates per batch (its population), more than the "
                                             f"budget; raise the budget or lower the population in search.options")
-    return Experiment(loaded, space, evaluator, dataset, search.objective_list(), search.constraint_list(), batch_size)
+    return Experiment(loaded, space, metrics, dataset, data, search.objective_list(), search.constraint_list(),
+                      batch_size)
 
 
 def summary(exp: Experiment) -> list[tuple[str, str]]:
     """``(label, text)`` rows describing what a run of this config will do (``qnas validate`` prints them)."""
-    config, sources = exp.loaded.config, exp.evaluator.metrics
+    config, sources = exp.loaded.config, exp.metrics
     search = config.search
     options = ", ".join(f"{k}={v}" for k, v in search.options.items())
     return [
@@ -223,9 +221,10 @@ def _execute(exp: Experiment, run_dir: Path, journal: Journal, reporter: Reporte
 
     config = exp.loaded.config
     try:
+        stages = build_stages(exp, run_dir, reporter)
         searcher = make_searcher(exp.loaded, exp.space, run_dir / "searcher")
         with reporter.search_progress(config.search.budget) as progress:
-            result = run_search(exp.space, exp.evaluator, searcher, objectives=exp.objectives,
+            result = run_search(exp.space, stages.evaluator, searcher, objectives=exp.objectives,
                                 constraints=exp.constraints, budget=config.search.budget, journal=journal,
                                 prior=prior, progress=progress, clock=now_iso,
                                 on_batch=lambda history: write_hypervolume_csv(run_dir / "hypervolume.csv", history))
@@ -233,8 +232,10 @@ def _execute(exp: Experiment, run_dir: Path, journal: Journal, reporter: Reporte
         update_manifest(run_dir, status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
                         finished_at=now_iso())
         raise
+    with reporter.step(f"validating {len(result.front)} Pareto subnets"):
+        result = stages.validate(result)
     with reporter.step("writing artifacts"):
-        write_artifacts(exp, run_dir, result)
+        write_artifacts(exp, run_dir, result, stages)
     update_manifest(run_dir, status="finished", finished_at=now_iso(), evaluations=len(result.trials),
                     front_size=len(result.front), hypervolume=result.hypervolume, stop_reason=result.stop_reason)
     if not result.stop_reason.startswith("budget"):
@@ -242,7 +243,7 @@ def _execute(exp: Experiment, run_dir: Path, journal: Journal, reporter: Reporte
     return result
 
 
-def write_artifacts(exp: Experiment, run_dir: Path, result: SearchResult) -> None:
+def write_artifacts(exp: Experiment, run_dir: Path, result: SearchResult, stages: Stages) -> None:
     """pareto.csv/json/png, hypervolume.csv/png, subnets/, report.md."""
     from nas.plots import plot_hypervolume, plot_pareto
     from nas.report import export_subnets, write_hypervolume_csv, write_pareto_csv, write_pareto_json, write_report
@@ -254,9 +255,10 @@ def write_artifacts(exp: Experiment, run_dir: Path, result: SearchResult) -> Non
     plot_pareto(result, run_dir / "pareto.png", title=config.name)
     plot_hypervolume(result.history, run_dir / "hypervolume.png", title=f"{config.name}: hypervolume")
     exported = export_subnets(run_dir, result, exp.space, config.output.export_top)
+    stages.export_models([p.parent for p in exported])
     notes = [] if result.feasible else ["No candidate satisfied every constraint; see the closest candidates below."]
     write_report(run_dir / "report.md", result, title=f"qnas run: {config.name}", setup=dict(summary(exp)[1:-1]),
-                 sources=exp.evaluator.metrics, exported=exported, notes=notes)
+                 sources=stages.sources, exported=exported, notes=notes)
 
 
 def start_run(config_path: str | Path, *, overrides: Sequence[str] = (), out: str | Path | None = None,

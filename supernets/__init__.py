@@ -10,7 +10,7 @@ from typing import Any
 
 _EXPORTS = {
     "QuantSupernet": "supernets.supernet",
-    "SupernetConfig": "supernets.training",
+    "SupernetConfig": "supernets.config",
     "SupernetTrainer": "supernets.training",
     "EpochLog": "supernets.training",
     "SubnetEvaluator": "supernets.evaluate",

@@ -393,7 +393,13 @@ class FrozenFakeQuant(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.bits == 32:
             return x
-        return fake_quant(x, self.scale, self.zero_point, self.qmin, self.qmax, self.axis)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return fake_quant(x, self.scale, self.zero_point, self.qmin, self.qmax, self.axis)
+        # Plain ops, the same arithmetic as torch's fused kernel (x * (1/s), half-even rounding), so the
+        # model exports with torch.export and to ONNX (Mul/Round/Clip) without custom operators.
+        s = _along_axis(self.scale, x, self.axis)
+        z = _along_axis(self.zero_point, x, self.axis)
+        return (torch.clamp(torch.round(x * s.reciprocal()) + z, self.qmin, self.qmax) - z) * s
 
     def quant_params(self) -> tuple[Tensor, Tensor, int, int, int | None]:
         """(scale, int32 zero_point, qmin, qmax, axis) as torch/ONNX quantize ops expect them."""

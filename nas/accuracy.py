@@ -1,0 +1,71 @@
+"""Measured accuracy from the quantized supernet: train (or load) it, evaluate subnets, validate the front.
+
+``accuracy`` during the search is the subnet's validation accuracy inside the supernet (weights
+inherited, BN recalibrated, fake-quantized at the genome's bit-widths). The final validation
+extracts every Pareto subnet as a standalone module and measures it again (``accuracy_extracted``,
+same split, must agree) and on the held-out test split (``accuracy_test``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from search_spaces import Genome, InputError, SearchSpace
+from supernets.checkpoint import load_supernet
+from supernets.data import ImageSplits
+from supernets.evaluate import SubnetEvaluator, accuracy
+from supernets.fit import fit_supernet
+
+from .config_sections import SupernetSection
+
+__all__ = ["SUPERNET_CHECKPOINT", "SupernetAccuracyEvaluator", "supernet_evaluator", "validate_front"]
+
+SUPERNET_CHECKPOINT = "supernet.pt"
+
+
+class SupernetAccuracyEvaluator:
+    """``accuracy`` (measured): validation accuracy of each subnet inside the trained supernet."""
+
+    bounds = {"accuracy": (0.0, 1.0)}
+
+    def __init__(self, evaluator: SubnetEvaluator) -> None:
+        self.subnets = evaluator
+
+    @property
+    def metrics(self) -> Mapping[str, str]:
+        return {"accuracy": "measured"}
+
+    def evaluate(self, genomes: Sequence[Genome]) -> list[dict[str, float]]:
+        return [{"accuracy": self.subnets.accuracy(g)} for g in genomes]
+
+
+def supernet_evaluator(section: SupernetSection, space: SearchSpace, data: ImageSplits, run_dir: Path, *,
+                       progress: bool = True, log: Callable[[str], None] | None = None) -> SubnetEvaluator:
+    """Train the supernet into ``run_dir/supernet.pt`` (resuming it), or load ``section.checkpoint``."""
+    if section.checkpoint is not None:
+        net, _ = load_supernet(section.checkpoint, space=space)
+        net.check_data(data.in_channels, data.num_classes, data.image_size, source=f"dataset {data.name!r}")
+        if log:
+            log(f"using the trained supernet {section.checkpoint}")
+    else:
+        net = fit_supernet(space, data, section.train_config(), checkpoint=Path(run_dir) / SUPERNET_CHECKPOINT,
+                           progress=progress, log=log).net
+    if data.image_size != net.image_size:
+        raise InputError(f"the supernet was trained on {net.image_size}x{net.image_size} images, the dataset has "
+                         f"{data.image_size}x{data.image_size}", source=str(section.checkpoint), field="image_size")
+    return SubnetEvaluator(net.eval(), data.train_x[: section.bn_calib_samples], data.val_x, data.val_y,
+                           batch_size=section.eval_batch_size)
+
+
+def validate_front(evaluator: SubnetEvaluator, genomes: Sequence[Genome], data: ImageSplits
+                   ) -> dict[str, dict[str, float]]:
+    """Extract each subnet and measure it for real: ``{key: {accuracy_extracted, accuracy_test}}``."""
+    out = {}
+    for genome in genomes:
+        model = evaluator.extract(genome)
+        out[genome.key] = {
+            "accuracy_extracted": accuracy(model, data.val_x, data.val_y, evaluator.batch_size),
+            "accuracy_test": accuracy(model, data.test_x, data.test_y, evaluator.batch_size),
+        }
+    return out

@@ -1,0 +1,26 @@
+"""Paths in configs: relative to the config file's folder, and checked to exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, ValidationInfo
+
+__all__ = ["ExistingPath"]
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Resolve against the config's folder; a missing file is an error naming the resolved path."""
+    context = info.context or {}
+    path = value.expanduser()
+    if not path.is_absolute() and context.get("base_dir") is not None:
+        path = Path(context["base_dir"]) / path
+    path = path.resolve()
+    if context.get("check_files", True) and not path.exists():
+        raise ValueError(f"file or folder not found: {path}")
+    return path
+
+
+ExistingPath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path to an existing input file or folder, relative to the config file's folder."""

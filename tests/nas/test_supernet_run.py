@@ -1,0 +1,82 @@
+"""`qnas run` with a `supernet:` section: trains it in the run folder, searches measured accuracy,
+validates the front with extracted models and exports loadable models."""
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+
+from nas.runner import resume_run, start_run
+
+CONFIG = {
+    "name": "tiny_acc", "seed": 0,
+    "dataset": {"name": "digits", "options": {"max_train": 256}},
+    "search_space": {"name": "mbv3", "options": {
+        "in_channels": 1, "image_size": 8, "stem_channels": 8, "stage_channels": [16, 24], "stage_strides": [1, 2],
+        "stage_se": [False, True], "stage_act": ["relu", "hswish"], "depths": [1, 2], "kernels": [3, 5],
+        "expands": [2, 4], "head_channels": 32, "w_bits": [4, 8], "a_bits": [4, 8]}},
+    "supernet": {"warmup_epochs": 1, "epochs": 1, "batch_size": 64, "bn_calib_samples": 128, "random_subnets": 1},
+    "search": {"algorithm": "random", "options": {"batch_size": 4}, "budget": 8,
+               "objectives": [{"metric": "accuracy", "direction": "max"}, {"metric": "size_kb", "direction": "min"}]},
+    "output": {"export_top": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("acc")
+    path = folder / "exp.yaml"
+    path.write_text(yaml.safe_dump(CONFIG | {"output": {"export_top": 2, "root": str(folder / "runs")}}))
+    return path, start_run(path)
+
+
+def test_front_has_measured_and_validated_accuracy(finished):
+    _, outcome = finished
+    rows = list(csv.DictReader((outcome.run_dir / "pareto.csv").open()))
+    assert rows and {"accuracy", "accuracy_extracted", "accuracy_test", "size_kb"} <= set(rows[0])
+    for row in rows:
+        assert 0.0 <= float(row["accuracy"]) <= 1.0
+        assert abs(float(row["accuracy"]) - float(row["accuracy_extracted"])) <= 1 / 359 + 1e-9
+    sources = {json.loads(line)["sources"]["accuracy"] for line in (outcome.run_dir / "trials.jsonl").open()}
+    assert sources == {"measured"}
+    assert (outcome.run_dir / "supernet.pt").is_file()
+    assert "accuracy_test" in (outcome.run_dir / "report.md").read_text()
+
+
+def test_exported_models_load_without_qnas_and_match(finished):
+    _, outcome = finished
+    folders = sorted((outcome.run_dir / "subnets").iterdir())
+    assert len(folders) == 2
+    x = torch.randn(3, 1, 8, 8)
+    for folder in folders:
+        model = torch.export.load(str(folder / "model.pt2")).module()
+        assert model(x).shape == (3, 10)
+        assert json.loads((folder / "arch.json").read_text())["blocks"][0]["slot"] == "stem"
+
+
+def test_resume_reuses_the_trained_supernet(finished):
+    _, outcome = finished
+    checkpoint = outcome.run_dir / "supernet.pt"
+    before = checkpoint.stat().st_mtime_ns
+    again = resume_run(outcome.run_dir)
+    assert checkpoint.stat().st_mtime_ns == before  # finished training is not redone
+    assert again.result.evaluated == 0 and again.result.reused == 8
+
+
+def test_reusing_a_checkpoint_skips_training(finished, tmp_path):
+    path, outcome = finished
+    config = CONFIG | {"supernet": {"checkpoint": str(outcome.run_dir / "supernet.pt"), "bn_calib_samples": 128},
+                       "output": {"root": str(tmp_path), "export_top": 0}}
+    new = tmp_path / "reuse.yaml"
+    new.write_text(yaml.safe_dump(config))
+    second = start_run(new)
+    assert not (second.run_dir / "supernet.pt").exists()
+    first_rows = {json.loads(line)["key"]: json.loads(line)["metrics"]["accuracy"]
+                  for line in (outcome.run_dir / "trials.jsonl").open()}
+    for line in (second.run_dir / "trials.jsonl").open():
+        record = json.loads(line)
+        if record["key"] in first_rows:
+            assert record["metrics"]["accuracy"] == first_rows[record["key"]]
