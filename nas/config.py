@@ -12,7 +12,7 @@ where users expect ``runs/`` to appear.
 Extension points: the sections in :data:`PLANNED_SECTIONS` (``supernet``, ``predictors``,
 ``latency``) are rejected with a message saying which issue brings them. To add one, define a frozen
 ``_Section`` model, add it as a field of :class:`ExperimentConfig` (with a default), delete its
-entry here, and teach ``nas.runner.build_evaluator`` to use it.
+entry here, and teach ``nas.stages.build_stages`` (and ``declared_metrics``) to use it.
 """
 
 from __future__ import annotations
