@@ -1,0 +1,124 @@
+"""Text formats of latency tables: CSV and JSON to raw ``name -> (value, line)`` records.
+
+Only structure is checked here (columns, cells, JSON shape); :mod:`.table` types and validates the
+values. Line numbers are 1-based and point at the offending line of the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from typing import Any
+
+from search_spaces import InputError
+from search_spaces.errors import nearest
+
+__all__ = ["parse_csv", "parse_json", "SIGNATURE_COLUMNS", "STAT_COLUMNS", "COLUMNS"]
+
+SIGNATURE_COLUMNS = ("op", "in_size", "in_ch", "out_ch", "kernel", "stride", "mid_ch", "se", "act", "shortcut",
+                     "w_bits", "a_bits")
+STAT_COLUMNS = ("mean_ms", "std_ms", "count")
+COLUMNS = SIGNATURE_COLUMNS + STAT_COLUMNS
+Located = dict[str, tuple[Any, "int | None"]]
+Rows = list[tuple[Located, "int | None"]]
+
+
+def check_columns(names: list[str], src: str, line: int | None, where: str = "column") -> None:
+    """Refuse unknown, repeated and missing columns, naming the first offender."""
+    for name in names:
+        if name not in COLUMNS:
+            raise InputError(f"unknown {where}{nearest(name, COLUMNS)} (expected: {', '.join(COLUMNS)})",
+                             source=src, field=name, line=line)
+        if names.count(name) > 1:
+            raise InputError(f"{where} appears twice", source=src, field=name, line=line)
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        raise InputError(f"missing {where}(s) {', '.join(missing)} (a table needs: {', '.join(COLUMNS)})",
+                         source=src, field=missing[0], line=line)
+
+
+def parse_csv(text: str, src: str) -> tuple[Located, Rows]:
+    """``# name: value`` header lines (``##`` lines are free comments), a column row, data rows."""
+    header: Located = {}
+    columns: list[str] | None = None
+    rows: Rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("##") or stripped == "#":
+            continue
+        if stripped.startswith("#"):
+            if columns is not None:
+                raise InputError("header lines must come before the column row", source=src, line=number)
+            name, sep, value = stripped[1:].partition(":")
+            if not sep:
+                raise InputError("expected a header line '# name: value' (use '##' for comments)", source=src,
+                                 line=number)
+            if name.strip() in header:
+                raise InputError("header field appears twice", source=src, field=name.strip(), line=number)
+            header[name.strip()] = (value.strip(), number)
+            continue
+        cells = [c.strip() for c in next(csv.reader([line]))]
+        if columns is None:
+            columns = cells
+            check_columns(columns, src, number)
+            continue
+        if len(cells) != len(columns):
+            raise InputError(f"expected {len(columns)} cells, got {len(cells)}", source=src, field="row", line=number)
+        rows.append(({c: (v, number) for c, v in zip(columns, cells)}, number))
+    if columns is None:
+        raise InputError(f"no column row found (expected: {', '.join(COLUMNS)})", source=src, field="columns")
+    return header, rows
+
+
+def _line_of(text: str, index: int) -> int:
+    return text.count("\n", 0, index) + 1
+
+
+def _entry_lines(text: str) -> list[int]:
+    """Line of each element of the top-level "entries" array (best effort; [] when not found)."""
+    match = re.search(r'"entries"\s*:\s*\[', text)
+    if not match:
+        return []
+    decoder, pos, lines = json.JSONDecoder(), match.end(), []
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            return lines
+        try:
+            _, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return lines
+        lines.append(_line_of(text, pos))
+        pos = end
+
+
+def parse_json(text: str, src: str) -> tuple[Located, Rows]:
+    """``{"header": {...}, "entries": [{...}, ...]}``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"invalid JSON: {err.msg}", source=src, line=err.lineno) from None
+    if not isinstance(data, dict) or not isinstance(data.get("header"), dict) or not isinstance(
+            data.get("entries"), list):
+        raise InputError('expected an object {"header": {...}, "entries": [...]}', source=src, line=1)
+    extra = sorted(set(data) - {"header", "entries"})
+    if extra:
+        raise InputError(f"unknown top-level key{nearest(extra[0], ['header', 'entries'])}", source=src,
+                         field=extra[0])
+    start = text.find('"header"')
+    header: Located = {}
+    for name, value in data["header"].items():
+        at = text.find(f'"{name}"', start)
+        header[name] = (value, _line_of(text, at) if at >= 0 else None)
+    lines = _entry_lines(text)
+    rows: Rows = []
+    for i, item in enumerate(data["entries"]):
+        line = lines[i] if i < len(lines) else None
+        if not isinstance(item, dict):
+            raise InputError(f"expected an object, got {type(item).__name__}", source=src, field=f"entries[{i}]",
+                             line=line)
+        check_columns(list(item), src, line, where="key")
+        rows.append(({k: (v, line) for k, v in item.items()}, line))
+    return header, rows
