@@ -19,16 +19,15 @@ Layout::
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from search_spaces.atomic import atomic_write_bytes, atomic_write_text
 from search_spaces.errors import InputError
 
 __all__ = [
@@ -38,31 +37,7 @@ __all__ = [
 ]
 
 CONFIG, MANIFEST, JOURNAL = "config.yaml", "manifest.json", "trials.jsonl"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 _PACKAGES = ("qnas", "torch", "numpy", "pymoo", "optuna", "scikit-learn", "pydantic")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder + fsync + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; artifacts are meant to be shared
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:

@@ -8,14 +8,13 @@ exactly and a checkpoint cannot silently be loaded into a different space or con
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from search_spaces import InputError, SearchSpace, space_from_dict
+from search_spaces.atomic import atomic_write_with
 
 from .supernet import QuantSupernet
 from .training import EpochLog, SupernetConfig, SupernetTrainer
@@ -44,15 +43,7 @@ def save_checkpoint(trainer: SupernetTrainer, path: str | Path) -> Path:
         "rng": {"numpy": trainer.rng.bit_generator.state, "torch": trainer.torch_gen.get_state()},
         "history": [dataclasses.asdict(h) for h in trainer.history],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_with(path, lambda tmp: torch.save(state, tmp))
     return path
 
 

@@ -13,14 +13,13 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from search_spaces.atomic import atomic_write_text
 from search_spaces import Genome, InputError, SearchSpace
 from search_spaces.errors import nearest
 
@@ -101,20 +100,7 @@ class PredictorDataset:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file + ``os.replace``): readers never see a half-written file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as handle:
-                handle.write(self.to_csv())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a dataset is meant to be shared
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(path, self.to_csv())
 
     def append(self, path: str | Path) -> Path:
         """Add these rows to the dataset at ``path`` (created when missing), atomically.

@@ -23,9 +23,7 @@ import csv
 import io
 import json
 import math
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -33,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from search_spaces.atomic import atomic_write_text
 from search_spaces import BlockSpec, InputError, SearchSpace
 from search_spaces.blocks import OP_TYPES
 from search_spaces.errors import nearest
@@ -163,18 +162,7 @@ class LatencyTable:
         """Write atomically (temp file + ``os.replace``); the suffix picks CSV or JSON."""
         path = Path(path)
         text = self.to_json() if path.suffix.lower() == ".json" else self.to_csv()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(path, text)
 
     # ---- reading ---------------------------------------------------------------------------------
     @classmethod

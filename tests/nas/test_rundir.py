@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from nas import rundir
+from search_spaces import atomic
 from nas.journal import Journal, read_journal
 from nas.rundir import (atomic_write_bytes, atomic_write_json, atomic_write_text, check_run_dir, create_run_dir,
                         new_manifest, read_manifest, update_manifest)
@@ -36,7 +36,7 @@ def test_failed_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(rundir.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(OSError):
         atomic_write_bytes(path, b"half-written")
     assert path.read_text() == "old"
@@ -47,7 +47,7 @@ def test_atomic_files_are_readable_by_others(tmp_path):
     path = tmp_path / "x.txt"
     atomic_write_text(path, "x")
     mode = stat.S_IMODE(path.stat().st_mode)
-    assert mode == 0o666 & ~rundir._UMASK
+    assert mode == 0o666 & ~atomic._UMASK
 
 
 # ---- run folders and manifest ----------------------------------------------------------------------
