@@ -72,6 +72,10 @@ class SubnetEvaluator:
         self.supernet = supernet
         self.calib = [xb for xb, _ in batches(calib_x, None, batch_size)]
         self.eval_x, self.eval_y, self.batch_size, self.quantize = eval_x, eval_y, batch_size, quantize
+        if quantize and self.calib:
+            # Quantizer modes training never reached are initialised now, from fixed data, so no
+            # subnet's accuracy depends on which subnet happened to be evaluated first.
+            supernet.init_quantizers(self.calib[0])
 
     def accuracy(self, genome: Genome) -> float:
         """Accuracy of the subnet inside the supernet (fake-quantized unless ``quantize=False``)."""

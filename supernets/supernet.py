@@ -9,6 +9,7 @@ source of truth shared with costs, latency tables and extraction.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -48,14 +49,18 @@ class QuantSupernet(nn.Module):
         largest = space.blocks(space.largest())
         self.image_size = image_size
         self.slots = tuple(b.slot for b in largest)
-        w_bits = _gene_values(space, ".w_bits") | {largest[0].w_bits, largest[-1].w_bits}
-        a_bits = _gene_values(space, ".a_bits") | {largest[0].a_bits, largest[-1].a_bits}
+        w_bits, a_bits = _gene_values(space, ".w_bits"), _gene_values(space, ".a_bits")
         grans = _gene_values(space, ".w_granularity") or {"channel"}
         syms = {v == "symmetric" for v in _gene_values(space, ".w_symmetry")} or {True}
-        w_modes = [QuantMode(b, g, s) for b in sorted(w_bits) for g in sorted(grans | {"channel"})
-                   for s in sorted(syms | {True})]
-        self.blocks = nn.ModuleDict({_module_key(b.slot): build_elastic_block(b, w_modes, act_modes(a_bits))
-                                     for b in largest})
+        searched = [QuantMode(b, g, s) for b in sorted(w_bits) for g in sorted(grans) for s in sorted(syms)]
+        self.blocks = nn.ModuleDict()
+        for big in largest:
+            fixed = not any(g.name.startswith(big.slot + ".") and g.kind == "quant" for g in space.genes)
+            # Blocks without quantization genes (stem, head) only ever run at their fixed bit-widths.
+            w_modes = [QuantMode(big.w_bits, "channel" if big.w_per_channel else "tensor", big.w_symmetric)] \
+                if fixed else searched
+            a_modes = act_modes([big.a_bits] if fixed else a_bits)
+            self.blocks[_module_key(big.slot)] = build_elastic_block(big, w_modes, a_modes)
         self._active: tuple[BlockSpec, ...] | None = None
 
     # ---- choosing a subnet ----------------------------------------------------------------------
@@ -100,6 +105,46 @@ class QuantSupernet(nn.Module):
         specs = self.specs(genome, quantize=quantize)
         blocks = [self.blocks[_module_key(s.slot)].extract(s) for s in specs]
         return StaticNet(specs, blocks, image_size=self.image_size).eval()
+
+    @torch.no_grad()
+    def init_quantizers(self, x: Tensor) -> None:
+        """LSQ-initialise every quantization mode of every block from ``x``, at full width.
+
+        Modes a block never draws during training would otherwise be initialised by whichever
+        subnet is evaluated first, so accuracies would depend on evaluation order. Runs the largest
+        architecture once per (weight bits, granularity, symmetry) combination (activation bits
+        cycled alongside) with batch statistics, and leaves BN running statistics untouched.
+        """
+        if self.quantizers_ready():
+            return
+        largest = self.space.largest()
+        quant = [g for g in self.space.genes if g.kind == "quant"]
+        by_suffix: dict[str, list] = {}
+        for gene in quant:
+            values = by_suffix.setdefault(gene.name.rsplit(".", 1)[1], [])
+            values += [c for c in gene.choices if c not in values]
+        weight_keys = [k for k in by_suffix if k.startswith("w_")]
+        combos = list(itertools.product(*(by_suffix[k] for k in weight_keys)))
+        bns = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+        was_training = self.training
+        self.train()
+        try:
+            for i, combo in enumerate(combos):
+                setting = dict(zip(weight_keys, combo))
+                setting.update({k: v[i % len(v)] for k, v in by_suffix.items() if k not in setting})
+                values = {g.name: setting[g.name.rsplit(".", 1)[1]] for g in quant if self.space.is_active(largest, g)}
+                self.run(x, largest.with_values(values))
+        finally:
+            for m, (mean, var, count) in zip(bns, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+            self.train(was_training)
+
+    def quantizers_ready(self) -> bool:
+        """Whether every declared quantization mode of every layer has been initialised."""
+        return all(bool(b.all()) for name, b in self.named_buffers() if name.rsplit(".", 1)[-1].startswith("initialized"))
 
     def sort_channels(self) -> None:
         """Re-organise hidden channels by importance in every block (before elastic-width training)."""

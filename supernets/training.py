@@ -84,6 +84,8 @@ class SupernetTrainer:
         if phase != "warmup" and self.epoch == self.cfg.warmup_epochs and self.standalone is None:
             self.net.sort_channels()  # once, when elastic training starts
             self.optimizer.state.clear()  # momentum buffers no longer match the permuted channels
+        if phase == "qat" and self.epoch == self.cfg.warmup_epochs + self.cfg.qat_start:
+            self.net.init_quantizers(self.train_x[: self.cfg.batch_size])  # every bit-width, from data
         self.net.train()
         order = torch.randperm(len(self.train_x), generator=self.torch_gen)
         losses = []

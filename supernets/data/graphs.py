@@ -9,6 +9,7 @@ image-only runs never need it.
 from __future__ import annotations
 
 import contextlib
+import io
 import filecmp
 import os
 import shutil
@@ -95,7 +96,8 @@ def _process(key: str, source: Path, cache: Path, name: str):  # -> Planetoid
     try:
         with _locked(cache / name):
             _sync_raw(source, cache / name / "raw", _raw_files(name))
-            return Planetoid(root=str(cache), name=name, split="public")
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                return Planetoid(root=str(cache), name=name, split="public")  # it prints "Processing..."
     except OSError as err:
         raise InputError(
             f"cannot prepare the graph in the cache {cache / name}: {err}; "
