@@ -31,6 +31,8 @@ class SearchSpace(ABC):
     """Base class of every search space; subclasses are registered with ``@register_space``."""
 
     name: ClassVar[str] = ""
+    has_blocks: ClassVar[bool] = True
+    """Whether :meth:`blocks` describes subnets (False for spaces, like ``gnn``, that are not CNNs)."""
 
     def __init__(self) -> None:
         genes = tuple(self._declare_genes())
@@ -53,9 +55,9 @@ class SearchSpace(ABC):
     def options(self) -> dict[str, Any]:
         """JSON-ready constructor options: ``get_space(name, **options)`` rebuilds this space."""
 
-    @abstractmethod
     def blocks(self, genome: Genome) -> list[BlockSpec]:
         """The subnet of ``genome`` as blocks (stem, active blocks, head), in forward order."""
+        raise NotImplementedError(f"space {self.name!r} does not describe its subnets as blocks")
 
     # ---- genes ---------------------------------------------------------------------------------
     @property

@@ -1,0 +1,157 @@
+"""LPGNAS benchmark on Cora and CiteSeer: hand-designed baselines against the searched designs.
+
+For each dataset, in one process, same data, same retraining code and seeds:
+
+- FP32 GCN (2 layers, 16 hidden, ReLU) and FP32 GAT (8 heads × 8 hidden, ELU, dropout 0.6, lr 0.005),
+- uniform W8A8 and W4A8 GCN (coefficients at the activation bits), quantization-aware trained,
+- LPGNAS at every λ of ``experiments/lpgnas_<dataset>.yaml`` (search + derive + retrain, through
+  :func:`nas.lpgnas.run_lpgnas`, so the run folder has the usual artifacts),
+
+each retrained over ``--seeds`` seeds (test accuracy at the best validation epoch; mean ± population
+std). Size and BitOps are analytic (``search_spaces.gnn``). Targets checked: an LPGNAS design at least
+as accurate as the FP32 GCN (measured here, and the literature 81.5 / 70.3) and ≥ 8× smaller; search +
+retrain of all λ ≤ 10 minutes per dataset.
+
+Usage:  python experiments/benchmarks/lpgnas_benchmark.py [--quick] [--datasets cora citeseer] [--threads 1]
+Results: a printed table, experiments/benchmarks/results/lpgnas.json (lpgnas_quick.json with --quick) and
+         the LPGNAS run folders under experiments/benchmarks/results/lpgnas_runs/<dataset>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from nas.lpgnas import lpgnas_config, run_lpgnas
+from search_spaces import Genome, get_space
+from search_spaces.gnn import GnnSpace
+from supernets.data import load_dataset
+from supernets.gnn import RetrainSettings, prepare_graph, retrain_seeds
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).parent / "results"
+LITERATURE_GCN = {"cora": 81.5, "citeseer": 70.3}
+BASELINES = {  # name -> (layer genes, retraining overrides)
+    "FP32 GCN": (dict(op="gcn", hidden=16, act="relu", w_bits=32, a_bits=32, c_bits=32), {}),
+    "FP32 GAT": (dict(op="gat", hidden=64, heads=8, act="elu", w_bits=32, a_bits=32, c_bits=32),
+                 dict(dropout=0.6, lr=0.005)),
+    "W8A8 GCN": (dict(op="gcn", hidden=16, act="relu", w_bits=8, a_bits=8, c_bits=8), {}),
+    "W4A8 GCN": (dict(op="gcn", hidden=16, act="relu", w_bits=4, a_bits=8, c_bits=8), {}),
+}
+
+
+def baseline_genome(space: GnnSpace, genes: dict[str, Any]) -> Genome:
+    """The same layer genes in every layer (the classifier layer has no hidden/act/heads: one GAT head)."""
+    defaults = {"aggr": "add", "skip": "none", "heads": 1}
+    return space.make({g.name: genes.get(g.name.split(".")[1], defaults.get(g.name.split(".")[1]))
+                       for g in space.genes})
+
+
+def run_baselines(space: GnnSpace, graph: Any, base: RetrainSettings, seeds: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for name, (genes, overrides) in BASELINES.items():
+        genome = baseline_genome(space, genes)
+        start = time.perf_counter()
+        outcomes = retrain_seeds(space, genome, graph, RetrainSettings(**{**vars(base), **overrides}), seeds)
+        accs = [100 * o.test_accuracy for o in outcomes]
+        costs = space.costs(genome)
+        rows.append({"model": name, "accuracy": statistics.fmean(accs), "accuracy_std": statistics.pstdev(accs),
+                     "size_kb": costs.size_kb, "bitops": costs.bitops, "seconds": time.perf_counter() - start,
+                     "test_accuracies": accs, "genome": genome.to_dict()})
+        print(f"  {name}: {rows[-1]['accuracy']:.2f} ± {rows[-1]['accuracy_std']:.2f} %", flush=True)
+    return rows
+
+
+def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    experiment = yaml.safe_load((ROOT / "experiments" / f"lpgnas_{name}.yaml").read_text())
+    section = dict(experiment["lpgnas"])
+    if args.seeds is not None:
+        section["seeds"] = args.seeds
+    if args.quick:
+        section.update(seeds=2, search_epochs=30, warmup_epochs=10, retrain_epochs=60, lambdas=section["lambdas"][:2])
+    config = lpgnas_config(section)
+    space = get_space("gnn", **experiment["search_space"]["options"])
+    data = load_dataset(name)
+    graph = prepare_graph(data, normalize_features=config.normalize_features)
+    seeds = [experiment.get("seed", 0) + k for k in range(config.seeds)]
+    print(f"{name}: baselines ({len(seeds)} seeds)", flush=True)
+    baselines = run_baselines(space, graph, config.retrain_settings(), seeds)
+    run_dir = RESULTS / ("lpgnas_runs_quick" if args.quick else "lpgnas_runs") / name
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: the benchmark times every λ
+    run_dir.mkdir(parents=True)
+    print(f"{name}: LPGNAS, λ = {config.lambdas}", flush=True)
+    start, cpu = time.perf_counter(), time.process_time()  # CPU time too: the machine is often shared
+    records = run_lpgnas(config, space, data, run_dir, seed=experiment.get("seed", 0))
+    lpgnas_seconds, lpgnas_cpu = time.perf_counter() - start, time.process_time() - cpu
+    searched = [{"model": f"LPGNAS λ={r['metrics']['lambda']:g}", **{k: r["metrics"][k] for k in (
+        "accuracy", "accuracy_std", "size_kb", "bitops", "search_seconds", "retrain_seconds")},
+        "seconds": r["metrics"]["search_seconds"] + r["metrics"]["retrain_seconds"],
+        "test_accuracies": r["details"]["test_accuracies"], "genome": r["genome"]} for r in records]
+    return {"dataset": name, "description": data.description, "rows": baselines + searched,
+            "lpgnas_wall_seconds": lpgnas_seconds, "lpgnas_cpu_seconds": lpgnas_cpu,
+            "config": config.model_dump(mode="json"),
+            "space": space.options(), "targets": check_targets(name, baselines, searched, lpgnas_seconds)}
+
+
+def check_targets(name: str, baselines: list[dict[str, Any]], searched: list[dict[str, Any]],
+                  seconds: float) -> dict[str, Any]:
+    """Which LPGNAS designs are ≥ 8× smaller than the FP32 GCN and at least as accurate."""
+    gcn = baselines[0]
+    small = [r for r in searched if gcn["size_kb"] / r["size_kb"] >= 8]
+    best_small = max(small, key=lambda r: r["accuracy"], default=None)
+    return {"fp32_gcn_accuracy": gcn["accuracy"], "literature_gcn_accuracy": LITERATURE_GCN[name],
+            "best_8x_smaller": None if best_small is None else best_small["model"],
+            "best_8x_smaller_accuracy": None if best_small is None else best_small["accuracy"],
+            "accuracy_vs_measured_fp32_gcn": bool(best_small and best_small["accuracy"] >= gcn["accuracy"]),
+            "accuracy_vs_literature": bool(best_small and best_small["accuracy"] >= LITERATURE_GCN[name]),
+            "search_and_retrain_seconds": seconds, "within_10_minutes": seconds <= 600}
+
+
+def print_table(result: dict[str, Any]) -> None:
+    gcn_kb = result["rows"][0]["size_kb"]
+    print(f"\n{result['dataset']}  (accuracy: test %, mean ± std over seeds; size and BitOps analytic)")
+    print(f"{'model':<18} {'accuracy':>15} {'size KB':>9} {'BitOps':>10} {'× smaller':>9} {'seconds':>8}")
+    for r in result["rows"]:
+        print(f"{r['model']:<18} {r['accuracy']:>7.2f} ± {r['accuracy_std']:<5.2f} {r['size_kb']:>9.2f} "
+              f"{r['bitops']:>10.3g} {gcn_kb / r['size_kb']:>9.1f} {r['seconds']:>8.0f}")
+    t = result["targets"]
+    print(f"targets: best ≥8×-smaller design {t['best_8x_smaller']} ({t['best_8x_smaller_accuracy']}); "
+          f"≥ measured FP32 GCN: {t['accuracy_vs_measured_fp32_gcn']}; "
+          f"≥ literature {t['literature_gcn_accuracy']}: {t['accuracy_vs_literature']}; LPGNAS search + retrain {t['search_and_retrain_seconds']:.0f} s "
+          f"(≤ 600 s: {t['within_10_minutes']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["cora", "citeseer"], choices=["cora", "citeseer"])
+    parser.add_argument("--seeds", type=int, default=None, help="retraining seeds (default: the configs' 10)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is often shared)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 2 λ, short schedules")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start, cpu = time.perf_counter(), time.process_time()
+    results = [run_dataset(name, args) for name in args.datasets]
+    for result in results:
+        print_table(result)
+    out = RESULTS / ("lpgnas_quick.json" if args.quick else "lpgnas.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "datasets": results, "wall_seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+        "threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(), "command": sys.argv}, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(ROOT)}; total {time.perf_counter() - start:.0f} s wall")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,325 @@
+"""LPGNAS experiments: for each cost weight λ, search, derive, retrain over seeds, journal, write the front.
+
+A run directory gets the same artifacts as the CNN searches: ``trials.jsonl`` (one line per λ,
+the record shape of :mod:`nas.journal`), ``pareto.csv`` / ``pareto.json`` / ``pareto.png`` (the
+size–accuracy front over the derived designs) and ``report.md``; plus ``searches/lambda-<λ>.json``
+(the per-epoch search curve). A rerun on the same folder skips the λ values already journaled.
+
+Accuracy is *measured*: the test accuracy of the derived design retrained from scratch with QAT,
+mean and population std over ``seeds`` seeds. Size, BitOps, MACs and parameters are *analytic*
+(``space.costs``, conventions in :mod:`search_spaces.gnn`).
+
+``qnas run`` integration: a config with ``kind: lpgnas`` has an ``lpgnas:`` section parsed by
+:func:`lpgnas_config` (or embedded as a :class:`LpgnasConfig` field); the runner loads the dataset and
+the space and calls :func:`run_lpgnas`. Until then ``python -m nas.lpgnas CONFIG.yaml`` runs one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nas.journal import Journal, read_journal
+from nas.objectives import Objective
+from nas.rundir import atomic_write_bytes, atomic_write_json, atomic_write_text, now_iso
+from search_spaces import SearchSpace
+from search_spaces.errors import InputError
+
+__all__ = ["LpgnasConfig", "lpgnas_config", "run_lpgnas", "design_metrics", "SOURCES"]
+
+SOURCES = {"accuracy": "measured", "accuracy_std": "measured", "val_accuracy": "measured",
+           "supernet_val_accuracy": "measured", "size_kb": "analytic", "bitops": "analytic",
+           "macs": "analytic", "params": "analytic", "lambda": "config", "search_seconds": "measured",
+           "retrain_seconds": "measured"}
+
+
+OBJECTIVES = (Objective("accuracy", "max"), Objective("size_kb", "min"))
+"""The size–accuracy front over the λ values (``qnas pareto`` shows it)."""
+
+
+class LpgnasConfig(BaseModel):
+    """The ``lpgnas:`` section: search, retraining and reporting settings (see ``supernets.gnn.train``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lambdas: list[float] = Field(default_factory=lambda: [0.01, 0.03, 0.06, 0.1])
+    target_size_kb: float | None = Field(None, gt=0)
+    penalty: Literal["log", "linear"] = "log"
+    bitops_weight: float = Field(0.1, ge=0)
+    search_epochs: int = Field(200, ge=1, strict=True)
+    warmup_epochs: int = Field(50, ge=0, strict=True)
+    weight_sampling: Literal["mixture", "path"] = "mixture"
+    gumbel: bool = False
+    tau_start: float = Field(1.0, gt=0)
+    tau_end: float = Field(0.1, gt=0)
+    lr: float = Field(0.05, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    arch_lr: float = Field(0.03, gt=0)
+    arch_weight_decay: float = Field(0.0, ge=0)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    retrain_epochs: int = Field(200, ge=1, strict=True)
+    retrain_lr: float = Field(0.01, gt=0)
+    retrain_weight_decay: float = Field(5e-4, ge=0)
+    patience: int = Field(100, ge=1, strict=True)
+    seeds: int = Field(10, ge=1, strict=True)
+    normalize_features: bool = True
+
+    @field_validator("lambdas")
+    @classmethod
+    def _lambdas(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("expected at least one cost weight, e.g. [0.001, 0.003]")
+        if any(not math.isfinite(v) or v < 0 for v in value):
+            raise ValueError("every λ must be a finite number >= 0")
+        if len(set(value)) != len(value):
+            raise ValueError("λ values must be distinct (each one is one search)")
+        return value
+
+    @model_validator(mode="after")
+    def _warmup_before_end(self) -> LpgnasConfig:
+        if self.warmup_epochs >= self.search_epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below search_epochs "
+                             f"({self.search_epochs}), or α/β are never trained")
+        return self
+
+    def search_settings(self) -> Any:
+        """:class:`supernets.gnn.SearchSettings` of this config."""
+        from supernets.gnn import SearchSettings
+
+        return SearchSettings(epochs=self.search_epochs, warmup_epochs=self.warmup_epochs, lr=self.lr,
+                              weight_decay=self.weight_decay, arch_lr=self.arch_lr,
+                              arch_weight_decay=self.arch_weight_decay, dropout=self.dropout, gumbel=self.gumbel,
+                              tau_start=self.tau_start, tau_end=self.tau_end, penalty=self.penalty,
+                              bitops_weight=self.bitops_weight, target_size_kb=self.target_size_kb,
+                              weight_sampling=self.weight_sampling)
+
+    def retrain_settings(self) -> Any:
+        """:class:`supernets.gnn.RetrainSettings` of this config."""
+        from supernets.gnn import RetrainSettings
+
+        return RetrainSettings(epochs=self.retrain_epochs, lr=self.retrain_lr,
+                               weight_decay=self.retrain_weight_decay, dropout=self.dropout, patience=self.patience)
+
+
+def lpgnas_config(data: Mapping[str, Any] | None, *, source: str | Path | None = None) -> LpgnasConfig:
+    """Validate an ``lpgnas:`` mapping; the first problem is one InputError naming ``lpgnas.<key>``."""
+    from nas.config import translate_validation_error
+
+    try:
+        return LpgnasConfig.model_validate(dict(data or {}))
+    except ValidationError as err:
+        field, message = translate_validation_error(err, LpgnasConfig, {})
+        raise InputError(message, source=source, field=f"lpgnas.{field}" if field else "lpgnas") from None
+
+
+def design_metrics(space: SearchSpace, genome: Any, outcomes: Sequence[Any]) -> dict[str, float]:
+    """Measured accuracy (mean, population std over seeds) and the analytic costs of one design."""
+    tests = [100 * o.test_accuracy for o in outcomes]
+    costs = space.costs(genome)
+    return {"accuracy": statistics.fmean(tests), "accuracy_std": statistics.pstdev(tests),
+            "val_accuracy": statistics.fmean(100 * o.val_accuracy for o in outcomes),
+            "size_kb": costs.size_kb, "bitops": float(costs.bitops), "macs": float(costs.macs),
+            "params": float(costs.params), "retrain_seconds": sum(o.seconds for o in outcomes)}
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(f"[lpgnas] {text}", file=sys.stderr, flush=True)
+
+
+def run_lpgnas(config: LpgnasConfig, space: SearchSpace, data: Any, run_dir: Path, *, seed: int,
+               progress: bool = True) -> list[dict[str, Any]]:
+    """Search, derive and retrain once per λ (skipping journaled ones); write the artifacts; return all records."""
+    from search_spaces.gnn import GnnSpace
+    from supernets.gnn import check_graph, prepare_graph
+
+    if not isinstance(space, GnnSpace):
+        raise InputError(f"LPGNAS searches the 'gnn' space, not {space.name!r}", field="search_space.name")
+    run_dir = Path(run_dir)
+    graph = prepare_graph(data, normalize_features=config.normalize_features)
+    check_graph(space, graph)
+    path = run_dir / "trials.jsonl"
+    done = {float(r["metrics"]["lambda"]): r for r in read_journal(path, repair=True).records}
+    with Journal(path) as journal:
+        for batch, lam in enumerate(config.lambdas):
+            if lam in done:
+                _say(progress, f"λ={lam:g}: already in the journal, skipped")
+                continue
+            record = _one_lambda(config, space, graph, run_dir, lam, batch, seed, list(done.values()), progress)
+            journal.append(record)
+            done[lam] = record
+    records = list(read_journal(path).records)
+    write_artifacts(run_dir, records, space, config, getattr(data, "description", ""))
+    return records
+
+
+def _one_lambda(config: LpgnasConfig, space: Any, graph: Any, run_dir: Path, lam: float, batch: int, seed: int,
+                previous: list[dict[str, Any]], progress: bool) -> dict[str, Any]:
+    from supernets.gnn import retrain_seeds, search
+
+    _say(progress, f"λ={lam:g}: searching ({config.search_epochs} epochs)")
+    outcome = search(space, graph, config.search_settings(), lam=lam, seed=seed)
+    genome = outcome.genome
+    curve = f"searches/lambda-{lam:g}.json"
+    atomic_write_json(run_dir / curve, {"lambda": lam, "genome": genome.to_dict(),
+                                        "probabilities": outcome.probabilities,
+                                        "epochs": [vars(e) for e in outcome.history]})
+    same = next((r for r in previous if r["key"] == genome.key), None)
+    if same is not None:  # another λ derived the same design: its retraining is reused
+        _say(progress, f"λ={lam:g}: derived {genome.key}, already retrained for λ={same['metrics']['lambda']:g}")
+        metrics = {**same["metrics"], "retrain_seconds": 0.0}
+        details = {**same["details"], "reused_from_lambda": same["metrics"]["lambda"]}
+    else:
+        _say(progress, f"λ={lam:g}: derived {genome.key} ({space.costs(genome).size_kb:.2f} KB); "
+                       f"retraining over {config.seeds} seeds")
+        seeds = [seed + k for k in range(config.seeds)]
+        outcomes = retrain_seeds(space, genome, graph, config.retrain_settings(), seeds)
+        metrics = design_metrics(space, genome, outcomes)
+        details = {"test_accuracies": [100 * o.test_accuracy for o in outcomes],
+                   "best_epochs": [o.best_epoch for o in outcomes], "seeds": [o.seed for o in outcomes]}
+    metrics.update({"lambda": lam, "search_seconds": outcome.seconds,
+                    "supernet_val_accuracy": 100 * outcome.supernet_val_accuracy})
+    _say(progress, f"λ={lam:g}: accuracy {metrics['accuracy']:.2f} ± {metrics['accuracy_std']:.2f} %, "
+                   f"{metrics['size_kb']:.2f} KB, {metrics['bitops']:.3g} BitOps")
+    return {"key": genome.key, "genome": genome.to_dict(), "metrics": metrics,
+            "sources": {m: SOURCES[m] for m in metrics}, "seconds": outcome.seconds + metrics["retrain_seconds"],
+            "batch": batch, "finished_at": now_iso(), "details": {**details, "search_curve": curve}}
+
+
+# ---- artifacts ----------------------------------------------------------------------------------
+CSV_COLUMNS = ["rank", "key", "lambda", "accuracy", "accuracy_std", "size_kb", "bitops", "macs", "params",
+               "val_accuracy", "supernet_val_accuracy", "search_seconds", "retrain_seconds", "genome"]
+
+
+def pareto_front(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Distinct designs not dominated in (max accuracy, min size_kb), best accuracy first."""
+    import numpy as np
+
+    from nas.pareto import front_indices
+
+    designs = list({r["key"]: r for r in sorted(records, key=lambda r: r["batch"], reverse=True)}.values())
+    if not designs:
+        return []
+    F = np.array([[-r["metrics"]["accuracy"], r["metrics"]["size_kb"]] for r in designs], dtype=float)
+    return [designs[i] for i in front_indices(F, np.zeros(len(designs)))]
+
+
+def write_artifacts(run_dir: Path, records: Sequence[Mapping[str, Any]], space: SearchSpace, config: LpgnasConfig,
+                    dataset: str = "") -> None:
+    """``pareto.csv``, ``pareto.json``, ``pareto.png`` and ``report.md`` from the journal records."""
+    front = pareto_front(records)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for rank, r in enumerate(front, start=1):
+        m = r["metrics"]
+        writer.writerow([rank, r["key"], *[repr(float(m.get(c, math.nan))) for c in CSV_COLUMNS[2:-1]],
+                         json.dumps(r["genome"], separators=(",", ":"))])
+    atomic_write_text(run_dir / "pareto.csv", buffer.getvalue())
+    atomic_write_json(run_dir / "pareto.json", {
+        "objectives": [{"metric": "accuracy", "direction": "max"}, {"metric": "size_kb", "direction": "min"}],
+        "sources": SOURCES, "dataset": dataset, "space": {"name": space.name, "options": space.options()},
+        "lpgnas": config.model_dump(mode="json"),
+        "front": [_summary(r, i) for i, r in enumerate(front, start=1)],
+        "designs": [_summary(r, None) for r in sorted(records, key=lambda r: r["batch"])]})
+    _plot(run_dir / "pareto.png", records, front)
+    atomic_write_text(run_dir / "report.md", _report(run_dir, records, front, space, config, dataset))
+
+
+def _summary(record: Mapping[str, Any], rank: int | None) -> dict[str, Any]:
+    return {"rank": rank, "key": record["key"], "metrics": dict(record["metrics"]), "genome": record["genome"],
+            "details": record.get("details", {})}
+
+
+def _plot(path: Path, records: Sequence[Mapping[str, Any]], front: Sequence[Mapping[str, Any]]) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for group, style in ((records, dict(fmt="o", color="0.6", label="derived designs")),
+                         (front, dict(fmt="o-", color="C0", label="Pareto front"))):
+        rows = sorted(group, key=lambda r: r["metrics"]["size_kb"])
+        ax.errorbar([r["metrics"]["size_kb"] for r in rows], [r["metrics"]["accuracy"] for r in rows],
+                    yerr=[r["metrics"]["accuracy_std"] for r in rows], capsize=3, **style)
+    for r in records:
+        ax.annotate(f"λ={r['metrics']['lambda']:g}", (r["metrics"]["size_kb"], r["metrics"]["accuracy"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("model size (KB, analytic)")
+    ax.set_ylabel("test accuracy (%, mean ± std over seeds)")
+    ax.legend(loc="lower right")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _genes(genome: Mapping[str, Any], space: Any) -> str:
+    """``l1: gcn/add h16 elu W4A8C8 | l2: …`` (inactive genes left out)."""
+    from search_spaces.genome import Genome
+
+    g = Genome.from_dict(genome)
+    parts = []
+    for i in range(1, space.num_layers + 1):
+        p, v = f"l{i}", g.as_dict()
+        op = str(v[f"{p}.op"]) + (f"/{v[f'{p}.aggr']}" if v[f"{p}.op"] != "linear" and f"{p}.aggr" in v else "")
+        op += f"×{v[f'{p}.heads']}" if v[f"{p}.op"] == "gat" and f"{p}.heads" in v else ""
+        shape = f" h{v[f'{p}.hidden']} {v[f'{p}.act']}" if f"{p}.hidden" in v else ""
+        bits = f" W{v[f'{p}.w_bits']}A{v[f'{p}.a_bits']}"
+        bits += f"C{v[f'{p}.c_bits']}" if v[f"{p}.op"] in ("gcn", "gat") else ""
+        parts.append(f"{p}: {op}{shape}{bits}" + (" +skip" if v[f"{p}.skip"] == "linear" else ""))
+    return " \\| ".join(parts)
+
+
+def _report(run_dir: Path, records: Sequence[Mapping[str, Any]], front: Sequence[Mapping[str, Any]],
+            space: Any, config: LpgnasConfig, dataset: str) -> str:
+    from nas.report import fmt
+
+    front_keys = {r["key"] for r in front}
+    lines = ["# LPGNAS run", "", f"Dataset: {dataset or '?'}. Space `{space.name}`: {space.describe()}.", "",
+             f"One search round per λ ({config.search_epochs} epochs, {config.warmup_epochs} weight-only warm-up, "
+             f"τ {config.tau_start:g}→{config.tau_end:g}, {'Gumbel-softmax' if config.gumbel else 'softmax'}, "
+             f"penalty `{config.penalty}`, BitOps weight {config.bitops_weight:g}"
+             + (f", target {config.target_size_kb:g} KB" if config.target_size_kb else "") + "); each derived design "
+             f"retrained from scratch with QAT over {config.seeds} seeds ({config.retrain_epochs} epochs, test "
+             "accuracy at the best validation epoch).", "",
+             "## What was measured", "", "- **accuracy** (test, %), **accuracy_std** (population std over seeds), "
+             "val_accuracy: *measured* by retraining each derived design.",
+             "- supernet_val_accuracy: *measured*, the derived design inside the trained supernet (one-hot).",
+             "- **size_kb**, **bitops**, macs, params: *analytic* (`space.costs`: weights at their bits, biases "
+             "float32; BitOps = Σ MACs · operand bits).", "",
+             "## Derived designs", "", "| λ | accuracy % | size KB | BitOps | design | front |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: r["metrics"]["lambda"]):
+        m = r["metrics"]
+        lines.append(f"| {m['lambda']:g} | {m['accuracy']:.2f} ± {m['accuracy_std']:.2f} | {m['size_kb']:.2f} | "
+                     f"{fmt(m['bitops'])} | {_genes(r['genome'], space)} | {'yes' if r['key'] in front_keys else ''} |")
+    lines += ["", "![size vs accuracy](pareto.png)", "", "## Search curves", "",
+              "| λ | E[size] start → end KB | final val CE | final val acc (relaxed) | supernet val acc (derived) "
+              "| search s | retrain s |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: r["metrics"]["lambda"]):
+        m, curve = r["metrics"], _read_curve(run_dir / r.get("details", {}).get("search_curve", ""))
+        first, last = (curve[0], curve[-1]) if curve else ({}, {})
+        lines.append(f"| {m['lambda']:g} | {first.get('expected_size_kb', math.nan):.1f} → "
+                     f"{last.get('expected_size_kb', math.nan):.1f} | {last.get('val_loss', math.nan):.3f} | "
+                     f"{100 * last.get('val_accuracy', math.nan):.1f} | {m['supernet_val_accuracy']:.1f} | "
+                     f"{m['search_seconds']:.0f} | {m['retrain_seconds']:.0f} |")
+    lines += ["", "Per-epoch curves: `searches/lambda-<λ>.json`; every record: `trials.jsonl`.", ""]
+    return "\n".join(lines)
+
+
+def _read_curve(path: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8"))["epochs"])
+    except (OSError, ValueError, KeyError):
+        return []
