@@ -15,6 +15,14 @@ Op types (the structure each one stands for; ``in``/``mid``/``out`` are channel 
   add, relu.
 - ``head``: optional 1×1 ``in -> mid`` + BN + act (when ``mid > 0``), global average pool,
   linear ``(mid or in) -> out`` classes (with bias).
+- ``dsconv_dual`` (MobileNetV1-dual, SpaceEvo): k×k depthwise (stride s) + BN + act, 1×1 ``in -> out``
+  + BN + act, k×k depthwise + BN + act, 1×1 ``out -> out`` + BN + act, add the shortcut (identity, or
+  ``proj`` as in ``bottleneck``). ``mid`` unused (0).
+- ``fused_mbconv`` (EfficientNetV2): k×k ``in -> mid`` (stride s) + BN + act, optional SE on ``mid``,
+  1×1 ``mid -> out`` + BN; identity shortcut when ``shortcut == "identity"``.
+
+Costs, static modules and elastic blocks of the last two live in ``search_spaces.meta_ops`` and
+``supernets.meta_blocks``.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from .errors import InputError
 
 __all__ = ["BlockSpec", "OP_TYPES", "ACTIVATIONS", "SHORTCUTS", "make_divisible", "se_channels"]
 
-OP_TYPES = ("conv", "mbconv", "bottleneck", "head")
+OP_TYPES = ("conv", "mbconv", "bottleneck", "head", "dsconv_dual", "fused_mbconv")
 ACTIVATIONS = ("relu", "hswish")
 SHORTCUTS = ("none", "identity", "proj")
 
@@ -109,7 +117,7 @@ class BlockSpec:
         for name, ok, expected in checks:
             if not ok:
                 raise InputError(f"got {getattr(self, name)!r}, expected {expected}", source=source, field=name)
-        if self.op in ("mbconv", "bottleneck") and self.mid_ch < 1:
+        if self.op in ("mbconv", "bottleneck", "fused_mbconv") and self.mid_ch < 1:
             raise InputError(f"a {self.op} block needs mid_ch >= 1, got {self.mid_ch}", source=source, field="mid_ch")
         if self.shortcut == "identity" and (self.stride != 1 or self.in_ch != self.out_ch):
             raise InputError("an identity shortcut needs stride 1 and in_ch == out_ch", source=source, field="shortcut")

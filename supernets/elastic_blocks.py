@@ -189,3 +189,7 @@ def build_elastic_block(big: BlockSpec, w_modes: Sequence[QuantMode], a_modes: S
     if big.op not in _ELASTIC:
         raise ValueError(f"no elastic block for op type {big.op!r}; known: {sorted(_ELASTIC)}")
     return _ELASTIC[big.op](big, w_modes, a_modes)
+
+
+# SpaceEvo's extra block types register themselves (after every name above exists).
+from . import meta_blocks  # noqa: E402,F401  isort: skip

@@ -178,3 +178,7 @@ def strip_fake_quant(model: nn.Module) -> nn.Module:
         if isinstance(module, (ConvBNAct, QuantLinear)):
             module.quant = nn.Identity()
     return model
+
+
+# SpaceEvo's extra block types register themselves (after every name above exists).
+from . import meta_static  # noqa: E402,F401  isort: skip

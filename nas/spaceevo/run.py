@@ -1,0 +1,250 @@
+"""``kind: space-search`` runs: lookup table (loaded or built) -> aging evolution -> ranked spaces.
+
+Config section (``space_search:`` of an experiment YAML; :class:`SpaceSearchConfig`)::
+
+    space_search:
+      macro: c10
+      lut: {path: null, teacher_epochs: 10, distill_steps: 40, rows: 24, backend: onnxruntime-int8}
+      qt: {latency_constraints_ms: [0.5, 0.7, 0.9], n_subnets: 100000, top_k: 50, t: 0.1, a: 0.01}
+      evolution: {population: 500, sample: 125, total: 5000}
+
+Run folder: ``lut.json`` (when built here; ``lut.blocks.csv`` its timed blocks), ``teacher.pt``,
+``spaces.jsonl`` (every scored space in order), ``ranking.csv`` / ``ranking.json`` (distinct spaces,
+best first), ``qt_scores.png`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nas.config_paths import ConfigPath, ExistingPath
+from nas.rundir import atomic_write_json, atomic_write_text
+from search_spaces import InputError
+from search_spaces.errors import nearest
+from search_spaces.meta import MACROS, parse_candidate
+
+from .evolution import EvolutionSettings, aging_evolution
+from .lut import QtLut
+from .qt_score import QtScore, QtSettings, qt_score
+
+__all__ = ["LutConfig", "QtConfig", "EvolutionConfig", "SpaceSearchConfig", "SpaceSearchExperiment",
+           "SpaceSearchResult", "load_space_search_config", "run_space_search", "load_lut", "rank_spaces",
+           "write_ranking"]
+
+Log = Callable[[str], None] | None
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LutConfig(_Section):
+    """Where the lookup table comes from: an existing file, or built in the run folder."""
+
+    path: ExistingPath | None = Field(None, description="an existing lookup table (JSON); omitted: build it in "
+                                                        "the run")
+    teacher_checkpoint: ConfigPath | None = Field(None, description="cached teacher (default: RUN_DIR/teacher.pt)")
+    backend: Literal["onnxruntime-int8", "torch-int8"] = "onnxruntime-int8"
+    teacher_epochs: int = Field(10, ge=1)
+    distill_steps: int = Field(40, ge=1)
+    rows: int = Field(24, ge=2, description="sampled sub-stages per (stage, block, window)")
+    n_features: int = Field(2048, ge=64, description="training images whose teacher features are distilled")
+    n_eval: int = Field(256, ge=16, description="validation images the NSR is measured on")
+    runs: int = Field(20, ge=1)
+    passes: int = Field(4, ge=1)
+
+
+class QtConfig(_Section):
+    """The Q-T score (METHODS.md): constraints, N, top-k, t and a."""
+
+    latency_constraints_ms: list[float] = Field(min_length=1)
+    n_subnets: int = Field(100_000, ge=1)
+    top_k: int = Field(50, ge=1)
+    t: float = Field(0.1, gt=0)
+    a: float = Field(0.01, ge=0)
+
+    @field_validator("latency_constraints_ms")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("every latency constraint must be a positive number of milliseconds")
+        return value
+
+    def settings(self, seed: int) -> QtSettings:
+        return QtSettings(tuple(self.latency_constraints_ms), self.n_subnets, self.top_k, self.t, self.a, seed)
+
+
+class EvolutionConfig(_Section):
+    population: int = Field(500, ge=1)
+    sample: int = Field(125, ge=1)
+    total: int = Field(5000, ge=1, description="spaces scored in all, the initial population included")
+
+    @model_validator(mode="after")
+    def _sample_fits(self) -> EvolutionConfig:
+        if self.sample > self.population:
+            raise ValueError(f"sample ({self.sample}) cannot exceed population ({self.population})")
+        return self
+
+
+class SpaceSearchConfig(_Section):
+    """The ``space_search:`` section of a ``kind: space-search`` experiment."""
+
+    macro: str = "c10"
+    lut: LutConfig = Field(default_factory=LutConfig)
+    qt: QtConfig
+    evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
+    top: int = Field(10, ge=1, description="spaces shown in the report and the plot")
+
+    @field_validator("macro")
+    @classmethod
+    def _known_macro(cls, value: str) -> str:
+        if value not in MACROS:
+            raise ValueError(f"unknown macro-architecture {value!r}{nearest(value, MACROS)} (known: {sorted(MACROS)})")
+        return value
+
+
+@dataclass(frozen=True)
+class SpaceSearchResult:
+    """What a space search found: distinct spaces best first, and where its artifacts are."""
+
+    ranking: tuple[QtScore, ...]
+    scored: int
+    lut_path: Path
+    run_dir: Path
+    seconds: float
+
+    @property
+    def best(self) -> QtScore:
+        return self.ranking[0]
+
+
+@dataclass(frozen=True)
+class SpaceSearchExperiment:
+    """What ``qnas qt-score`` reads from a ``kind: space-search`` experiment YAML."""
+
+    config: SpaceSearchConfig
+    name: str
+    seed: int
+    source: Path
+
+
+def load_space_search_config(path: str | Path, overrides: Sequence[str] = ()) -> SpaceSearchExperiment:
+    """Read a ``kind: space-search`` experiment YAML (``--set`` overrides applied; relative paths resolve
+    against the file's folder). Every problem is one :class:`InputError` naming the file and field."""
+    from nas.config import load_config
+
+    loaded = load_config(path, overrides)
+    config = loaded.config
+    if config.kind != "space-search":
+        raise InputError(f"expected an experiment of kind: space-search, got kind: {config.kind}",
+                         source=loaded.source, field="kind")
+    return SpaceSearchExperiment(config.space_search, config.name, config.seed, loaded.source)
+
+
+def load_lut(path: str | Path, macro: str, *, field: str = "space_search.lut.path") -> QtLut:
+    """Load a table and refuse one made for another macro-architecture."""
+    lut = QtLut.load(path)
+    if lut.macro != macro:
+        raise InputError(f"the lookup table is for macro {lut.macro!r}, the config asks for {macro!r}",
+                         source=str(path), field=field)
+    return lut
+
+
+def _lut_for(config: SpaceSearchConfig, run_dir: Path, data: Any, seed: int, log: Log) -> tuple[QtLut, Path]:
+    """The configured table, a table built earlier in this run folder, or a new one built now."""
+    if config.lut.path is not None:
+        return load_lut(config.lut.path, config.macro), config.lut.path
+    path = run_dir / "lut.json"
+    if path.exists():
+        return load_lut(path, config.macro), path
+    if data is None:
+        raise InputError("no lookup table: set space_search.lut.path, or give the dataset to build one",
+                         field="space_search.lut.path")
+    from .build import LutBuildSettings, build_lut
+
+    c = config.lut
+    settings = LutBuildSettings(c.teacher_epochs, c.distill_steps, c.rows, c.n_features, c.n_eval, c.backend,
+                                c.runs, c.passes, seed)
+    data = data() if callable(data) else data
+    teacher = c.teacher_checkpoint or run_dir / "teacher.pt"
+    lut = build_lut(config.macro, data, out_path=path, teacher_checkpoint=teacher, settings=settings, log=log)
+    return lut, path
+
+
+def run_space_search(config: SpaceSearchConfig, *, run_dir: str | Path, seed: int = 0, data: Any = None,
+                     log: Log = print) -> SpaceSearchResult:
+    """Evolve candidate spaces by Q-T score and write the run's artifacts.
+
+    ``data``: the dataset (``ImageSplits``, or a zero-argument loader) when the table must be built.
+    """
+    start, run_dir = time.perf_counter(), Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lut, lut_path = _lut_for(config, run_dir, data, seed, log)
+    e = config.evolution
+    qt = config.qt.settings(seed)
+    result = aging_evolution(lut, config.macro, qt, EvolutionSettings(e.population, e.sample, e.total, seed))
+    atomic_write_text(run_dir / "spaces.jsonl", "".join(json.dumps({"index": i, **s.to_dict()}) + "\n"
+                                                        for i, s in enumerate(result.history)))
+    write_ranking(result.ranking, qt, run_dir, top=config.top, history=result.history)
+    seconds = time.perf_counter() - start
+    _report(run_dir, config, lut, lut_path, result.ranking, len(result.history), seconds)
+    if log:
+        log(f"best space {result.best.candidate} (Q-T score {result.best.score:.4f}) of {len(result.ranking)} "
+            f"distinct spaces scored; artifacts in {run_dir}")
+    return SpaceSearchResult(result.ranking, len(result.history), lut_path, run_dir, seconds)
+
+
+def rank_spaces(lut: QtLut, candidates: Sequence[str], qt: QtSettings) -> list[QtScore]:
+    """Q-T scores of the given space strings, best first (each string checked, each table entry required)."""
+    parsed = [parse_candidate(c, field=f"--spaces[{i}]") for i, c in enumerate(candidates)]
+    for cand in parsed:
+        if cand.macro != lut.macro:
+            raise InputError(f"space {cand} is for macro {cand.macro!r}, the lookup table for {lut.macro!r}",
+                             field="--spaces")
+    return sorted((qt_score(lut, c, qt) for c in parsed), key=lambda s: (-s.score, s.candidate))
+
+
+def write_ranking(ranking: Sequence[QtScore], qt: QtSettings, out_dir: str | Path, *, top: int = 10,
+                  history: Sequence[QtScore] = ()) -> None:
+    """``ranking.csv``, ``ranking.json`` and ``qt_scores.png`` in ``out_dir``."""
+    out = Path(out_dir)
+    limits = [f"{c:g}" for c in qt.constraints_ms]
+    head = ["rank", "candidate", "score"] + [f"score@{t}ms" for t in limits] + [f"p@{t}ms" for t in limits]
+    lines = [",".join(head)] + [",".join([str(i), s.candidate, f"{s.score:.6g}",
+                                          *(f"{v:.6g}" for v in s.per_constraint), *(f"{v:.6g}" for v in s.feasible)])
+                                for i, s in enumerate(ranking, start=1)]
+    atomic_write_text(out / "ranking.csv", "\n".join(lines) + "\n")
+    settings = {k: v for k, v in qt.__dict__.items() if k != "constraints_ms"}
+    atomic_write_json(out / "ranking.json", {"constraints_ms": list(qt.constraints_ms), "settings": settings,
+                                             "ranking": [s.to_dict() for s in ranking]})
+    from .plots import plot_scores
+
+    plot_scores(ranking[:top], qt, out / "qt_scores.png", history=history)
+
+
+def _report(run_dir: Path, config: SpaceSearchConfig, lut: QtLut, lut_path: Path, ranking: Sequence[QtScore],
+            scored: int, seconds: float) -> None:
+    limits = config.qt.latency_constraints_ms
+    info = lut.info
+    rows = "\n".join(f"| {i} | `{s.candidate}` | {s.score:.4f} | " + " | ".join(f"{v:.4f}" for v in s.per_constraint)
+                     + f" | {parse_candidate(s.candidate).describe()} |"
+                     for i, s in enumerate(ranking[: config.top], start=1))
+    text = (f"# Space search ({config.macro})\n\n"
+            f"- lookup table: `{lut_path}` ({len(lut.entries)} entries, {lut.backend} on {lut.device}, "
+            f"fixed part {lut.fixed_ms:.3f} ms)\n"
+            f"- teacher: {info.get('teacher', '?')}, "
+            f"val accuracy {info.get('teacher_val_accuracy', float('nan')):.3f}\n"
+            f"- Q-T score: N = {config.qt.n_subnets}, top-{config.qt.top_k}, t = {config.qt.t}, a = {config.qt.a}, "
+            f"constraints {limits} ms\n"
+            f"- aging evolution: population {config.evolution.population}, sample {config.evolution.sample}, "
+            f"{scored} spaces scored ({len(ranking)} distinct) in {seconds:.1f} s\n\n"
+            "| # | space | Q-T score | " + " | ".join(f"@{t:g} ms" for t in limits) + " | stages |\n"
+            "|---|---|---|" + "---|" * len(limits) + "---|\n" + rows + "\n\n![scores](qt_scores.png)\n")
+    atomic_write_text(run_dir / "report.md", text)

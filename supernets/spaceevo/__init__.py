@@ -1,0 +1,1 @@
+"""SpaceEvo's quantized-accuracy proxy: the teacher network and block-wise NSR distillation of INT8 students."""
