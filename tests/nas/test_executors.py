@@ -1,0 +1,309 @@
+"""Executors: local and Ray give identical results, a killed worker's work is retried and journaled once,
+and bad input (unreachable address, missing resources, no Ray) fails before any run folder exists.
+
+The Ray tests share ONE local cluster (a head on 127.0.0.2 plus a second node on 127.0.0.3 with its
+own resource), started with the settings of /work/shared/RAY.md and shut down at the end. They run
+only inside a loopback-only network namespace (``make test`` makes one with ``unshare -n`` where it
+can) unless ``QNAS_RAY_TESTS=host`` says the host network may be used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from nas.evaluators import AnalyticEvaluator, CompositeEvaluator
+from nas.executors import LocalExecutor, check_executor, split_even
+from nas.executors.ray_executor import check_fits, workers_that_fit
+from nas.journal import Journal, read_journal
+from nas.objectives import Objective
+from nas.runner import start_run
+from nas.search import run_search
+from search_spaces import InputError, get_space
+from supernets.data import load_dataset
+from supernets.evaluate import SubnetEvaluator
+
+ROOT = Path(__file__).resolve().parents[2]
+SPACE = {"in_channels": 1, "image_size": 8, "stem_channels": 8, "stage_channels": [16, 24], "stage_strides": [1, 2],
+         "stage_se": [False, True], "stage_act": ["relu", "hswish"], "depths": [1, 2], "kernels": [3, 5],
+         "expands": [2, 4], "head_channels": 32, "w_bits": [4, 8], "a_bits": [4, 8]}
+TRAIN = {"warmup_epochs": 1, "epochs": 1, "batch_size": 64, "bn_calib_samples": 128, "random_subnets": 1}
+OBJECTIVES = [{"metric": "accuracy", "direction": "max"}, {"metric": "size_kb", "direction": "min"}]
+
+
+def _loopback_only() -> bool:
+    """Whether this process's network namespace has no interface but loopback (asks the kernel, not /sys)."""
+    try:
+        return [name for _, name in socket.if_nameindex()] == ["lo"]
+    except OSError:
+        return False
+
+
+# ---- no Ray needed ------------------------------------------------------------------------------
+def test_split_even_keeps_order_and_balance():
+    assert split_even(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert split_even([1], 4) == [[1]] and split_even([], 2) == []
+
+
+def test_capacity_check_names_the_missing_resource_or_the_shortfall():
+    nodes = [{"CPU": 1.0, "second": 1.0}, {"CPU": 1.0}]
+    assert workers_that_fit(nodes, {"CPU": 0.5}) == 4 and workers_that_fit(nodes, {"CPU": 0.5, "second": 1}) == 1
+    with pytest.raises(InputError, match="no 'GPU' resource") as info:
+        check_fits(nodes, {"CPU": 0.5, "GPU": 1.0}, 1)
+    assert info.value.field == "executor.resources"
+    with pytest.raises(InputError, match="can hold 4 of the 5 workers") as info:
+        check_fits(nodes, {"CPU": 0.5}, 5)
+    assert info.value.field == "executor.num_workers"
+
+
+def test_local_executor_imports_no_ray():
+    code = ("import sys, nas.executors, nas.stages, nas.runner, nas.config; "
+            "print('ray' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "False"
+
+
+# ---- fixtures -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny trained supernet (4 s): one float epoch and one sandwich epoch on 256 digits."""
+    from nas.config_sections import SupernetSection
+    from supernets.fit import fit_supernet
+
+    torch.set_num_threads(1)  # 10x faster than 2 threads on this shared 2-core machine; workers use 1 too
+    path = tmp_path_factory.mktemp("supernet") / "supernet.pt"
+    data = load_dataset("digits", seed=0, max_train=256)
+    fit_supernet(get_space("mbv3", **SPACE), data, SupernetSection(**TRAIN).train_config(), checkpoint=path,
+                 progress=False, log=None)
+    return path
+
+
+def write_config(folder: Path, checkpoint: Path, executor: dict[str, Any], *, budget: int = 12) -> Path:
+    config = {"name": "exec", "seed": 0, "dataset": {"name": "digits", "options": {"max_train": 256}},
+              "search_space": {"name": "mbv3", "options": SPACE},
+              "supernet": {"checkpoint": str(checkpoint), "bn_calib_samples": 128},
+              "search": {"algorithm": "random", "options": {"batch_size": 6}, "budget": budget,
+                         "objectives": OBJECTIVES},
+              "executor": executor, "output": {"root": str(folder / "runs"), "export_top": 0}}
+    path = folder / f"{executor['kind']}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def no_run_folder(folder: Path) -> bool:
+    runs = folder / "runs"
+    return not runs.exists() or not any(runs.iterdir())
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """ONE two-node Ray cluster on loopback for every Ray test here; shut down (only its own processes) after."""
+    if not _loopback_only() and os.environ.get("QNAS_RAY_TESTS") != "host":
+        pytest.skip("the Ray tests start a local cluster and run only in a loopback-only network namespace "
+                    "(`make test` wraps pytest in `unshare -n` where it can; QNAS_RAY_TESTS=host overrides)")
+    pytest.importorskip("ray", reason="ray is not installed")
+    from ray.cluster_utils import Cluster
+
+    from nas.executors.ray_env import pinned_node_ip, ray_environment
+
+    tmp = Path(tempfile.mkdtemp(prefix="qt", dir="/tmp"))  # short: Unix socket paths
+    cluster = None
+    try:
+        with ray_environment(tmp / "home", tmp / "rt"), pinned_node_ip("127.0.0.2"):
+            cluster = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.2"})
+            cluster.add_node(num_cpus=1, resources={"second": 1}, node_ip_address="127.0.0.3")
+            cluster.wait_for_nodes()
+    except Exception as err:  # noqa: BLE001 - any failure to start means "cannot test Ray here"
+        if cluster is not None:
+            cluster.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.skip(f"Ray cannot start a local cluster here: {type(err).__name__}: {err}")
+    yield cluster.address
+    cluster.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ray_is_closed() -> bool:
+    import ray
+
+    return not ray.is_initialized()
+
+
+# ---- the Ray executor ---------------------------------------------------------------------------
+def test_ray_run_equals_local_run(tmp_path, checkpoint, ray_cluster):
+    local = start_run(write_config(tmp_path, checkpoint, {"kind": "local"}))
+    remote = start_run(write_config(tmp_path, checkpoint, {"kind": "ray", "address": ray_cluster, "num_workers": 2}))
+    assert _ray_is_closed()  # the run disconnected when its search ended
+    rows = [[(r["key"], r["metrics"], r["sources"]) for r in read_journal(run.run_dir / "trials.jsonl").records]
+            for run in (local, remote)]
+    assert len(rows[0]) == 12 and rows[0] == rows[1]
+    fronts = [json.loads((run.run_dir / "pareto.json").read_text()) for run in (local, remote)]
+    assert [t["key"] for t in fronts[0]["front"]] == [t["key"] for t in fronts[1]["front"]]
+    assert "ray at" in (remote.run_dir / "report.md").read_text()
+
+
+@dataclass(frozen=True)
+class KillOnceFactory:
+    """Wraps a factory; the first worker to get a batch of several genomes SIGKILLs itself halfway through it."""
+
+    inner: Any
+    marker: str
+
+    @property
+    def metrics(self):
+        return self.inner.metrics
+
+    @property
+    def bounds(self):
+        return self.inner.bounds
+
+    def build(self):
+        return _KillOnce(self.inner.build(), self.marker)
+
+
+class _KillOnce:
+    def __init__(self, inner, marker):
+        self.inner, self.marker = inner, marker
+
+    @property
+    def metrics(self):
+        return self.inner.metrics
+
+    def evaluate(self, genomes):
+        if len(genomes) > 1:
+            try:
+                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # exactly one worker dies
+            except FileExistsError:
+                return self.inner.evaluate(genomes)
+            self.inner.evaluate(genomes[:1])
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner.evaluate(genomes)
+
+
+def _subnets(checkpoint: Path) -> tuple[Any, SubnetEvaluator]:
+    from supernets.checkpoint import load_supernet
+
+    space = get_space("mbv3", **SPACE)
+    net, _ = load_supernet(checkpoint, space=space)
+    data = load_dataset("digits", seed=0, max_train=256)
+    return space, SubnetEvaluator(net.eval(), data.train_x[:128], data.val_x, data.val_y, batch_size=256)
+
+
+def test_killed_worker_is_retried_and_journal_has_each_candidate_once(tmp_path, checkpoint, ray_cluster):
+    import ray.cloudpickle
+
+    from nas.executors.ray_env import RaySession
+    from nas.executors.ray_executor import RayEvaluator
+    from nas.executors.supernet import SupernetAccuracyFactory
+    from nas.searchers.random_search import RandomSearcher
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    space, subnets = _subnets(checkpoint)
+    factory = SupernetAccuracyFactory.from_subnets(subnets)
+    marker = tmp_path / "killed.pid"
+    session = RaySession(ray_cluster)
+    try:
+        remote = RayEvaluator(KillOnceFactory(factory, str(marker)), session=session, num_workers=1, max_retries=2)
+        objectives = [Objective(o["metric"], o["direction"]) for o in OBJECTIVES]
+        with Journal(tmp_path / "trials.jsonl") as journal:
+            result = run_search(space, CompositeEvaluator([AnalyticEvaluator(space), remote]),
+                                RandomSearcher(space, objectives, seed=0, batch_size=6), objectives=objectives,
+                                budget=12, journal=journal)
+        killed = int(marker.read_text())
+        assert killed not in remote.pids()  # the worker was restarted...
+        remote.close()
+    finally:
+        session.close()
+    records = read_journal(tmp_path / "trials.jsonl").records
+    keys = [r["key"] for r in records]
+    assert len(keys) == 12 and len(set(keys)) == 12 == len(result.trials)  # ...and every candidate is there once
+    local = LocalExecutor().evaluator(factory).evaluate([t.genome for t in result.trials])
+    assert [r["metrics"]["accuracy"] for r in records] == [m["accuracy"] for m in local]
+
+
+def test_private_ray_starts_on_loopback_and_is_removed_on_close(ray_cluster):
+    from nas.executors.ray_env import RaySession
+    from nas.executors.ray_executor import RayExecutor
+
+    session = RaySession(None, num_cpus=1)  # address null: qnas starts (and stops) its own Ray
+    tmp, executor = session._tmp, RayExecutor(session, num_workers=2)
+    try:
+        assert [n["NodeManagerAddress"] for n in session.ray.nodes()] == ["127.0.0.2"]
+        executor.check()  # 2 workers x 0.5 CPU fit on its 1 CPU
+        assert "private Ray" in executor.describe()
+    finally:
+        executor.close()
+    assert _ray_is_closed() and not tmp.exists()
+
+
+def test_profiling_fans_out_over_nodes_in_order(ray_cluster):
+    from nas.executors.ray_env import RaySession
+    from nas.executors.ray_profiling import RayBlockMeasurer
+    from nas.profiling import distinct_blocks
+    from supernets.deploy import Protocol
+
+    specs = distinct_blocks(get_space("mbv3", **SPACE), "torch-fp32")[0][:4]
+    session = RaySession(ray_cluster)
+    try:
+        measurer = RayBlockMeasurer(session)
+        timings = measurer(specs, "torch-fp32", protocol=Protocol(threads=1, runs=2, passes=1, warmup=0))
+    finally:
+        session.close()
+    assert len(timings) == 4 and all(t.count == 2 and t.mean_ms > 0 for t in timings)
+    assert len(measurer.devices) == 1
+
+
+# ---- bad input: one clear error, no run folder --------------------------------------------------
+@pytest.mark.parametrize("address", ["127.0.0.2:1", "ray://127.0.0.2:1"])
+def test_unreachable_address_fails_before_the_run_folder(tmp_path, checkpoint, address):
+    pytest.importorskip("ray", reason="ray is not installed")
+    path = write_config(tmp_path, checkpoint, {"kind": "ray", "address": address})
+    with pytest.raises(InputError) as info:
+        start_run(path)
+    message = str(info.value)
+    assert "executor.address" in message and f"cannot reach a Ray cluster at {address!r}" in message
+    assert "\n" not in message and no_run_folder(tmp_path)
+
+
+@pytest.mark.parametrize("executor, fragments", [
+    ({"resources": {"TPU": 1}}, ["executor.resources", "no 'TPU' resource", "second: 1"]),
+    ({"num_workers": 5}, ["executor.num_workers", "can hold 4 of the 5 workers", "CPU: 2"]),
+    ({"num_workers": 2, "resources": {"second": 1}}, ["can hold 1 of the 2 workers"]),
+])
+def test_cluster_without_the_resources_fails_before_the_run_folder(tmp_path, checkpoint, ray_cluster, executor,
+                                                                 fragments):
+    path = write_config(tmp_path, checkpoint, {"kind": "ray", "address": ray_cluster, **executor})
+    with pytest.raises(InputError) as info:
+        start_run(path)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert no_run_folder(tmp_path) and _ray_is_closed()
+
+
+def test_ray_not_installed_is_one_clear_error(tmp_path, checkpoint, monkeypatch):
+    from nas.config import load_config
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    path = write_config(tmp_path, checkpoint, {"kind": "ray"})
+    with pytest.raises(InputError) as info:
+        check_executor(load_config(path))
+    assert "executor.kind" in str(info.value) and "pip install 'ray" in str(info.value)
+    with pytest.raises(InputError):
+        start_run(path)
+    assert no_run_folder(tmp_path)
