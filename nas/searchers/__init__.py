@@ -4,11 +4,12 @@
 :func:`list_searchers` names them all. Importing this package registers the built-in searchers.
 """
 
+from .context import SearchContext
 from .base import (Searcher, get_searcher, list_searchers, missing_requirements, register_searcher,
                    searcher_class, searcher_options)
 
 # Importing the modules registers the built-in searchers.
-from . import random_search, pymoo_searchers, optuna_searchers  # noqa: E402,F401  isort: skip
+from . import random_search, pymoo_searchers, optuna_searchers, predictor_guided  # noqa: E402,F401  isort: skip
 
-__all__ = ["Searcher", "get_searcher", "list_searchers", "missing_requirements", "register_searcher", "searcher_class",
+__all__ = ["SearchContext", "Searcher", "get_searcher", "list_searchers", "missing_requirements", "register_searcher", "searcher_class",
            "searcher_options"]

@@ -27,7 +27,7 @@ __all__ = ["Searcher", "register_searcher", "get_searcher", "list_searchers", "s
 
 STATE_VERSION = 1
 # Arguments every searcher takes; they are not "options" (get_searcher passes them itself).
-_COMMON = ("constraints", "seed", "storage_dir")
+_COMMON = ("constraints", "seed", "storage_dir", "context")
 
 
 def check_option(name: str, ok: bool, got: Any, expected: str) -> None:
@@ -221,10 +221,11 @@ def searcher_options(name: str) -> dict[str, Any]:
 
 def get_searcher(name: str, space: SearchSpace, objectives: Sequence[Objective], *,
                  constraints: Sequence[Constraint] = (), seed: int = 0, storage_dir: Path | None = None,
-                 **options: Any) -> Searcher:
+                 context: Any = None, **options: Any) -> Searcher:
     """Build searcher ``name``, refusing unknown options by name.
 
-    ``storage_dir`` reaches only searchers that keep files (the Optuna ones); the others ignore it.
+    ``storage_dir`` reaches only searchers that keep files (the Optuna ones) and ``context`` (a
+    :class:`~nas.searchers.context.SearchContext`) only model-based ones; the others ignore them.
     """
     cls = searcher_class(name)
     allowed = list(searcher_options(name))
@@ -233,6 +234,9 @@ def get_searcher(name: str, space: SearchSpace, objectives: Sequence[Objective],
             raise InputError(f"unknown option for searcher {name!r}{nearest(key, allowed)} (options: {allowed})",
                              field=f"search.options.{key}")
     extra = {}
-    if "storage_dir" in inspect.signature(cls.__init__).parameters and storage_dir is not None:
+    accepted = inspect.signature(cls.__init__).parameters
+    if "storage_dir" in accepted and storage_dir is not None:
         extra["storage_dir"] = Path(storage_dir)
+    if "context" in accepted and context is not None:
+        extra["context"] = context
     return cls(space, objectives, constraints=constraints, seed=seed, **extra, **options)

@@ -38,7 +38,7 @@ __all__ = ["SearcherConformance", "DriveLog", "drive", "run_batches", "small_spa
 TWO_OBJECTIVES = (Objective("size_kb"), Objective("macs", "max"))  # macs stands in for accuracy
 THREE_OBJECTIVES = (Objective("size_kb"), Objective("macs", "max"), Objective("bitops"))
 # Small settings that still leave several generations inside the suite's budgets.
-_FAST = {"population_size": 12, "batch_size": 8, "n_startup_trials": 8}
+_FAST = {"population_size": 12, "batch_size": 8, "n_startup_trials": 10}
 
 
 @dataclass

@@ -126,8 +126,12 @@ class AccuracyPredictor(ABC):
         """Fit on measured genomes (at least :data:`MIN_SAMPLES`); returns ``self``."""
         genomes = list(genomes)
         target = self._check_targets(genomes, y)
-        with threadpool_limits(limits=_THREADS):
-            self._fit_all(genomes, target)
+        state = np.random.get_state()  # libsvm draws a seed from NumPy's global generator: give it back
+        try:
+            with threadpool_limits(limits=_THREADS):
+                self._fit_all(genomes, target)
+        finally:
+            np.random.set_state(state)
         return self
 
     def _fit_all(self, genomes: list[Genome], target: np.ndarray) -> None:
