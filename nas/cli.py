@@ -22,6 +22,7 @@ import argparse
 import importlib
 import sys
 import traceback
+from pathlib import Path
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from search_spaces.errors import InputError, QnasError
 
 __all__ = ["COMMAND_MODULES", "Command", "register_command", "build_parser", "RichReporter", "main"]
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("nas.export_cli", "nas.latency_cli:add_latency_command", "nas.qt_cli")
 """Imported by :func:`build_parser`: ``"module"`` (registers itself) or ``"module:function"`` (adds parsers)."""
 
 Handler = Callable[[argparse.Namespace], int]
@@ -143,6 +144,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.quiet:
         print(outcome.run_dir)
         return 0
+    if result is None:  # a kind with its own procedure: show what it found
+        _show_kind_outcome(outcome.run_dir)
+        _stdout().print(f"run folder: {outcome.run_dir} ({outcome.seconds:.1f} s)", markup=False)
+        return 0
     out = _stdout()
     rows = [(t.key, dict(t.metrics)) for t in (result.front or result.closest)][:15]
     title = (f"Pareto front: {len(result.front)} of {len(result.trials)} candidates" if result.feasible else
@@ -187,12 +192,12 @@ def _pareto(args: argparse.Namespace) -> int:
     from nas.rundir import CONFIG, JOURNAL, check_run_dir
 
     run = check_run_dir(args.run_dir)
-    search = load_config(run / CONFIG, check_files=False).config.search
+    config = load_config(run / CONFIG, check_files=False).config
+    objectives, constraints = _objectives(config)
     contents = read_journal(run / JOURNAL)
     if contents.dropped is not None:
         RichReporter().warn(str(contents.dropped))
     records = list({r["key"]: r for r in contents.records}.values())  # one row per candidate
-    objectives, constraints = search.objective_list(), search.constraint_list()
     metrics = [r["metrics"] for r in records]
     violation = total_violation(metrics, constraints)
     front = front_indices(objective_matrix(metrics, objectives), violation)
@@ -201,6 +206,39 @@ def _pareto(args: argparse.Namespace) -> int:
              else "no candidate met the constraints; the closest")
     _stdout().print(_front_table(objectives, constraints, [(records[i]["key"], metrics[i]) for i in shown], title))
     return 0
+
+
+def _show_kind_outcome(run_dir: Path) -> None:
+    """The ranked spaces of a space search, or the front of another kind (from its journal)."""
+    import json
+
+    from nas.config import load_config
+    from nas.rundir import CONFIG
+
+    config = load_config(run_dir / CONFIG, check_files=False).config
+    if config.kind != "space-search":
+        _pareto(argparse.Namespace(run_dir=str(run_dir)))
+        return
+    from nas.qt_cli import ranking_table
+    from nas.spaceevo.qt_score import QtScore
+
+    ranking = [QtScore.from_dict(r) for r in json.loads((run_dir / "ranking.json").read_text())["ranking"]]
+    qt = config.space_search.qt.settings(config.seed)
+    _stdout().print(ranking_table(ranking[: config.space_search.top], qt,
+                                  f"best {min(len(ranking), config.space_search.top)} of {len(ranking)} spaces by "
+                                  f"Q-T score (all in ranking.csv)"))
+
+
+def _objectives(config: Any) -> tuple[Sequence[Any], Sequence[Any]]:
+    """The objectives and constraints a run's front is defined by (fixed for kinds with their own procedure)."""
+    if config.kind == "search":
+        return config.search.objective_list(), config.search.constraint_list()
+    if config.kind == "space-search":
+        raise InputError("a space-search run ranks search spaces and has no Pareto front; see its ranking.csv "
+                         "and report.md")
+    from nas.lpgnas import OBJECTIVES
+
+    return OBJECTIVES, ()
 
 
 # ---- entry point ------------------------------------------------------------------------------

@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from nas.config_paths import ExistingPath
-from nas.config_sections import SupernetSection
+from nas.config_sections import LatencySection, PredictorsSection, SupernetSection
+from nas.lpgnas import LpgnasConfig
+from nas.spaceevo.run import SpaceSearchConfig
 from nas.objectives import Constraint, Objective, parse_constraint
 from search_spaces.errors import InputError, nearest
 
@@ -37,10 +39,7 @@ __all__ = ["PLANNED_SECTIONS", "ExistingPath", "DatasetConfig", "SearchSpaceConf
            "SearchConfig", "ExecutorConfig", "OutputConfig", "ExperimentConfig", "LoadedConfig", "load_config",
            "parse_config", "apply_overrides", "config_to_yaml", "config_diff", "translate_validation_error"]
 
-PLANNED_SECTIONS: dict[str, str] = {
-    "predictors": "the accuracy-predictor issue",
-    "latency": "the latency-table issue",
-}
+PLANNED_SECTIONS: dict[str, str] = {}
 
 
 class _Section(BaseModel):
@@ -121,18 +120,68 @@ class SearchConfig(_Section):
 
 
 class ExecutorConfig(_Section):
-    """Where candidates are evaluated; only ``local`` exists yet."""
+    """Where the expensive evaluations (supernet accuracy) run: ``local`` (this process) or ``ray``.
+
+    ``threads``: torch threads of this process (training, evaluation) and of each Ray worker. The
+    default 1 is deliberate: on shared or busy machines multi-threaded PyTorch slows down by an
+    order of magnitude when cores are oversubscribed; raise it on a dedicated machine.
+
+    Ray only: ``address`` (null: start a private Ray here; ``auto``: the cluster ``ray start`` made on
+    this machine; ``HOST:PORT`` or ``ray://HOST:PORT``), ``num_workers`` actors of ``cpus_per_worker``
+    CPUs plus ``resources`` (e.g. ``{GPU: 1}`` or a custom node resource) each, ``max_retries``
+    restarts of a worker that dies mid-evaluation.
+    """
 
     kind: str = "local"
+    address: str | None = None
+    num_workers: int = Field(2, ge=1, strict=True)
+    cpus_per_worker: float = Field(0.5, gt=0)
+    resources: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    threads: int = Field(1, ge=1, strict=True)
+    max_retries: int = Field(3, ge=0, strict=True)
 
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: str) -> str:
-        if value == "ray":
-            raise ValueError("the Ray executor is not available yet (another issue adds it); use kind: local")
-        if value != "local":
-            raise ValueError(f"unknown executor {value!r}{nearest(value, ['local', 'ray'])}; expected 'local'")
+        if value not in ("local", "ray"):
+            raise ValueError(f"unknown executor {value!r}{nearest(value, ['local', 'ray'])}; expected 'local' or 'ray'")
         return value
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, value: str | None) -> str | None:
+        if value is not None and value != "auto":
+            from nas.executors.ray_env import parse_address
+
+            try:
+                parse_address(value)
+            except InputError as err:
+                raise ValueError(err.detail) from None
+        return value
+
+    @field_validator("resources")
+    @classmethod
+    def _no_cpu_key(cls, value: dict[str, float]) -> dict[str, float]:
+        if "CPU" in value:
+            raise ValueError("set CPUs with executor.cpus_per_worker, not resources.CPU")
+        return value
+
+    @field_validator("address", "num_workers", "cpus_per_worker", "resources", "max_retries")
+    @classmethod
+    def _ray_only(cls, value: Any, info: ValidationInfo) -> Any:
+        default = cls.model_fields[str(info.field_name)].get_default(call_default_factory=True)
+        if info.data.get("kind") == "local" and value != default:  # config.yaml repeats defaults: those are fine
+            raise ValueError("applies only with executor.kind: ray (this executor is local); remove it or set "
+                             "kind: ray")
+        return value
+
+    def describe(self) -> str:
+        """One line for ``qnas validate`` and the report."""
+        if self.kind == "local":
+            return f"local (this process, {self.threads} torch thread(s))"
+        extra = "".join(f" + {k} {v:g}" for k, v in self.resources.items())
+        return (f"ray at {self.address or 'a private Ray on this machine'}: {self.num_workers} workers × "
+                f"{self.cpus_per_worker:g} CPU{extra}, {self.threads} thread(s) each")
 
 
 class OutputConfig(_Section):
@@ -148,12 +197,17 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 class ExperimentConfig(_Section):
     """A whole experiment; ``name`` defaults to the config file's stem and names the run folder."""
 
+    kind: Literal["search", "lpgnas", "space-search"] = "search"
     name: str = "experiment"
     seed: int = Field(0, ge=0, strict=True)
     dataset: DatasetConfig
-    search_space: SearchSpaceConfig
-    search: SearchConfig
+    search_space: SearchSpaceConfig | None = None
+    search: SearchConfig | None = None
+    lpgnas: LpgnasConfig | None = None
+    space_search: SpaceSearchConfig | None = None
     supernet: SupernetSection | None = None
+    predictors: PredictorsSection | None = None
+    latency: LatencySection | None = None
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
@@ -167,7 +221,27 @@ class ExperimentConfig(_Section):
     @property
     def search_seed(self) -> int:
         """The searcher's seed: ``search.seed`` when set, else the experiment's ``seed``."""
-        return self.seed if self.search.seed is None else self.search.seed
+        return self.seed if self.search is None or self.search.seed is None else self.search.seed
+
+
+# The sections each experiment kind needs, and those it does not use (which are then refused).
+KIND_SECTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "search": (("search_space", "search"), ("lpgnas", "space_search")),
+    "lpgnas": (("search_space", "lpgnas"), ("search", "supernet", "predictors", "latency", "space_search")),
+    "space-search": (("space_search",), ("search_space", "search", "lpgnas", "supernet", "predictors", "latency")),
+}
+
+
+def _check_kind(loaded: LoadedConfig) -> None:
+    """A section the experiment kind needs must be there; one it would ignore is an error, not silence."""
+    config = loaded.config
+    needed, unused = KIND_SECTIONS[config.kind]
+    for section in needed:
+        if getattr(config, section) is None:
+            raise loaded.error(section, f"missing required section for kind: {config.kind}")
+    for section in unused:
+        if getattr(config, section) is not None:
+            raise loaded.error(section, f"section {section!r} is not used by kind: {config.kind}; remove it")
 
 
 @dataclass(frozen=True)
@@ -340,7 +414,9 @@ def parse_config(data: Any, *, source: Path, lines: Mapping[str, int] | None = N
         loaded = LoadedConfig(ExperimentConfig.model_construct(), source, lines, overrides)
         field, message = translate_validation_error(err, ExperimentConfig, PLANNED_SECTIONS)
         raise loaded.error(field, message) from None
-    return LoadedConfig(config, source, lines, overrides)
+    loaded = LoadedConfig(config, source, lines, overrides)
+    _check_kind(loaded)
+    return loaded
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True) -> LoadedConfig:
@@ -357,7 +433,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files:
         raise InputError(f"invalid YAML: {problem}", source=source,
                          line=None if mark is None else mark.line + 1) from None
     if data is None:
-        raise InputError("the config is empty; expected the sections dataset, search_space and search",
+        raise InputError("the config is empty; expected the sections dataset, search_space and search "
+                         "(or kind: lpgnas / kind: space-search with their sections)",
                          source=source)
     lines = yaml_lines(text, source)
     data, applied = apply_overrides(data, overrides) if isinstance(data, dict) else (data, {})

@@ -6,13 +6,19 @@ a frozen pydantic model that ``ExperimentConfig`` embeds.
 
 from __future__ import annotations
 
-from pydantic import model_validator
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from search_spaces.errors import nearest
 
 from supernets.config import SupernetConfig
 
 from .config_paths import ExistingPath
 
-__all__ = ["SupernetSection", "EVALUATION_FIELDS"]
+__all__ = ["SupernetSection", "PredictorsSection", "LatencySection", "LatencyTableSpec", "ProfileSpec",
+           "EVALUATION_FIELDS"]
 
 EVALUATION_FIELDS = {"bn_calib_samples", "eval_batch_size", "checkpoint"}
 
@@ -41,3 +47,96 @@ class SupernetSection(SupernetConfig):
     def train_config(self) -> SupernetConfig:
         """The training part, as the supernet trainer takes it."""
         return SupernetConfig(**self.model_dump(exclude={"checkpoint"}))
+
+
+class PredictorsSection(BaseModel):
+    """``predictors:``: the accuracy predictors of predictor-guided searchers (``predictor-nsga2``).
+
+    ``dataset``: a predictor dataset CSV written by an earlier run (``predictor_dataset.csv``) whose
+    measured accuracies join the training data of every round.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = "auto"
+    candidates: list[str] = Field(default_factory=lambda: ["ridge", "svr", "gp"], min_length=1)
+    analytic_features: bool = True
+    n_folds: int = Field(5, ge=2, le=20)
+    dataset: ExistingPath | None = None
+
+    def predictor_options(self) -> dict[str, object]:
+        """Keyword options of ``predictors.accuracy.make_predictor`` besides the model name."""
+        return {"analytic_features": self.analytic_features, "candidates": tuple(self.candidates),
+                "n_folds": self.n_folds}
+
+
+BACKENDS = ("torch-fp32", "torch-int8", "onnxruntime-fp32", "onnxruntime-int8")
+
+
+class ProfileSpec(BaseModel):
+    """Profile a table for the space on this machine on first use (cached under ``cache_dir``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: str
+    threads: int = Field(1, ge=1, le=64)
+    batch: int = Field(1, ge=1)
+    runs: int = Field(50, ge=5)
+    passes: int = Field(10, ge=2)
+    cache_dir: Path | None = None
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}{nearest(value, BACKENDS)}; expected one of {list(BACKENDS)}")
+        return value
+
+
+class LatencyTableSpec(BaseModel):
+    """One latency table: a file (any device, e.g. your accelerator's) or a profile of this machine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    table: ExistingPath | None = None
+    profile: ProfileSpec | None = None
+    backend: str | None = None
+    strict: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LatencyTableSpec:
+        if (self.table is None) == (self.profile is None):
+            raise ValueError("give exactly one of table (a CSV/JSON file) or profile ({backend: ...})")
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
+            raise ValueError(f"name {self.name!r}: expected letters, digits, '_' or '-' (it names the metric)")
+        return self
+
+
+class LatencySection(LatencyTableSpec):
+    """``latency:``: one table (``table`` or ``profile`` here) or several (``tables: [...]``, one objective each).
+
+    A single table gives the metric ``latency_ms``; several give ``latency_ms.<name>``.
+    """
+
+    tables: list[LatencyTableSpec] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LatencySection:  # type: ignore[override]
+        if self.tables is None:
+            return LatencyTableSpec._one_source(self)  # type: ignore[return-value]
+        if self.table is not None or self.profile is not None or self.name is not None:
+            raise ValueError("with tables: [...] put table/profile/name inside each entry")
+        names = [t.name for t in self.tables]
+        if len(self.tables) > 1 and (None in names or len(set(names)) != len(names)):
+            raise ValueError(f"several tables need distinct names (they name the metrics latency_ms.<name>); "
+                             f"got {names}")
+        return self
+
+    def specs(self) -> list[tuple[str, LatencyTableSpec]]:
+        """``(metric name, table spec)`` for every table."""
+        if self.tables is None:
+            return [("latency_ms", self)]
+        if len(self.tables) == 1:
+            return [("latency_ms", self.tables[0])]
+        return [(f"latency_ms.{t.name}", t) for t in self.tables]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.objectives import Constraint, Objective, objective_matrix, violation_matrix
+from nas.objectives import Constraint, Objective, violation_matrix
 
 __all__ = [
     "nondominated_ranks", "front_indices", "total_violation", "Normalization", "normalization_from_extremes",

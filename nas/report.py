@@ -119,13 +119,14 @@ def _provenance(result: SearchResult, sources: Mapping[str, str]) -> list[str]:
     kinds = set(sources.values())
     if kinds == {"analytic"}:
         lines += ["", "Every value in this run is **analytic**: computed from the architecture and its bit-widths, "
-                  "nothing trained, measured or predicted. **Accuracy is not an objective yet**: accuracy objectives "
-                  "arrive with the quantized supernet, so this front is a cost trade-off, not a model selection."]
+                  "nothing trained, measured or predicted. **Accuracy is not an objective**: add a `supernet:` section "
+                  "to measure it; without it this front is a cost trade-off, not a model selection."]
     return lines
 
 
 def write_report(path: str | Path, result: SearchResult, *, title: str, setup: Mapping[str, str],
-                 sources: Mapping[str, str], exported: Sequence[Path] = (), notes: Sequence[str] = ()) -> None:
+                 sources: Mapping[str, str], exported: Sequence[Path] = (), notes: Sequence[str] = (),
+                 sections: Sequence[str] = ()) -> None:
     """``report.md``: setup, provenance of every metric, the front (or the closest misses), hypervolume."""
     lines = [f"# {title}", "", f"{len(result.trials)} distinct candidates evaluated of a budget of {result.budget} "
              f"in {result.batches} batches ({result.evaluated} in this session, {result.reused} reused from the "
@@ -142,6 +143,7 @@ def write_report(path: str | Path, result: SearchResult, *, title: str, setup: M
         lines += ["## No candidate met the constraints", "",
                   "The closest candidates (smallest total violation relative to each bound):", "",
                   *_table(result, result.closest, violation), "", "![Candidates](pareto.png)", ""]
+    lines += list(sections)
     norm = result.normalization
     lines += ["## Hypervolume", "", f"Final hypervolume {result.hypervolume:.4f} in a fixed box: objectives scaled "
               f"so that the space's smallest and largest subnets span [0, 1] (ideal {[fmt(v) for v in norm.ideal]}, "
@@ -149,7 +151,9 @@ def write_report(path: str | Path, result: SearchResult, *, title: str, setup: M
               f"{norm.reference_point.tolist()}; comparable across runs on the same space and objectives. "
               "Per batch: `hypervolume.csv`.", "", "![Hypervolume](hypervolume.png)", ""]
     if exported:
-        lines += ["## Exported subnets", "", "Architecture (genome, blocks, metrics) of subnets spread along the front; "
-                  "weights arrive with the supernet export.", ""]
+        models = any((p.parent / "model.pt2").exists() for p in exported)
+        lines += ["## Exported subnets", "", "Subnets spread along the front: `arch.json` (genome, blocks, metrics)"
+                  + (" and `model.pt2` (the standalone fake-quantized model: `torch.export.load(path).module()`)."
+                     if models else "; no weights without a supernet."), ""]
         lines += [f"- `{p.parent.parent.name}/{p.parent.name}/{p.name}`" for p in exported] + [""]
     atomic_write_text(path, "\n".join(lines))

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nas.config import LoadedConfig, config_diff, config_to_yaml, load_config
+from nas.latency_stage import check_latency
+from nas.predictor_stage import check_predictors, search_context, write_predictor_artifacts
 from nas.stages import Stages, build_stages, declared_metrics
 from nas.journal import Journal, read_journal
 from nas.objectives import Constraint, Objective
@@ -32,7 +34,9 @@ __all__ = ["PLANNED_METRICS", "Reporter", "SilentReporter", "Experiment", "RunOu
 PLANNED_METRICS = {"accuracy": "add a `supernet:` section to train (or load) the quantized supernet",
                    "accuracy_test": "it is measured on the final Pareto subnets only, not during the search",
                    "accuracy_extracted": "it is measured on the final Pareto subnets only, not during the search",
-                   "latency_ms": "it arrives with the latency tables"}
+                   "latency_ms": "add a `latency:` section (a table file, or `profile: {backend: onnxruntime-int8}`)",
+                   "latency_measured_ms": "it is measured on the final Pareto subnets only, not during the search",
+                   "latency_pred_ms": "it is written for the final Pareto subnets only; use latency_ms"}
 
 
 class Reporter(Protocol):
@@ -70,7 +74,7 @@ class Experiment:
     """A checked config with everything built that a run needs (but no run folder yet)."""
 
     loaded: LoadedConfig
-    space: SearchSpace
+    space: SearchSpace | None  # None for kind: space-search (it searches over spaces)
     metrics: Mapping[str, str]
     dataset: str
     data: Any
@@ -84,7 +88,7 @@ class RunOutcome:
     """A finished (or resumed-and-finished) run."""
 
     run_dir: Path
-    result: SearchResult
+    result: SearchResult | None  # None for kinds with their own procedure (their artifacts are in run_dir)
     seconds: float
 
 
@@ -113,15 +117,20 @@ def check_dataset(loaded: LoadedConfig, space: SearchSpace) -> tuple[str, Any]:
         field = f"dataset.options.{err.field}" if err.field in section.options else (
             err.field if err.field and err.field.startswith("dataset") else "dataset")
         raise loaded.error(field, err.detail) from None
-    if kind != "image" and "in_channels" in options:
+    if (kind != "image") == ("in_channels" in options):
+        wants = "images" if "in_channels" in options else "graphs"
         raise loaded.error("dataset.name", f"dataset {section.name!r} is a {kind} dataset but search space "
-                                           f"{space.name!r} is for images")
-    for attr in ("in_channels", "num_classes", "image_size"):
-        have, want = options.get(attr), getattr(splits, attr, None)
+                                           f"{space.name!r} is for {wants}")
+    for attr, data_attr in (("in_channels", "in_channels"), ("num_classes", "num_classes"),
+                            ("image_size", "image_size"), ("in_features", "num_features")):
+        have, want = options.get(attr), getattr(splits, data_attr, None)
         if have is not None and want is not None and have != want:
             raise loaded.error(f"search_space.options.{attr}", f"is {have} but dataset {section.name!r} has "
-                                                               f"{attr}={want}; set search_space.options.{attr}: {want}")
-    sizes = "/".join(str(len(getattr(splits, f"{s}_y", ()))) for s in ("train", "val", "test"))
+                                                               f"{data_attr}={want}; set search_space.options.{attr}: {want}")
+    if kind == "image":
+        sizes = "/".join(str(len(getattr(splits, f"{s}_y"))) for s in ("train", "val", "test"))
+    else:
+        sizes = "/".join(str(int(getattr(splits.data, f"{s}_mask").sum())) for s in ("train", "val", "test"))
     shape = f"{splits.in_channels}×{splits.image_size}×{splits.image_size}" if kind == "image" else "graph"
     return f"{section.name} ({shape}, {splits.num_classes} classes, train/val/test {sizes})", splits
 
@@ -139,7 +148,7 @@ def check_metrics(loaded: LoadedConfig, available: Sequence[str]) -> None:
                                   f"(available now: {', '.join(available)})")
 
 
-def make_searcher(loaded: LoadedConfig, space: SearchSpace, storage_dir: Path) -> Any:
+def make_searcher(loaded: LoadedConfig, space: SearchSpace, storage_dir: Path, context: Any = None) -> Any:
     """``get_searcher`` for the config's ``search`` section, its errors pointing at the config."""
     from nas.searchers import get_searcher, list_searchers
 
@@ -151,7 +160,7 @@ def make_searcher(loaded: LoadedConfig, space: SearchSpace, storage_dir: Path) -
     try:
         return get_searcher(search.algorithm, space, list(search.objective_list()),
                             constraints=list(search.constraint_list()), seed=loaded.config.search_seed,
-                            storage_dir=storage_dir, **search.options)
+                            storage_dir=storage_dir, context=context, **search.options)
     except InputError as err:
         raise loaded.error(err.field if (err.field or "").startswith("search") else
                            f"search.options.{err.field}" if err.field else "search.options", err.detail) from None
@@ -164,11 +173,17 @@ def make_searcher(loaded: LoadedConfig, space: SearchSpace, storage_dir: Path) -
 def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experiment:
     """Build and cross-check everything; every problem is an InputError pointing into the config."""
     reporter = reporter or SilentReporter()
+    if loaded.config.kind == "space-search":
+        return _prepare_space_search(loaded)
     space = build_space(loaded)
     with reporter.step(f"loading dataset {loaded.config.dataset.name}"):
         dataset, data = check_dataset(loaded, space)
+    if loaded.config.kind != "search":  # its own procedure checks the rest (e.g. LPGNAS)
+        return Experiment(loaded, space, {}, dataset, data, (), (), 0)
     metrics = declared_metrics(loaded.config)
     check_metrics(loaded, list(metrics))
+    check_predictors(loaded, space)
+    check_latency(loaded, space)
     with tempfile.TemporaryDirectory(prefix="qnas-probe-") as probe:
         batch_size = int(make_searcher(loaded, space, Path(probe)).batch_size)
     search = loaded.config.search
@@ -176,13 +191,40 @@ def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experimen
         raise loaded.error("search.budget", f"got {search.budget}; the {search.algorithm} searcher proposes "
                                             f"{batch_size} candidates per batch (its population), more than the "
                                             f"budget; raise the budget or lower the population in search.options")
+    from nas.executors import check_executor
+
+    check_executor(loaded)  # kind ray: Ray importable, cluster reachable, enough resources; last, as it is slow
     return Experiment(loaded, space, metrics, dataset, data, search.objective_list(), search.constraint_list(),
                       batch_size)
+
+
+def _prepare_space_search(loaded: LoadedConfig) -> Experiment:
+    """Space search loads the dataset only when it must build its lookup table (then in the run)."""
+    from supernets.data import dataset_kind, load_dataset
+
+    section = loaded.config.dataset
+    try:
+        kind = dataset_kind(section.name)
+    except InputError as err:
+        raise loaded.error("dataset.name", err.detail) from None
+    if kind != "image":
+        raise loaded.error("dataset.name", f"space search ranks image-model spaces; {section.name!r} is a "
+                                           f"{kind} dataset")
+
+    def load() -> Any:
+        try:
+            return load_dataset(section.name, root=section.root, seed=loaded.config.seed, **section.options)
+        except InputError as err:
+            raise loaded.error("dataset", err.detail) from None
+
+    return Experiment(loaded, None, {}, f"{section.name} (loaded if the lookup table is built)", load, (), (), 0)
 
 
 def summary(exp: Experiment) -> list[tuple[str, str]]:
     """``(label, text)`` rows describing what a run of this config will do (``qnas validate`` prints them)."""
     config, sources = exp.loaded.config, exp.metrics
+    if config.kind != "search":
+        return _kind_summary(exp)
     search = config.search
     options = ", ".join(f"{k}={v}" for k, v in search.options.items())
     return [
@@ -195,9 +237,48 @@ def summary(exp: Experiment) -> list[tuple[str, str]]:
         ("objectives", ", ".join(f"{o.metric} ({o.direction}, {sources[o.metric]})" for o in exp.objectives)),
         ("constraints", ", ".join(str(c) for c in exp.constraints) or "none"),
         ("budget", f"{search.budget} distinct candidates"),
-        ("executor", config.executor.kind),
+        *_section_rows(exp),
+        ("executor", config.executor.describe()),
         ("output", f"{config.output.root}/{config.name}-<timestamp>/ (export top {config.output.export_top})"),
     ]
+
+
+def _kind_summary(exp: Experiment) -> list[tuple[str, str]]:
+    config = exp.loaded.config
+    head = [("config", str(exp.loaded.source)), ("name", f"{config.name} (seed {config.seed})")]
+    tail = [("output", f"{config.output.root}/{config.name}-<timestamp>/")]
+    if config.kind == "space-search":
+        s = config.space_search
+        lut = (f"lookup table {s.lut.path}" if s.lut.path else
+               f"build the lookup table ({s.lut.backend}, teacher {s.lut.teacher_epochs} epochs, {s.lut.rows} rows)")
+        return head + [("kind", "space-search: rank candidate search spaces by Q-T score (SpaceEvo)"),
+                       ("dataset", exp.dataset), ("macro", s.macro), ("lookup table", lut),
+                       ("Q-T score", f"constraints {s.qt.latency_constraints_ms} ms, N {s.qt.n_subnets}, "
+                                     f"top-{s.qt.top_k}, t {s.qt.t:g}, a {s.qt.a:g}"),
+                       ("evolution", f"population {s.evolution.population}, sample {s.evolution.sample}, "
+                                     f"{s.evolution.total} spaces scored")] + tail
+    l = config.lpgnas
+    return head + [("kind", "lpgnas: differentiable architecture + quantization search for GNNs"),
+                   ("dataset", exp.dataset), ("search space", f"{exp.space.describe()}"),
+                   ("lpgnas", f"lambdas {l.lambdas}, {l.search_epochs} search epochs ({l.warmup_epochs} warm-up), "
+                              f"retrain {l.retrain_epochs} epochs x {l.seeds} seeds")] + tail
+
+
+def _section_rows(exp: Experiment) -> list[tuple[str, str]]:
+    """Summary rows of the optional sections (supernet, predictors, latency)."""
+    config, rows = exp.loaded.config, []
+    if config.supernet is not None:
+        s = config.supernet
+        rows.append(("supernet", f"reuse {s.checkpoint}" if s.checkpoint else
+                     f"train {s.warmup_epochs}+{s.epochs} epochs (QAT from sandwich epoch {s.qat_start}), batch "
+                     f"{s.batch_size}, lr {s.lr:g}, {s.random_subnets} random subnets per step"))
+    if config.predictors is not None:
+        p = config.predictors
+        rows.append(("predictors", f"{p.model}" + (f" among {', '.join(p.candidates)}" if p.model == "auto" else "")
+                     + (f", prior dataset {p.dataset}" if p.dataset else "")))
+    if config.latency is not None:
+        rows.append(("latency", "; ".join(check_latency(exp.loaded, exp.space))))
+    return rows
 
 
 def _prior(exp: Experiment, journal: Path, records: Sequence[dict[str, Any]]) -> dict[str, Trial]:
@@ -214,15 +295,25 @@ def _prior(exp: Experiment, journal: Path, records: Sequence[dict[str, Any]]) ->
     return prior
 
 
+def _use_threads(exp: Experiment) -> None:
+    """Torch threads for this process (``executor.threads``; see :class:`nas.config.ExecutorConfig`)."""
+    import torch
+
+    torch.set_num_threads(exp.loaded.config.executor.threads)
+
+
 def _execute(exp: Experiment, run_dir: Path, journal: Journal, reporter: Reporter,
              prior: dict[str, Trial]) -> SearchResult:
     """Search with an open (locked) journal, then write the artifacts; the manifest says how it ended."""
     from nas.report import write_hypervolume_csv
 
     config = exp.loaded.config
+    stages: Stages | None = None
+    _use_threads(exp)
     try:
         stages = build_stages(exp, run_dir, reporter)
-        searcher = make_searcher(exp.loaded, exp.space, run_dir / "searcher")
+        context = search_context(exp.loaded, exp.space, stages.cheap)
+        searcher = make_searcher(exp.loaded, exp.space, run_dir / "searcher", context)
         with reporter.search_progress(config.search.budget) as progress:
             result = run_search(exp.space, stages.evaluator, searcher, objectives=exp.objectives,
                                 constraints=exp.constraints, budget=config.search.budget, journal=journal,
@@ -232,10 +323,15 @@ def _execute(exp: Experiment, run_dir: Path, journal: Journal, reporter: Reporte
         update_manifest(run_dir, status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
                         finished_at=now_iso())
         raise
+    finally:
+        if stages is not None:
+            stages.close()  # the executor's workers (Ray) are not needed for the local validation below
     with reporter.step(f"validating {len(result.front)} Pareto subnets"):
         result = stages.validate(result)
     with reporter.step("writing artifacts"):
-        write_artifacts(exp, run_dir, result, stages)
+        measured = [m for m, source in stages.sources.items() if source == "measured"]
+        sections = write_predictor_artifacts(run_dir, searcher, result, exp.space, measured)
+        write_artifacts(exp, run_dir, result, stages, sections)
     update_manifest(run_dir, status="finished", finished_at=now_iso(), evaluations=len(result.trials),
                     front_size=len(result.front), hypervolume=result.hypervolume, stop_reason=result.stop_reason)
     if not result.stop_reason.startswith("budget"):
@@ -243,7 +339,8 @@ def _execute(exp: Experiment, run_dir: Path, journal: Journal, reporter: Reporte
     return result
 
 
-def write_artifacts(exp: Experiment, run_dir: Path, result: SearchResult, stages: Stages) -> None:
+def write_artifacts(exp: Experiment, run_dir: Path, result: SearchResult, stages: Stages,
+                    sections: Sequence[str] = ()) -> None:
     """pareto.csv/json/png, hypervolume.csv/png, subnets/, report.md."""
     from nas.plots import plot_hypervolume, plot_pareto
     from nas.report import export_subnets, write_hypervolume_csv, write_pareto_csv, write_pareto_json, write_report
@@ -258,7 +355,7 @@ def write_artifacts(exp: Experiment, run_dir: Path, result: SearchResult, stages
     stages.export_models([p.parent for p in exported])
     notes = [] if result.feasible else ["No candidate satisfied every constraint; see the closest candidates below."]
     write_report(run_dir / "report.md", result, title=f"qnas run: {config.name}", setup=dict(summary(exp)[1:-1]),
-                 sources=stages.sources, exported=exported, notes=notes)
+                 sources=stages.sources, exported=exported, notes=notes, sections=sections)
 
 
 def start_run(config_path: str | Path, *, overrides: Sequence[str] = (), out: str | Path | None = None,
@@ -272,9 +369,51 @@ def start_run(config_path: str | Path, *, overrides: Sequence[str] = (), out: st
     reporter.info(f"run folder {run_dir}")
     atomic_write_text(run_dir / CONFIG, config_to_yaml(config))
     update_manifest(run_dir, **new_manifest(seed=config.seed, space=_space_info(exp)))
+    if config.kind != "search":
+        _execute_kind(exp, run_dir, reporter)
+        return RunOutcome(run_dir, None, time.perf_counter() - start)
     with Journal(run_dir / JOURNAL) as journal:
         result = _execute(exp, run_dir, journal, reporter, {})
     return RunOutcome(run_dir, result, time.perf_counter() - start)
+
+
+def _execute_kind(exp: Experiment, run_dir: Path, reporter: Reporter) -> None:
+    """Run an experiment kind that has its own procedure (it journals and resumes by itself)."""
+    config = exp.loaded.config
+    _use_threads(exp)
+    update_manifest(run_dir, status="running")
+    try:
+        KIND_PROCEDURES[config.kind](exp, run_dir, reporter)
+    except BaseException as err:
+        update_manifest(run_dir, status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+                        finished_at=now_iso())
+        raise
+    update_manifest(run_dir, status="finished", finished_at=now_iso())
+
+
+def _run_lpgnas(exp: Experiment, run_dir: Path, reporter: Reporter) -> None:
+    from nas.lpgnas import run_lpgnas
+
+    config = exp.loaded.config
+    run_lpgnas(config.lpgnas, exp.space, exp.data, run_dir, seed=config.seed,
+               progress=not getattr(reporter, "quiet", True))
+
+
+def _run_space_search(exp: Experiment, run_dir: Path, reporter: Reporter) -> None:
+    from nas.spaceevo.run import run_space_search
+
+    config = exp.loaded.config
+    try:
+        run_space_search(config.space_search, run_dir=run_dir, seed=config.seed, data=exp.data, log=reporter.info)
+    except InputError as err:
+        if err.source is not None or not (err.field or "").startswith("space_search"):
+            raise
+        raise exp.loaded.error(err.field, err.detail) from None
+
+
+KIND_PROCEDURES: dict[str, Callable[[Experiment, Path, Reporter], None]] = {
+    "lpgnas": _run_lpgnas, "space-search": _run_space_search}
+"""The procedure of each experiment kind other than ``search`` (each journals and resumes by itself)."""
 
 
 def resume_run(run_dir: str | Path, *, config_path: str | Path | None = None, overrides: Sequence[str] = (),
@@ -290,6 +429,9 @@ def resume_run(run_dir: str | Path, *, config_path: str | Path | None = None, ov
             raise InputError("differs from the run's config.yaml (run -> given): " + "; ".join(diff[:8])
                              + ("; ..." if len(diff) > 8 else "") + "; start a new run instead", source=given.source)
     exp = prepare(stored, reporter)
+    if stored.config.kind != "search":
+        _execute_kind(exp, run, reporter)
+        return RunOutcome(run, None, time.perf_counter() - start)
     with Journal(run / JOURNAL) as journal:  # the lock comes first: another process may still be writing
         contents = read_journal(run / JOURNAL, repair=True)
         if contents.dropped is not None:
@@ -309,5 +451,7 @@ def resume_run(run_dir: str | Path, *, config_path: str | Path | None = None, ov
 
 
 def _space_info(exp: Experiment) -> dict[str, Any]:
+    if exp.space is None:  # a space search: the spaces are its results
+        return {"macro": exp.loaded.config.space_search.macro, "dataset": exp.loaded.config.dataset.name}
     return {"name": exp.space.name, "options": exp.space.options(), "fingerprint": exp.space.fingerprint(),
             "cardinality": str(exp.space.cardinality()), "dataset": exp.loaded.config.dataset.name}

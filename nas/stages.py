@@ -25,36 +25,71 @@ VALIDATION_METRICS = {"accuracy_extracted": "measured", "accuracy_test": "measur
 
 def declared_metrics(config: ExperimentConfig) -> dict[str, str]:
     """``{metric: source}`` of everything the search can optimise or constrain with this config."""
+    from nas.latency_stage import latency_metrics
+
     metrics = {m: "analytic" for m in ANALYTIC_METRICS}
     if config.supernet is not None:
         metrics["accuracy"] = "measured"
-    return metrics
+    return metrics | latency_metrics(config)
 
 
 @dataclass
 class Stages:
-    """The evaluators of a run plus what happens to the front afterwards."""
+    """The evaluators of a run plus what happens to the front afterwards.
+
+    ``cheap`` holds the evaluators whose metrics are exact without measuring anything (analytic
+    costs, latency tables): predictor-guided searchers call it freely for candidates they only predict.
+    """
 
     evaluator: CompositeEvaluator
+    cheap: CompositeEvaluator
     space: Any
     data: Any = None
     subnets: Any = None  # supernets.evaluate.SubnetEvaluator when a supernet is configured
+    executor: Any = None  # nas.executors.Executor running the expensive evaluators (local or Ray)
     extra_sources: dict[str, str] = field(default_factory=dict)
+    tables: list[Any] = field(default_factory=list)  # nas.latency_stage.LoadedTable per latency metric
+    notes: list[str] = field(default_factory=list)
 
     @property
     def sources(self) -> dict[str, str]:
         return {**self.evaluator.metrics, **self.extra_sources}
 
-    def validate(self, result: SearchResult) -> SearchResult:
-        """Re-measure every Pareto subnet for real (extracted model) and add those metrics to the front."""
-        if self.subnets is None or not result.front:
-            return result
-        from nas.accuracy import validate_front
+    def close(self) -> None:
+        """Release the executor's workers (and a Ray it started); the local validation needs none."""
+        if self.executor is not None:
+            self.executor.close()
 
-        measured = validate_front(self.subnets, [t.genome for t in result.front], self.data)
-        self.extra_sources.update(VALIDATION_METRICS)
-        front = tuple(_with_metrics(t, measured[t.key], VALIDATION_METRICS) for t in result.front)
+    def validate(self, result: SearchResult) -> SearchResult:
+        """Re-measure every Pareto subnet for real (extracted model, end-to-end latency) into the front."""
+        if not result.front:
+            return result
+        genomes = [t.genome for t in result.front]
+        measured: list[dict[str, float]] = [{} for _ in genomes]
+        if self.subnets is not None:
+            from nas.accuracy import validate_front
+
+            by_key = validate_front(self.subnets, genomes, self.data)
+            measured = [dict(by_key[g.key]) for g in genomes]
+        if self.tables:
+            from nas.latency_stage import measure_front
+
+            rows, notes = measure_front(self.tables, self.space, genomes, [dict(t.metrics) for t in result.front],
+                                        self._float_models(genomes))
+            self.notes += notes
+            measured = [a | b for a, b in zip(measured, rows)]
+        sources = {m: ("predicted" if m.startswith("latency_pred") else "measured") for row in measured for m in row}
+        self.extra_sources.update(sources)
+        front = tuple(_with_metrics(t, row, sources) for t, row in zip(result.front, measured))
         return dataclasses.replace(result, front=front)
+
+    def _float_models(self, genomes: Sequence[Any]) -> list[Any] | None:
+        """The extracted subnets as float modules (real weights) for timing, or None (seeded weights)."""
+        if self.subnets is None:
+            return None
+        from supernets.static import strip_fake_quant
+
+        return [strip_fake_quant(self.subnets.extract(g)) for g in genomes]
 
     def export_models(self, folders: Sequence[Path]) -> None:
         """Save the standalone model of every exported subnet beside its ``arch.json``."""
@@ -81,12 +116,22 @@ def build_stages(exp: Any, run_dir: Path, reporter: Any) -> Stages:
     """Build every evaluator the config asks for (training the supernet if it has to)."""
     config: ExperimentConfig = exp.loaded.config
     evaluators: list[Any] = [AnalyticEvaluator(exp.space)]
-    stages = Stages(CompositeEvaluator(evaluators), exp.space, exp.data)
+    stages = Stages(CompositeEvaluator(evaluators), CompositeEvaluator(list(evaluators)), exp.space, exp.data)
+    if config.latency is not None:
+        from nas.latency_stage import TableLatencyEvaluator, load_tables
+
+        stages.tables = load_tables(exp.loaded, exp.space, progress=not getattr(reporter, "quiet", True),
+                                    log=reporter.info)
+        evaluators += [TableLatencyEvaluator(exp.space, t) for t in stages.tables]
+        stages.evaluator, stages.cheap = CompositeEvaluator(evaluators), CompositeEvaluator(list(evaluators))
     if config.supernet is not None:
-        from nas.accuracy import SupernetAccuracyEvaluator, supernet_evaluator
+        from nas.accuracy import supernet_evaluator
+        from nas.executors import make_executor
+        from nas.executors.supernet import SupernetAccuracyFactory
 
         stages.subnets = supernet_evaluator(config.supernet, exp.space, exp.data, run_dir,
                                             progress=not getattr(reporter, "quiet", True), log=reporter.info)
-        evaluators.append(SupernetAccuracyEvaluator(stages.subnets))
+        stages.executor = make_executor(config.executor)  # the expensive evaluators run through it
+        evaluators.append(stages.executor.evaluator(SupernetAccuracyFactory.from_subnets(stages.subnets)))
         stages.evaluator = CompositeEvaluator(evaluators)
     return stages

@@ -1,4 +1,4 @@
-"""Shared test set-up: data folder, headless matplotlib, and a stand-in searcher for the nas tests.
+"""Shared test set-up: data folder, headless matplotlib, one torch thread, a simple seeded searcher.
 
 ``QNAS_DATA`` defaults to ``../shared/data`` next to the repository (as in the Makefile) and
 ``MPLBACKEND`` to Agg, both only when unset, so a developer's own settings win.
@@ -6,10 +6,8 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 class StandInSearcher:
-    """Seeded random sampling with the ``nas.searchers`` interface (used until, or beside, the real ones)."""
+    """Seeded random sampling with the searcher interface: a test double whose every call is counted."""
 
     expensive = False
 
@@ -50,47 +48,20 @@ class StandInSearcher:
         self.rng.bit_generator.state = state["rng"]
 
 
-def real_searchers_available() -> bool:
-    """Whether the real ``nas.searchers`` package exists in this checkout."""
-    return (ROOT / "nas" / "searchers" / "__init__.py").exists() or (ROOT / "nas" / "searchers.py").exists()
-
-
-def ensure_searchers() -> None:
-    """Install the stand-in as ``nas.searchers`` when the real package is not there yet."""
-    if "nas.searchers" in sys.modules or real_searchers_available():
-        return
-    module = types.ModuleType("nas.searchers")
-    module.Searcher = StandInSearcher
-    module.list_searchers = lambda: ["nsga2", "random"]
-    module.searcher_options = lambda name: {"population_size": 10}
-    module.searcher_class = lambda name: StandInSearcher
-
-    def get_searcher(name, space, objectives, **kwargs):
-        if name not in module.list_searchers():
-            raise ValueError(f"unknown searcher {name!r}")
-        return StandInSearcher(space, objectives, **kwargs)
-
-    module.get_searcher = get_searcher
-    sys.modules["nas.searchers"] = module
-
-
-# The repository goes first on sys.path: the test folders (no __init__.py) would otherwise shadow the
-# editable install's packages as namespace packages.
-PRELUDE = (f"import sys; sys.path[:0] = [{str(ROOT)!r}, {str(TESTS)!r}]; import conftest; "
-           "conftest.ensure_searchers()\n")
-BOOT = PRELUDE + "from nas.cli import main; sys.exit(main(sys.argv[1:]))\n"
-"""``python -c BOOT ARGS...`` runs ``qnas ARGS...`` in a subprocess, with the stand-in if needed."""
-
-
 def qnas_command(*args: str) -> list[str]:
-    """Command line of a ``qnas`` subprocess (the real entry module once ``nas.searchers`` exists)."""
-    if real_searchers_available():
-        return [sys.executable, "-m", "nas.cli", *args]
-    return [sys.executable, "-c", BOOT, *args]
+    """Command line of a ``qnas`` subprocess run with this interpreter."""
+    return [sys.executable, "-m", "nas.cli", *args]
 
 
-@pytest.fixture
-def searchers():
-    """``nas.searchers``, real or stand-in."""
-    ensure_searchers()
-    return importlib.import_module("nas.searchers")
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests run single-threaded: oversubscribed multi-threaded torch on a 2-core machine is many times slower."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -77,12 +77,18 @@ MALFORMED = [
      ["search.constraints[0]", "cannot parse constraint", "METRIC <= NUMBER"]),
     ("contradictory constraints", '["params >= 1000"]', '["size_kb <= 10", "size_kb >= 20"]',
      ["search.constraints", "'size_kb >= 20' and 'size_kb <= 10' contradict each other"]),
-    ("ray executor", "budget: 12\n", "budget: 12\nexecutor: {kind: ray}\n",
-     ["executor.kind", "Ray executor is not available yet", "use kind: local"]),
+    ("ray key on the local executor", "budget: 12\n", "budget: 12\nexecutor: {kind: local, num_workers: 4}\n",
+     ["executor.num_workers", "got 4", "applies only with executor.kind: ray"]),
+    ("bad ray address", "budget: 12\n", "budget: 12\nexecutor: {kind: ray, address: 'head:port'}\n",
+     ["executor.address", "got 'head:port'", "'HOST:PORT' or 'ray://HOST:PORT'"]),
     ("unknown executor", "budget: 12\n", "budget: 12\nexecutor: {kind: locale}\n",
      ["executor.kind", "did you mean 'local'"]),
-    ("planned section", "budget: 12\n", "budget: 12\npredictors: {model: auto}\n",
-     ["predictors", "not available yet", "accuracy-predictor issue"]),
+    ("latency table missing", "budget: 12\n", "budget: 12\nlatency: {table: t.csv}\n",
+     ["latency.table", "file or folder not found", "t.csv"]),
+    ("unknown section", "budget: 12\n", "budget: 12\nlatensy: {table: t.csv}\n",
+     ["latensy", "unknown key", "did you mean 'latency'"]),
+    ("predictors key typo", "budget: 12\n", "budget: 12\npredictors: {modle: ridge}\n",
+     ["predictors.modle", "did you mean 'model'"]),
     ("supernet key typo", "budget: 12\n", "budget: 12\nsupernet: {epoch: 3}\n",
      ["supernet.epoch", "unknown key 'epoch'", "did you mean 'epochs'"]),
     ("supernet bad value", "budget: 12\n", "budget: 12\nsupernet: {lr: -0.1}\n",
@@ -189,7 +195,7 @@ def test_resolved_yaml_round_trips_and_diff_names_changed_keys(tmp_path):
     ("search.objectives.0.metric=size_k", ["search.objectives[0].metric", "did you mean 'size_kb'",
                                            "(available now: macs, params, size_kb, bitops)"]),
     ("search.objectives.0.metric=accuracy", ["'accuracy' is not available", "add a `supernet:` section"]),
-    ("search.constraints=['latency_ms <= 3']", ["search.constraints[0]", "arrives with the latency tables"]),
+    ("search.constraints=['latency_ms <= 3']", ["search.constraints[0]", "add a `latency:` section"]),
     ("search_space.options.in_channels=3", ["search_space.options.in_channels", "is 3 but dataset 'digits' has "
                                             "in_channels=1", "set search_space.options.in_channels: 1"]),
     ("search_space.options.num_classes=7", ["is 7 but dataset 'digits' has num_classes=10"]),
@@ -200,7 +206,7 @@ def test_resolved_yaml_round_trips_and_diff_names_changed_keys(tmp_path):
     ("search.algorithm=nsga", ["search.algorithm", "unknown algorithm 'nsga'", "did you mean"]),
     ("search.budget=3", ["search.budget", "proposes 4 candidates per batch", "more than the budget"]),
 ])
-def test_semantic_errors_point_into_the_config(tmp_path, searchers, override, expected):
+def test_semantic_errors_point_into_the_config(tmp_path, override, expected):
     path = write(tmp_path, GOOD)
     with pytest.raises(InputError) as info:
         prepare(load_config(path, [override]))
@@ -210,7 +216,7 @@ def test_semantic_errors_point_into_the_config(tmp_path, searchers, override, ex
         assert fragment in message, message
 
 
-def test_semantic_error_carries_the_file_line(tmp_path, searchers):
+def test_semantic_error_carries_the_file_line(tmp_path):
     path = write(tmp_path, GOOD.replace("metric: bitops", "metric: bitop"))
     with pytest.raises(InputError) as info:
         prepare(load_config(path))
@@ -218,7 +224,7 @@ def test_semantic_error_carries_the_file_line(tmp_path, searchers):
                                       "did you mean 'bitops'?")
 
 
-def test_valid_config_summary(tmp_path, searchers):
+def test_valid_config_summary(tmp_path):
     rows = dict(summary(prepare(load_config(write(tmp_path, GOOD)))))
     assert rows["dataset"].startswith("digits (1×8×8, 10 classes")
     assert rows["search space"].startswith("mbv3:") and "distinct subnets" in rows["search space"]
@@ -232,3 +238,21 @@ def test_shipped_experiment_configs_parse(path):
     config = load_config(path).config
     assert isinstance(config, ExperimentConfig)
     assert config.name == path.stem
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"kind": "lpgnas"}, ["lpgnas", "missing required section for kind: lpgnas"]),
+    ({"lpgnas": {"lambdas": [0.1]}}, ["lpgnas", "not used by kind: search"]),
+    ({"kind": "lpgnas", "lpgnas": {"lambdas": [0.1]}}, ["search", "not used by kind: lpgnas"]),
+    ({"kind": "evolve"}, ["kind", "got 'evolve'", "'search'"]),
+    ({"kind": "space-search"}, ["space_search", "missing required section for kind: space-search"]),
+    ({"search_space": None}, ["search_space", "missing required section for kind: search"]),
+])
+def test_experiment_kind_needs_its_sections(tmp_path, change, expected):
+    data = yaml.safe_load(GOOD)
+    data.update(change)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    message = error_of(path)
+    for fragment in expected:
+        assert fragment in message, message

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PRELUDE, qnas_command
+from conftest import qnas_command
 from nas.cli import main
 from nas.runner import SilentReporter, resume_run, start_run
 from search_spaces.errors import InputError
@@ -44,8 +44,8 @@ output: {export_top: 2}
 """
 
 # Runs `qnas ARGS` but, at the CRASH_AT-th journal append, writes half the line, says READY, and waits.
-TORN_WRITER = PRELUDE + textwrap.dedent("""
-    import json, os, time
+TORN_WRITER = textwrap.dedent("""
+    import json, os, sys, time
     import nas.journal as journal_module
     real_append, count = journal_module.Journal.append, [0]
     def append(self, record):
@@ -78,7 +78,7 @@ def config(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def reference(config: Path, tmp_path: Path, searchers) -> Path:
+def reference(config: Path, tmp_path: Path) -> Path:
     """An uninterrupted run of the same config and seed."""
     return start_run(config, out=tmp_path / "reference").run_dir
 
@@ -164,7 +164,7 @@ def test_sigkill_mid_journal_write_then_resume(tmp_path, config, reference, caps
     assert_complete_and_equal(run_dir, reference)
 
 
-def test_sigkill_wherever_it_lands_then_resume(tmp_path, config, searchers):
+def test_sigkill_wherever_it_lands_then_resume(tmp_path, config):
     run_dir, budget = tmp_path / "killed", 200
     command = qnas_command("run", str(config), "--out", str(run_dir), "--quiet", "--set", f"search.budget={budget}",
                            "--set", "search.options.population_size=10")

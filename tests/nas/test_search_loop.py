@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import StandInSearcher
+from nas import searchers
 from nas.evaluators import AnalyticEvaluator, CompositeEvaluator, Evaluator
 from nas.objectives import Objective, parse_constraint
 from nas.pareto import normalization_from_extremes
@@ -223,16 +224,11 @@ def test_composite_rejects_clashes_and_broken_evaluators(space):
 
 # ---- every registered searcher: budget, distinctness and replay (tests generated from the registry) ----
 def _registered() -> list[str]:
-    from conftest import ensure_searchers
-
-    ensure_searchers()
-    import nas.searchers
-
-    return nas.searchers.list_searchers()
+    return searchers.list_searchers()
 
 
 @pytest.mark.parametrize("name", _registered())
-def test_every_searcher_respects_the_budget_and_replays_identically(space, name, searchers):
+def test_every_searcher_respects_the_budget_and_replays_identically(space, name):
     kwargs = {k: 6 for k in ("population_size", "batch_size") if k in searchers.searcher_options(name)}
     constraints = [parse_constraint("params >= 8000")]
     if searchers.searcher_class(name).expensive:

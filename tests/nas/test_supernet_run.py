@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from nas.runner import resume_run, start_run
+from search_spaces import InputError
 
 CONFIG = {
     "name": "tiny_acc", "seed": 0,
@@ -80,3 +81,42 @@ def test_reusing_a_checkpoint_skips_training(finished, tmp_path):
         record = json.loads(line)
         if record["key"] in first_rows:
             assert record["metrics"]["accuracy"] == first_rows[record["key"]]
+
+
+def test_export_cli_writes_torch_and_onnx_models(finished, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from nas.cli import main
+
+    _, outcome = finished
+    out = tmp_path / "exported"
+    assert main(["export", str(outcome.run_dir), "--rank", "1", "--format", "torch", "--format", "onnx",
+                 "--out", str(out), "--quiet"]) == 0
+    assert {"model.pt2", "model.onnx", "export.json", "arch.json"} <= {p.name for p in out.iterdir()}
+    x = torch.randn(5, 1, 8, 8)
+    torch_out = torch.export.load(str(out / "model.pt2")).module()(x).detach().numpy()
+    onnx_out = ort.InferenceSession(str(out / "model.onnx")).run(None, {"x": x.numpy()})[0]
+    # Same arithmetic; a float rounding difference may flip one quantization step somewhere.
+    assert np.abs(torch_out - onnx_out).mean() < 1e-4 and np.abs(torch_out - onnx_out).max() < 0.05
+
+
+def test_int8_export_of_a_w8a8_subnet_and_refusal_below_8_bits(finished, tmp_path):
+    from nas.export import export_subnet
+    from supernets.checkpoint import load_supernet
+    from supernets.data import load_dataset
+    from supernets.evaluate import SubnetEvaluator
+
+    _, outcome = finished
+    net, _ = load_supernet(outcome.run_dir / "supernet.pt")
+    data = load_dataset("digits", max_train=256)
+    subnets = SubnetEvaluator(net.eval(), data.train_x[:128], data.val_x, data.val_y)
+    w8a8 = net.space.largest()  # the largest bit-width of every block is 8 here
+    result = export_subnet(subnets, w8a8, tmp_path / "int8", ["int8"], calib=data.train_x, eval_x=data.test_x,
+                           eval_y=data.test_y)
+    assert {"model_int8.onnx", "model_int8.pt"} <= {p.name for p in (tmp_path / "int8").iterdir()}
+    for backend in ("onnxruntime-int8", "torch-int8"):
+        assert abs(result[f"gap_pp_{backend}"]) <= 5.0, result  # small supernet; the benchmark measures it properly
+    with pytest.raises(InputError, match="is not W8A8 .* no integer kernels below 8 bits"):
+        export_subnet(subnets, net.space.smallest(), tmp_path / "x", ["int8"], calib=data.train_x,
+                      eval_x=data.test_x, eval_y=data.test_y)

@@ -1,0 +1,154 @@
+"""Latency tables in a run: load or profile them, predict subnet latency, measure the final front.
+
+Every table of the ``latency:`` section becomes one metric (``latency_ms``, or ``latency_ms.<name>``
+with several tables, e.g. two devices), ``predicted`` from the table's calibrated block sums, plus
+``<metric>_fallback`` (1 when a block was missing from the table and the learned fallback filled it).
+After the search, the Pareto subnets of every table measured on *this* machine are timed for real
+end to end (same protocol as the tables): ``latency_pred_ms`` / ``latency_measured_ms`` columns.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nas.config import LoadedConfig
+from nas.config_sections import LatencyTableSpec
+from search_spaces import Genome, SearchSpace
+
+__all__ = ["LoadedTable", "latency_metrics", "check_latency", "load_tables", "TableLatencyEvaluator",
+           "measure_front"]
+
+
+@dataclass(frozen=True)
+class LoadedTable:
+    """A table ready to predict with, and what it is called in the run."""
+
+    metric: str
+    spec: LatencyTableSpec
+    table: Any  # predictors.latency.LatencyTable
+    source: str
+
+    @property
+    def suffix(self) -> str:
+        return self.metric.removeprefix("latency_ms")
+
+
+def latency_metrics(loaded_config: Any) -> dict[str, str]:
+    """``{metric: "predicted"}`` for every configured table (and its fallback flag)."""
+    section = loaded_config.latency
+    if section is None:
+        return {}
+    out: dict[str, str] = {}
+    for metric, _ in section.specs():
+        out[metric] = "predicted"
+        out[f"{metric}_fallback"] = "predicted"
+    return out
+
+
+def _field(loaded: LoadedConfig, index: int, name: str) -> str:
+    section = loaded.config.latency
+    return f"latency.tables[{index}].{name}" if section is not None and section.tables else f"latency.{name}"
+
+
+def _load_file(loaded: LoadedConfig, index: int, spec: LatencyTableSpec, space: SearchSpace) -> Any:
+    from predictors.latency import LatencyTable
+
+    table = LatencyTable.load(spec.table, space=space)
+    if spec.backend is not None:
+        if table.header.backend != spec.backend:
+            raise loaded.error(_field(loaded, index, "backend"), f"the table {spec.table} was measured on backend "
+                               f"{table.header.backend!r}, not {spec.backend!r}")
+    return table
+
+
+def check_latency(loaded: LoadedConfig, space: SearchSpace) -> list[str]:
+    """Load and check every table file now (a bad table stops the run before any work); return notes."""
+    section, notes = loaded.config.latency, []
+    if section is None:
+        return notes
+    for index, (metric, spec) in enumerate(section.specs()):
+        if spec.table is not None:
+            table = _load_file(loaded, index, spec, space)
+            notes.append(f"{metric}: {spec.table.name} ({table.header.backend} on {table.header.device}, "
+                         f"{len(table)} blocks)")
+        else:
+            notes.append(f"{metric}: profiled on this machine ({spec.profile.backend}, {spec.profile.threads} thread(s),"
+                         f" batch {spec.profile.batch}); cached after the first run")
+    return notes
+
+
+def load_tables(loaded: LoadedConfig, space: SearchSpace, *, progress: bool,
+                log: Callable[[str], None] | None = None) -> list[LoadedTable]:
+    """Every configured table, profiling the ``profile`` ones on first use (cached)."""
+    from nas.profiling import DEFAULT_CACHE, cached_table
+
+    section = loaded.config.latency
+    out: list[LoadedTable] = []
+    for index, (metric, spec) in enumerate(section.specs() if section is not None else []):
+        if spec.table is not None:
+            out.append(LoadedTable(metric, spec, _load_file(loaded, index, spec, space), str(spec.table)))
+            continue
+        p = spec.profile
+        if log:
+            log(f"{metric}: latency table for {p.backend} on this machine (profiled on first use, then cached)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # device/threads notes of a cached table: same machine
+            table = cached_table(space, p.backend, threads=p.threads, batch=p.batch, progress=progress,
+                                 cache_dir=p.cache_dir or DEFAULT_CACHE, runs=p.runs, passes=p.passes)
+        out.append(LoadedTable(metric, spec, table, f"profiled table ({p.backend})"))
+    return out
+
+
+class TableLatencyEvaluator:
+    """``latency_ms`` (predicted) from one table, and whether the fallback filled a missing block."""
+
+    def __init__(self, space: SearchSpace, loaded: LoadedTable) -> None:
+        from predictors.latency import LatencyPredictor
+
+        self.space, self.metric = space, loaded.metric
+        self.predictor = LatencyPredictor(loaded.table, strict=loaded.spec.strict, source=loaded.source)
+
+    @property
+    def metrics(self) -> dict[str, str]:
+        return {self.metric: "predicted", f"{self.metric}_fallback": "predicted"}
+
+    def evaluate(self, genomes: Sequence[Genome]) -> list[dict[str, float]]:
+        if self.predictor.strict:  # strict: one error naming the missing block (the batch path would only say NaN)
+            for genome in genomes:
+                self.predictor.predict(self.space.blocks(genome))
+        batch = self.predictor.predict_genomes(self.space, list(genomes))
+        return [{self.metric: float(ms), f"{self.metric}_fallback": float(fb)}
+                for ms, fb in zip(batch.ms, batch.used_fallback)]
+
+
+def measurable_here(loaded: LoadedTable) -> bool:
+    """Whether the table describes this machine, so its subnets can be timed for real here."""
+    from supernets import deploy
+
+    header = loaded.table.header
+    return header.backend in deploy.BACKENDS and header.device == deploy.device_name()
+
+
+def measure_front(tables: Sequence[LoadedTable], space: SearchSpace, genomes: Sequence[Genome],
+                  predicted: Sequence[dict[str, float]], modules: Sequence[Any] | None
+                  ) -> tuple[list[dict[str, float]], list[str]]:
+    """``latency_pred_ms``/``latency_measured_ms`` (+ suffix) per genome for tables of this machine; notes."""
+    from nas.profiling import measure_subnets
+
+    rows: list[dict[str, float]] = [{} for _ in genomes]
+    notes = []
+    for table in tables:
+        if not measurable_here(table):
+            notes.append(f"{table.metric}: the table is for {table.table.header.device!r} "
+                         f"({table.table.header.backend}); its subnets cannot be timed on this machine")
+            continue
+        h = table.table.header
+        timings = measure_subnets(space, list(genomes), h.backend, threads=h.threads, batch=h.batch,
+                                  modules=None if modules is None else list(modules))
+        for row, pred, timing in zip(rows, predicted, timings):
+            row[f"latency_pred_ms{table.suffix}"] = float(pred[table.metric])
+            row[f"latency_measured_ms{table.suffix}"] = float(timing.mean_ms)
+    return rows, notes

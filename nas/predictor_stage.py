@@ -1,0 +1,115 @@
+"""Accuracy predictors in a run: config checks, the searcher's context, and the predictor artifacts.
+
+A run with a predictor-guided searcher writes ``predictor_report.json`` (cross-validated and
+genuinely held-out quality per round: each round's picks were predicted before being measured)
+and a ``report.md`` section. Every run with measured accuracy also writes ``predictor_dataset.csv``
+(genome → measured accuracy and how it was measured), which later runs reuse with
+``predictors: {dataset: PATH}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nas.config import LoadedConfig
+from nas.rundir import atomic_write_json
+from nas.search import SearchResult
+from search_spaces import SearchSpace
+from search_spaces.errors import nearest
+
+__all__ = ["uses_predictors", "check_predictors", "search_context", "write_predictor_artifacts", "DATASET_CSV"]
+
+DATASET_CSV = "predictor_dataset.csv"
+REPORT_JSON = "predictor_report.json"
+
+
+def uses_predictors(algorithm: str) -> bool:
+    """Whether the searcher is model-based (takes a search context)."""
+    from nas.searchers import searcher_class
+
+    return "context" in inspect.signature(searcher_class(algorithm).__init__).parameters
+
+
+def check_predictors(loaded: LoadedConfig, space: SearchSpace) -> None:
+    """A ``predictors`` section must matter for the searcher, name known models and load its dataset."""
+    section, algorithm = loaded.config.predictors, loaded.config.search.algorithm
+    if section is None:
+        return
+    if not uses_predictors(algorithm):
+        raise loaded.error("predictors", f"searcher {algorithm!r} does not use predictors, so this section would "
+                                         "be ignored; use search.algorithm: predictor-nsga2 or remove it")
+    from predictors.accuracy import list_models
+
+    known = [*list_models(), "auto", "ensemble"]
+    for field, name in [("predictors.model", section.model)] + [
+            (f"predictors.candidates[{i}]", c) for i, c in enumerate(section.candidates)]:
+        if name not in known or (field != "predictors.model" and name in ("auto", "ensemble")):
+            raise loaded.error(field, f"unknown model {name!r}{nearest(name, known)} (known: {', '.join(known)})")
+    prior_rows(loaded, space)
+
+
+def prior_rows(loaded: LoadedConfig, space: SearchSpace) -> list[tuple[Any, dict[str, float]]]:
+    """``(genome, {"accuracy": value})`` from ``predictors.dataset`` (checked row by row)."""
+    section = loaded.config.predictors
+    if section is None or section.dataset is None:
+        return []
+    from predictors.accuracy import PredictorDataset
+
+    data = PredictorDataset.load(section.dataset, space)
+    return [(g, {"accuracy": float(a)}) for g, a in zip(data.genomes, data.accuracies)]
+
+
+def search_context(loaded: LoadedConfig, space: SearchSpace, cheap: Any) -> Any:
+    """The :class:`SearchContext` of a model-based searcher (``None`` for the others)."""
+    if not uses_predictors(loaded.config.search.algorithm):
+        return None
+    from nas.config_sections import PredictorsSection
+    from nas.searchers import SearchContext
+
+    section = loaded.config.predictors or PredictorsSection()
+    return SearchContext(cheap=cheap, model=section.model, model_options=section.predictor_options(),
+                         prior=prior_rows(loaded, space))
+
+
+def write_predictor_artifacts(run_dir: Path, searcher: Any, result: SearchResult, space: SearchSpace,
+                              measured: Sequence[str]) -> list[str]:
+    """Write the dataset CSV and (for predictor-guided searches) the report; return report.md lines."""
+    lines: list[str] = []
+    if "accuracy" in measured:
+        from predictors.accuracy import PredictorDataset
+
+        data = PredictorDataset(space)
+        for trial in result.trials:
+            data.add(trial.genome, trial.metrics["accuracy"], measured_by="supernet")
+        data.save(Path(run_dir) / DATASET_CSV)
+    if hasattr(searcher, "report"):
+        report = searcher.report()
+        atomic_write_json(Path(run_dir) / REPORT_JSON, report)
+        lines = _report_lines(report)
+    return lines
+
+
+def _report_lines(report: dict[str, Any]) -> list[str]:
+    lines = ["## Predictors", "", f"`{report['searcher']}` measured {report['n_measured']} candidates "
+             f"({report['n_startup_trials']} random to start) and predicted {', '.join(report['predicted_metrics'])} "
+             f"for everything else ({report['n_prior_rows']} rows from an earlier run). Held-out: each round's "
+             "picks were predicted *before* they were measured. Details: `predictor_report.json`.", ""]
+    level = round(100 * (1 - report["alpha"]))
+    lines += [f"| metric | held-out pairs | Kendall τ | Spearman ρ | RMSE | MAPE % | {level}% interval coverage |",
+              "|---|---|---|---|---|---|---|"]
+    for metric, m in report["held_out_pooled"].items():
+        lines.append(f"| {metric} | {m['n']} | {m['kendall_tau']:.3f} | {m['spearman']:.3f} | {m['rmse']:.4f} | "
+                     f"{m['mape']:.2f} | {m.get('coverage', float('nan')):.3f} |")
+    last = next((r for r in reversed(report["rounds"]) if r.get("predictors")), None)
+    if last is not None:
+        lines += ["", f"Last round ({last['n_train']} training samples), cross-validated:", "",
+                  "| metric | model | Kendall τ | Spearman ρ | RMSE | MAPE % |", "|---|---|---|---|---|---|"]
+        for metric, rep in last["predictors"].items():
+            cv = rep.get("cv", {})
+            lines.append(f"| {metric} | {rep.get('model')} | {cv.get('kendall_tau', float('nan')):.3f} | "
+                         f"{cv.get('spearman', float('nan')):.3f} | {cv.get('rmse', float('nan')):.4f} | "
+                         f"{cv.get('mape', float('nan')):.2f} |")
+    return lines + [""]

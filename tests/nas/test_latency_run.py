@@ -1,0 +1,110 @@
+"""Latency tables in `qnas run`: your own device's table, several tables as several objectives,
+profiling this machine on first use, measured latency of the final front, and bad tables."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from nas.config import load_config
+from nas.runner import prepare, start_run
+from predictors.latency import Entry, LatencyTable, SlotPlan, TableHeader
+from search_spaces import InputError, get_space, model_costs
+
+OPTIONS = {"in_channels": 1, "image_size": 8, "stem_channels": 8, "stage_channels": [16, 24], "stage_strides": [1, 2],
+           "stage_se": [False, True], "stage_act": ["relu", "hswish"], "depths": [1, 2], "kernels": [3, 5],
+           "expands": [2, 4], "head_channels": 32, "w_bits": [4, 8], "a_bits": [4, 8]}
+
+
+def npu_table(path, *, drop: int = 0):
+    """A hand-written table for an imaginary accelerator: 20 us per block + MACs at 1 GMAC/s per 8 bits."""
+    space = get_space("mbv3", **OPTIONS)
+    blocks = SlotPlan.for_space(space).distinct_blocks()[drop:]
+    entries = [Entry(b, 0.02 + model_costs([b]).macs * b.w_bits / 8 / 1e6, 0.0, 1) for b in blocks]
+    header = TableHeader(device="Acme NPU-2 (imaginary)", backend="acme-sdk", space="mbv3",
+                         space_fingerprint=space.fingerprint())
+    LatencyTable(header, entries).save(path)
+    return path
+
+
+def config(folder, latency, objectives=None, **search):
+    data = {"name": "lat", "dataset": {"name": "digits"}, "search_space": {"name": "mbv3", "options": OPTIONS},
+            "latency": latency, "output": {"root": str(folder / "runs"), "export_top": 0},
+            "search": {"algorithm": "random", "budget": 16, "options": {"batch_size": 8},
+                       "objectives": objectives or [{"metric": "size_kb"}, {"metric": "latency_ms"}], **search}}
+    path = folder / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_two_devices_become_two_objectives(tmp_path):
+    latency = {"tables": [{"name": "npu", "table": str(npu_table(tmp_path / "npu.csv"))},
+                          {"name": "cpu", "profile": {"backend": "torch-fp32", "runs": 5, "passes": 2,
+                                                      "cache_dir": str(tmp_path / "cache")}}]}
+    objectives = [{"metric": "latency_ms.npu"}, {"metric": "latency_ms.cpu"}]
+    outcome = start_run(config(tmp_path, latency, objectives, constraints=["latency_ms.npu <= 0.5"]))
+    rows = list(csv.DictReader((outcome.run_dir / "pareto.csv").open()))
+    assert rows and all(float(r["latency_ms.npu"]) <= 0.5 for r in rows)
+    # the CPU table was profiled on this machine, so its front is timed for real; the NPU's cannot be
+    assert {"latency_pred_ms.cpu", "latency_measured_ms.cpu"} <= set(rows[0])
+    assert "latency_measured_ms.npu" not in rows[0]
+    assert all(float(r["latency_measured_ms.cpu"]) > 0 for r in rows)
+    assert list((tmp_path / "cache").glob("mbv3-*-torch-fp32-t1-b1.csv"))
+    sources = json.loads((outcome.run_dir / "trials.jsonl").read_text().splitlines()[0])["sources"]
+    assert sources["latency_ms.npu"] == "predicted" and sources["size_kb"] == "analytic"
+
+
+def test_missing_entries_use_the_flagged_fallback_or_fail_in_strict_mode(tmp_path):
+    table = str(npu_table(tmp_path / "npu.csv", drop=3))
+    outcome = start_run(config(tmp_path, {"table": table}))
+    flags = [json.loads(line)["metrics"]["latency_ms_fallback"] for line in (outcome.run_dir / "trials.jsonl").open()]
+    assert set(flags) <= {0.0, 1.0} and 1.0 in flags
+    with pytest.raises(InputError, match=r"strict mode.*no entry for block|no entry for block .*strict"):
+        start_run(config(tmp_path, {"table": table, "strict": True}))
+
+
+def test_bad_tables_are_reported_before_any_work(tmp_path):
+    good = npu_table(tmp_path / "npu.csv")
+    lines = good.read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("conv,"))
+    cells = lines[row].split(",")
+    cells[-3] = "-0.5"  # mean_ms
+    lines[row] = ",".join(cells)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=rf"bad\.csv:{row + 1}: mean_ms"):
+        prepare(load_config(config(tmp_path, {"table": str(bad)})))
+    with pytest.raises(InputError, match=r"latency\.backend: the table .* was measured on backend 'acme-sdk', "
+                                         r"not 'onnxruntime-int8'"):
+        prepare(load_config(config(tmp_path, {"table": str(good), "backend": "onnxruntime-int8"})))
+    other = dict(OPTIONS, head_channels=48)
+    path = config(tmp_path, {"table": str(good)})
+    data = yaml.safe_load(path.read_text())
+    data["search_space"]["options"] = other
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match=r"npu\.csv.*(fingerprint|space)"):
+        prepare(load_config(path))
+
+
+@pytest.mark.parametrize("latency, expected", [
+    ({"table": "missing.csv"}, ["latency.table", "file or folder not found"]),
+    ({"profile": {"backend": "onnxruntime-int9"}}, ["latency.profile.backend", "did you mean 'onnxruntime-int8'"]),
+    ({}, ["latency", "exactly one of table"]),
+    ({"tables": [{"profile": {"backend": "torch-fp32"}}, {"profile": {"backend": "torch-int8"}}]},
+     ["latency", "distinct names"]),
+])
+def test_bad_latency_sections_are_named(tmp_path, latency, expected):
+    with pytest.raises(InputError) as err:
+        load_config(config(tmp_path, latency))
+    for fragment in expected:
+        assert fragment in str(err.value)
+
+
+def test_latency_objective_without_a_section_says_how(tmp_path):
+    path = config(tmp_path, None)
+    data = yaml.safe_load(path.read_text())
+    del data["latency"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match="add a `latency:` section"):
+        prepare(load_config(path))

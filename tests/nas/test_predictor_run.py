@@ -1,0 +1,73 @@
+"""Predictor-in-the-loop runs: report of predictor quality, reusable predictor datasets, bad input."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from nas.config import load_config
+from nas.runner import prepare, start_run
+from predictors.accuracy import PredictorDataset
+from search_spaces import InputError, get_space
+
+from test_supernet_run import CONFIG as BASE
+
+CONFIG = BASE | {
+    "predictors": {"model": "ridge"},
+    "search": {"algorithm": "predictor-nsga2", "budget": 22,
+               "options": {"n_startup_trials": 10, "batch_size": 4, "population_size": 12, "generations": 5},
+               "objectives": [{"metric": "accuracy", "direction": "max"}, {"metric": "size_kb", "direction": "min"}]},
+}
+
+
+def write(folder, config):
+    path = folder / "exp.yaml"
+    path.write_text(yaml.safe_dump(config | {"output": {"root": str(folder / "runs"), "export_top": 1}}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    torch.set_num_threads(1)
+    return start_run(write(tmp_path_factory.mktemp("pred"), CONFIG))
+
+
+def test_predictor_report_has_rounds_and_held_out_quality(first):
+    report = json.loads((first.run_dir / "predictor_report.json").read_text())
+    assert report["predicted_metrics"] == ["accuracy"] and report["n_measured"] == 22
+    guided = [r for r in report["rounds"] if r.get("predictors")]
+    assert len(guided) == 3 and all(r["held_out"]["accuracy"]["n"] == 4 for r in guided)
+    assert report["held_out_pooled"]["accuracy"]["n"] == 12
+    assert "## Predictors" in (first.run_dir / "report.md").read_text()
+
+
+def test_predictor_dataset_is_written_and_reusable(first, tmp_path):
+    space = get_space("mbv3", **BASE["search_space"]["options"])
+    data = PredictorDataset.load(first.run_dir / "predictor_dataset.csv", space)
+    assert len(data) == 22
+    config = CONFIG | {"predictors": {"model": "ridge", "dataset": str(first.run_dir / "predictor_dataset.csv")},
+                       "supernet": {"checkpoint": str(first.run_dir / "supernet.pt"), "bn_calib_samples": 128}}
+    second = start_run(write(tmp_path, config))
+    report = json.loads((second.run_dir / "predictor_report.json").read_text())
+    assert report["n_prior_rows"] == 22
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"search": BASE["search"]}, ["predictors", "does not use predictors", "predictor-nsga2"]),
+    ({"predictors": {"model": "ridgee"}}, ["predictors.model", "did you mean 'ridge'"]),
+    ({"predictors": {"candidates": ["svr", "auto"]}}, ["predictors.candidates[1]", "unknown model 'auto'"]),
+])
+def test_bad_predictor_sections_are_named(tmp_path, change, expected):
+    with pytest.raises(InputError) as err:
+        prepare(load_config(write(tmp_path, CONFIG | change)))
+    for fragment in expected:
+        assert fragment in str(err.value)
+
+
+def test_predictor_dataset_from_another_space_is_refused(first, tmp_path):
+    options = BASE["search_space"]["options"] | {"head_channels": 48}
+    config = CONFIG | {"search_space": {"name": "mbv3", "options": options},
+                       "predictors": {"dataset": str(first.run_dir / "predictor_dataset.csv")}}
+    with pytest.raises(InputError, match=r"predictor_dataset\.csv.*(fingerprint|space)"):
+        prepare(load_config(write(tmp_path, config)))
