@@ -233,7 +233,7 @@ def summary(exp: Experiment) -> list[tuple[str, str]]:
         ("dataset", exp.dataset),
         ("search space", f"{exp.space.describe()}; fingerprint {exp.space.fingerprint()}"),
         ("searcher", f"{search.algorithm}" + (f" ({options})" if options else "") +
-         f", {exp.batch_size} candidates per batch, seed {config.search_seed}"),
+         f", up to {exp.batch_size} candidates per batch, seed {config.search_seed}"),
         ("objectives", ", ".join(f"{o.metric} ({o.direction}, {sources[o.metric]})" for o in exp.objectives)),
         ("constraints", ", ".join(str(c) for c in exp.constraints) or "none"),
         ("budget", f"{search.budget} distinct candidates"),

@@ -121,3 +121,20 @@ def test_calibration_fit():
     assert raw_latency(10.0, 4, 0.5) == pytest.approx(7.5)
     with pytest.raises(ValueError):
         fit_calibration([1.0, -1.0], [1.0, 2.0])
+
+
+def test_auto_calibration_needs_a_clear_gain_for_the_offset():
+    """Noisy subnets: the offset is kept only when it cuts the leave-one-out error by a fifth or more."""
+    from predictors.latency.calibration import AFFINE_GAIN, _loo_error
+
+    rng = np.random.default_rng(0)
+    raw = np.linspace(1.0, 2.0, 10)
+    chosen = {"affine": 0, "scale": 0}
+    for offset in (0.0, 0.05, 0.1, 0.2, 0.4):
+        for _ in range(20):
+            meas = (1.1 * raw + offset) * (1 + 0.04 * rng.standard_normal(raw.size))
+            gain = _loo_error(raw, meas, True) / _loo_error(raw, meas, False)
+            cal = fit_calibration(raw, meas)
+            assert (cal.offset_ms != 0.0) == (gain < AFFINE_GAIN), gain
+            chosen["affine" if cal.offset_ms else "scale"] += 1
+    assert chosen["affine"] > 0 and chosen["scale"] > 0  # both branches were exercised
