@@ -7,6 +7,8 @@
 2. Times one training step of the largest subnet inside the supernet against the same static
    network (float and fake-quantized), 1 thread, interleaved.
 3. Reports subnet evaluations per second (BN recalibration + validation).
+4. FP32 vs real INT8 latency (torch x86 and ONNX Runtime) of the largest and smallest W8A8 subnets,
+   batch 1 and 64, 1 thread, interleaved passes.
 
 Usage:  python experiments/benchmarks/supernet_benchmark.py --dataset mnist [--quick]
 Results: a printed table and experiments/benchmarks/results/supernet_<dataset>.json
@@ -45,7 +47,7 @@ PRESETS = {
                                stage_se=[False, False, True, True], stage_act=["relu", "relu", "hswish", "hswish"],
                                depths=[1, 2, 3], kernels=[3, 5], expands=[3, 4, 6], head_channels=256,
                                w_bits=[4, 6, 8], a_bits=[4, 6, 8]),
-                    train=dict(warmup_epochs=3, epochs=12, batch_size=128, lr=0.08, bn_calib_samples=500)),
+                    train=dict(warmup_epochs=2, epochs=8, batch_size=128, lr=0.08, bn_calib_samples=500)),
 }
 
 
@@ -103,12 +105,30 @@ def training_cost(space: SearchSpace, data, batch: int, repeats: int) -> dict:
             "ratio_w8a8_vs_static_fp": med["supernet_w8a8"] / med["static_fp"], "batch": batch}
 
 
+def deploy_latency(space: SearchSpace, batches: tuple[int, ...], runs: int, passes: int) -> list[dict]:
+    """End-to-end latency of the largest and smallest subnets (W8A8) per backend and batch (1 thread)."""
+    from nas.profiling import measure_subnets
+
+    pair = {"largest": at_bits(space, space.largest(), 8), "smallest": at_bits(space, space.smallest(), 8)}
+    rows = []
+    for batch in batches:
+        for backend in ("torch-fp32", "torch-int8", "onnxruntime-fp32", "onnxruntime-int8"):
+            timings = measure_subnets(space, list(pair.values()), backend, batch=batch, runs=runs, passes=passes)
+            for (name, genome), t in zip(pair.items(), timings):
+                rows.append({"subnet": name, "key": genome.key, "batch": batch, "backend": backend,
+                             "mean_ms": t.mean_ms, "std_ms": t.std_ms})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(PRESETS), default="mnist")
     parser.add_argument("--subnets", type=int, default=12)
     parser.add_argument("--quick", action="store_true", help="tiny budget for a smoke run")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training (timings use 1)")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train (or finish training) the supernet checkpoint and stop (for the other benchmarks)")
+    parser.add_argument("--max-train", type=int, default=None, help="cap the training images (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.dataset]
@@ -116,7 +136,7 @@ def main() -> None:
     if args.quick:
         train.update(warmup_epochs=1, epochs=1)
     cfg = SupernetConfig(**train)
-    data = load_dataset(args.dataset, max_train=1000 if args.quick else None)
+    data = load_dataset(args.dataset, max_train=1000 if args.quick else args.max_train)
     space = get_space("mbv3", **preset["space"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
@@ -124,6 +144,10 @@ def main() -> None:
     start = time.perf_counter()
     trainer = fit_supernet(space, data, cfg, checkpoint=ckpt, progress=False)
     supernet_seconds = time.perf_counter() - start
+    if args.train_only:
+        last = trainer.history[-1] if trainer.history else None
+        print(f"supernet {ckpt} trained in {supernet_seconds:.0f}s" + (f"; last epoch: {last}" if last else ""))
+        return
     ev = SubnetEvaluator(trainer.net, data.train_x[: cfg.bn_calib_samples], data.test_x, data.test_y)
     rows = []
     for arch in spread_subnets(space, 3 if args.quick else args.subnets, seed=1):
@@ -140,13 +164,16 @@ def main() -> None:
                   f"standalone {scratch:.4f}  gap {rows[-1]['gap_pp']:+.2f} pp", flush=True)
     summary = summarise(rows)
     cost = training_cost(space, data, batch=cfg.batch_size, repeats=3 if args.quick else 7)
-    result = {"dataset": args.dataset, "space": space.options(), "config": cfg.model_dump(), "rows": rows,
-              "summary": summary, "training_cost": cost, "supernet_train_seconds": supernet_seconds,
+    latency = deploy_latency(space, (1, 64), runs=10 if args.quick else 40, passes=5 if args.quick else 10)
+    result = {"dataset": args.dataset, "max_train": args.max_train, "train_images": len(data.train_x),
+              "space": space.options(), "config": cfg.model_dump(), "rows": rows,
+              "summary": summary, "training_cost": cost, "latency": latency, "supernet_train_seconds": supernet_seconds,
               "evals_per_second": 1 / float(np.mean([r["eval_seconds"] for r in rows])),
               "history": [h.__dict__ for h in trainer.history], "quick": args.quick}
     out = RESULTS / f"supernet_{args.dataset}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     print_table(summary, cost, result)
+    print_latency(latency)
     print(f"wrote {out}")
 
 
@@ -174,6 +201,17 @@ def print_table(summary: dict, cost: dict, result: dict) -> None:
           f"ratio FP {cost['ratio_fp']:.2f}x")
     print(f"subnet evaluations per second: {result['evals_per_second']:.2f}; "
           f"supernet training {result['supernet_train_seconds']:.0f}s")
+
+
+def print_latency(rows: list[dict]) -> None:
+    print("\nsubnet    batch  " + "  ".join(f"{b:>18s}" for b in ("torch-fp32", "torch-int8", "onnxruntime-fp32",
+                                                                      "onnxruntime-int8")) + "   (ms, 1 thread)")
+    for name in ("largest", "smallest"):
+        for batch in sorted({r["batch"] for r in rows}):
+            sel = {r["backend"]: r for r in rows if r["subnet"] == name and r["batch"] == batch}
+            print(f"{name:9s} {batch:5d}  " + "  ".join(f"{sel[b]['mean_ms']:12.3f} ±{sel[b]['std_ms']:5.2f}"
+                                                        for b in ("torch-fp32", "torch-int8", "onnxruntime-fp32",
+                                                                  "onnxruntime-int8")))
 
 
 if __name__ == "__main__":
