@@ -84,6 +84,8 @@ class ProfileSpec(BaseModel):
     runs: int = Field(50, ge=5)
     passes: int = Field(10, ge=2)
     cache_dir: Path | None = None
+    recalibrate: bool = Field(True, description="refit a cached table's calibration on 10 subnets measured at the "
+                                                "start of the run (the machine's speed drifts; seconds)")
 
     @field_validator("backend")
     @classmethod

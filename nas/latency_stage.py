@@ -97,7 +97,8 @@ def load_tables(loaded: LoadedConfig, space: SearchSpace, *, progress: bool,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # device/threads notes of a cached table: same machine
             table = cached_table(space, p.backend, threads=p.threads, batch=p.batch, progress=progress,
-                                 cache_dir=p.cache_dir or DEFAULT_CACHE, runs=p.runs, passes=p.passes)
+                                 cache_dir=p.cache_dir or DEFAULT_CACHE, runs=p.runs, passes=p.passes,
+                                 refresh_calibration=p.recalibrate)
         out.append(LoadedTable(metric, spec, table, f"profiled table ({p.backend})"))
     return out
 

@@ -174,15 +174,24 @@ def _measure_resumably(blocks: list[BlockSpec], partial: Path, meta: dict[str, A
 
 
 def cached_table(space: SearchSpace, backend: str, *, threads: int = 1, batch: int = 1,
-                 cache_dir: str | Path = DEFAULT_CACHE, progress: bool = True, **profile_kwargs: Any) -> LatencyTable:
+                 cache_dir: str | Path = DEFAULT_CACHE, progress: bool = True, refresh_calibration: bool = False,
+                 **profile_kwargs: Any) -> LatencyTable:
     """The table of ``space`` on ``backend`` here: loaded from the cache, or profiled on first use and cached
-    (``latency: {profile: {...}}`` in a config; the quickstart's path to real latency from the first run)."""
+    (``latency: {profile: {...}}`` in a config; the quickstart's path to real latency from the first run).
+
+    ``refresh_calibration``: a table loaded from the cache gets its calibration refitted on subnets measured
+    now (:func:`recalibrate`; seconds). The block entries keep; the machine's speed does not: on this shared
+    CPU, torch subnets re-measured minutes after the table was built read 5-9% off its calibration, and a
+    refit in the same session brought 96-100% of 100 validation subnets within ±10%
+    (``experiments/benchmarks/latency_validation.py``, "same-session" column)."""
     name = f"{space.name}-{space.fingerprint()}-{backend}-t{threads}-b{batch}.csv"
     path = Path(cache_dir).expanduser() / name
     if path.exists():
         table = LatencyTable.load(path, space=space)
         table.check_target(backend=backend, device=deploy.device_name(), threads=threads, batch=batch,
                            source=str(path))
+        if refresh_calibration:
+            table = recalibrate(table, space, **{k: v for k, v in profile_kwargs.items() if k in ("runs", "passes")})
         return table
     return profile_space(space, backend, out_path=path, threads=threads, batch=batch, progress=progress,
                          **profile_kwargs)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nas.latency_cli import main as latency_main
-from nas.profiling import distinct_blocks, measure_subnet, profile_space, recalibrate
+from nas.profiling import cached_table, distinct_blocks, measure_subnet, profile_space, recalibrate
 from predictors.latency import LatencyPredictor, LatencyTable
 from search_spaces import BlockSpec, get_space
 from supernets import deploy
@@ -41,6 +41,20 @@ def test_profile_covers_every_distinct_block(tmp_path, space, backend):
     assert LatencyPredictor(loaded, strict=True).predict(space.blocks(space.largest())).ms > 0
     again = recalibrate(loaded, space, n_calibration=3, runs=2, passes=2, warmup=1)
     assert again.header.calibration_subnets == 3 and again.entries == loaded.entries
+
+
+def test_cached_table_is_reused_and_its_calibration_refreshed_on_request(tmp_path, space):
+    cache = tmp_path / "cache"
+    first = cached_table(space, "torch-fp32", cache_dir=cache, progress=False, runs=2, passes=2)
+    (path,) = cache.glob("*.csv")
+    stale = first.with_header(calibration_scale=7.0, calibration_offset_ms=0.0)  # a machine that was 7x slower
+    stale.save(path)
+    kept = cached_table(space, "torch-fp32", cache_dir=cache, progress=False, runs=2, passes=2)
+    assert kept.header.calibration_scale == 7.0 and kept.entries == first.entries  # loaded, not re-profiled
+    fresh = cached_table(space, "torch-fp32", cache_dir=cache, progress=False, runs=2, passes=2,
+                         refresh_calibration=True)
+    assert fresh.entries == first.entries and fresh.header.calibration_scale < 3.0
+    assert LatencyTable.load(path, space=space).header.calibration_scale == 7.0  # the cache file is left as it was
 
 
 def test_resume_does_not_remeasure_finished_blocks(tmp_path, space):
