@@ -249,7 +249,7 @@ def _kind_summary(exp: Experiment) -> list[tuple[str, str]]:
     tail = [("output", f"{config.output.root}/{config.name}-<timestamp>/")]
     if config.kind == "space-search":
         s = config.space_search
-        lut = (f"lookup table {s.lut.path}" if s.lut.path else
+        lut = (f"{s.lut.path}" if s.lut.path else
                f"build the lookup table ({s.lut.backend}, teacher {s.lut.teacher_epochs} epochs, {s.lut.rows} rows)")
         return head + [("kind", "space-search: rank candidate search spaces by Q-T score (SpaceEvo)"),
                        ("dataset", exp.dataset), ("macro", s.macro), ("lookup table", lut),
