@@ -123,7 +123,12 @@ def make_image_splits(
     limits: dict[str, object],
     seed: int,
 ) -> ImageSplits:
-    """Subsample (``max_*``), normalise and wrap ``parts`` = {split: (x NCHW, y)} as ImageSplits."""
+    """Subsample (``max_*``), normalise and wrap ``parts`` = {split: (x NCHW, y)} as ImageSplits.
+
+    Every split comes in a seeded order in which each prefix holds the classes in proportion: callers
+    take prefixes (BN recalibration on ``train_x[:n]``, quick evaluations on ``val_x[:n]``), and source
+    files are often sorted by class (the CIFAR-10 JPEG subset is: its first 1000 images are airplanes).
+    """
     if list(parts) != ["train", "val", "test"]:
         raise ValueError(f"{name}: parts must be train, val, test in that order, got {list(parts)}")
     rngs = child_rngs(seed, 4)[1:]
@@ -131,6 +136,7 @@ def make_image_splits(
     for (split, (x, y)), option, rng in zip(parts.items(), _LIMITS, rngs):
         limit = check_limit(name, option, limits.get(option))
         keep = stratified_subsample(y, limit, rng)
+        keep = keep[_stratified_order(np.asarray(y)[keep], rng)]  # every prefix class-balanced (see below)
         if len(keep) == 0:
             raise InputError("split is empty", source=name, field=split)
         picked[split] = (x[keep], np.asarray(y[keep], dtype=np.int64))

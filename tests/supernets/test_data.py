@@ -241,6 +241,12 @@ def test_cifar10_npz_subset(shared_data):
     assert torch.bincount(s.train_y, minlength=10).tolist() == [50] * 10
     full = load_dataset("cifar10", root=shared_data, seed=1)  # decoded once, cached per process
     assert (len(full.train_y), len(full.val_y), len(full.test_y)) == (9000, 1000, 10000)
+    # The files are sorted by class; every prefix of every split must still hold all classes in proportion
+    # (BN recalibration reads train_x[:n], quick evaluations val_x[:n] / test_x[:n]).
+    for y in (full.train_y, full.val_y, full.test_y):
+        for n in (100, 500):
+            counts = torch.bincount(y[:n], minlength=10)
+            assert counts.min() >= n // 10 - 1 and counts.max() <= n // 10 + 1, (n, counts.tolist())
 
 
 def _write_cifar_batches(folder: Path, per_batch: int = 20) -> None:
