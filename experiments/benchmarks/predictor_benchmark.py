@@ -1,0 +1,134 @@
+"""Accuracy-predictor benchmark on real supernet measurements.
+
+From a trained supernet (``supernet_benchmark.py`` writes one), a pool of random subnets is
+measured once (quantized and float accuracy; resumable, see ``subnet_pool.py``). Then:
+
+1. learning curves: held-out Kendall tau and RMSE of every model, ``auto`` and the ensemble, with
+   25/50/100/200/400 training samples (200 held-out subnets);
+2. 90% CV+ interval coverage on the held-out subnets;
+3. APQ-style transfer vs training from scratch with 25/50/100/200 quantized samples (the transfer
+   predictors are pre-trained on float accuracies of 400 other architectures).
+
+Usage:  python experiments/benchmarks/predictor_benchmark.py --checkpoint results/supernet_cifar10.pt
+Results: a printed table and experiments/benchmarks/results/predictor_<dataset>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from predictors.accuracy import TransferPredictor, list_models, make_predictor, ranking_metrics
+from subnet_pool import MeasuredPool
+
+RESULTS = Path(__file__).parent / "results"
+SIZES = (25, 50, 100, 200, 400)
+TRANSFER_SIZES = (25, 50, 100, 200)
+
+
+def learning_curves(space, train: list[dict], test: list[dict], sizes, seed: int) -> list[dict]:
+    """Held-out quality of every model at each training size."""
+    genomes = [space.from_dict(r["genome"]) for r in train]
+    test_g, test_y = [space.from_dict(r["genome"]) for r in test], np.array([r["acc_q"] for r in test])
+    rows = []
+    for model in [*list_models(), "auto", "ensemble"]:
+        for n in sizes:
+            start = time.perf_counter()
+            pred = make_predictor(space, model, seed=seed).fit(genomes[:n], [r["acc_q"] for r in train[:n]])
+            fit_s = time.perf_counter() - start
+            lo, hi = pred.predict_interval(test_g, alpha=0.1)
+            m = ranking_metrics(test_y, pred.predict(test_g), lo, hi)
+            rows.append({"model": model, **m, "n_test": m["n"], "n": n, "fit_seconds": fit_s,
+                         "chosen": pred.report().get("model")})
+            print(f"  {model:12s} n={n:3d} tau {m['kendall_tau']:.3f} rmse {m['rmse']:.4f} "
+                  f"coverage90 {m['coverage']:.3f} ({fit_s:.2f}s)", flush=True)
+    return rows
+
+
+def transfer_vs_scratch(space, base: list[dict], train: list[dict], test: list[dict], sizes, seed: int) -> list[dict]:
+    """Transfer (pre-trained on float accuracies of ``base``) against scratch, on quantized samples."""
+    test_g, test_y = [space.from_dict(r["genome"]) for r in test], np.array([r["acc_q"] for r in test])
+    base_g, base_y = [space.from_dict(r["genome"]) for r in base], [r["acc_fp"] for r in base]
+    rows = []
+    for n in sizes:
+        g, y = [space.from_dict(r["genome"]) for r in train[:n]], [r["acc_q"] for r in train[:n]]
+        scratch = make_predictor(space, "auto", seed=seed).fit(g, y)
+        row = {"n": n, "scratch_tau": ranking_metrics(test_y, scratch.predict(test_g))["kendall_tau"]}
+        for method in ("mlp", "residual"):
+            tp = TransferPredictor(space, method=method, seed=seed).pretrain(base_g, base_y).fit(g, y)
+            row[f"transfer_{method}_tau"] = ranking_metrics(test_y, tp.predict(test_g))["kendall_tau"]
+        row["fp_base_tau"] = ranking_metrics(test_y, TransferPredictor(space, method="residual", seed=seed)
+                                             .pretrain(base_g, base_y).predict_full_precision(test_g))["kendall_tau"]
+        rows.append(row)
+        print(f"  n={n:3d} scratch {row['scratch_tau']:.3f}  transfer mlp {row['transfer_mlp_tau']:.3f}  "
+              f"residual {row['transfer_residual_tau']:.3f}  (float base alone {row['fp_base_tau']:.3f})", flush=True)
+    return rows
+
+
+def noise_ceiling(pool, rows: list[dict], n: int = 100) -> dict:
+    """How well the measurement ranks subnets against itself: the same subnets measured again on as many
+    *test* images as the validation measurement used. No predictor can rank held-out subnets (by their
+    validation accuracy) better than a second measurement does."""
+    from supernets.evaluate import SubnetEvaluator
+
+    data, k = pool.data, pool.eval_samples
+    again = SubnetEvaluator(pool.net, data.train_x[: pool.calib], data.test_x[:k], data.test_y[:k])
+    sel = rows[:n]
+    first = np.array([r["acc_q"] for r in sel])
+    second = np.array([again.accuracy(pool.space.from_dict(r["genome"])) for r in sel])
+    m = ranking_metrics(first, second)
+    return {"n": len(sel), "kendall_tau": m["kendall_tau"], "spearman": m.get("spearman"),
+            "accuracy_std": float(first.std()), "mean_abs_difference": float(np.mean(np.abs(first - second)))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-samples", type=int, default=1000, help="validation images per measurement")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="small pool for a smoke run")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    pool = MeasuredPool(args.checkpoint, args.dataset, RESULTS / f"pool_{args.dataset}_e{args.eval_samples}{suffix}.jsonl",
+                        eval_samples=args.eval_samples)
+    sizes, tsizes, n_test = ((25, 50), (25,), 60) if args.quick else (SIZES, TRANSFER_SIZES, 200)
+    n_train, n_base = max(sizes), 300 if not args.quick else 50
+    print(f"measuring {n_train + n_test} subnets quantized and {n_base} others in float (cached in {pool.path})",
+          flush=True)
+    rows = pool.sample(n_train + n_test, seed=args.seed)
+    train, test = rows[:n_train], rows[n_train:]
+    base = pool.sample(n_base, seed=args.seed + 1, quant=False, fp=True, exclude=[r["key"] for r in rows])
+    print("learning curves (held-out):", flush=True)
+    curves = learning_curves(pool.space, train, test, sizes, args.seed)
+    print("transfer vs scratch:", flush=True)
+    transfer = transfer_vs_scratch(pool.space, base, train, test, tsizes, args.seed)
+    print("measurement noise ceiling (100 test subnets re-measured on test images):", flush=True)
+    ceiling = noise_ceiling(pool, test)
+    print(f"  tau between two measurements {ceiling['kendall_tau']:.3f} (accuracy std {ceiling['accuracy_std']:.4f}, "
+          f"mean |difference| {ceiling['mean_abs_difference']:.4f})", flush=True)
+    accs = np.array([r["acc_q"] for r in rows])
+    result = {"dataset": args.dataset, "checkpoint": str(args.checkpoint), "pool": len(rows), "base": len(base),
+              "eval_samples": args.eval_samples,
+              "accuracy_range": [float(accs.min()), float(accs.max())], "accuracy_std": float(accs.std()),
+              "seconds_per_measurement": float(np.mean(pool.seconds)) if pool.seconds else None,
+              "learning_curves": curves, "transfer": transfer, "noise_ceiling": ceiling, "quick": args.quick}
+    out = RESULTS / f"predictor_{args.dataset}{suffix}.json"
+    out.write_text(json.dumps(result, indent=2))
+    best200 = max((r for r in curves if r["n"] == min(200, n_train)), key=lambda r: r["kendall_tau"])
+    print(f"\nbest at n={best200['n']}: {best200['model']} tau {best200['kendall_tau']:.3f}; "
+          f"auto coverage90 at n={n_train}: "
+          f"{next(r['coverage'] for r in curves if r['model'] == 'auto' and r['n'] == n_train):.3f}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
