@@ -25,6 +25,7 @@ import numpy as np
 
 from predictors.latency import Entry, LatencyPredictor, LatencyTable, SlotPlan, TableHeader, fit_calibration, map_bits
 from search_spaces import BlockSpec, Genome, SearchSpace
+from search_spaces.atomic import read_partial_records
 from supernets import deploy
 from supernets.deploy import Timing
 
@@ -73,20 +74,17 @@ def _partial_path(out_path: Path) -> Path:
 
 def _load_partial(path: Path, meta: dict[str, Any], resume: bool) -> dict[str, Timing]:
     """Finished blocks of an interrupted run with the same settings (a torn last line is ignored)."""
-    if not resume or not path.exists():
+    if not resume:
         path.unlink(missing_ok=True)
         return {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or json.loads(lines[0]) != meta:
+    records, stale = read_partial_records(path, meta)
+    if stale:
         warnings.warn(f"{path}: partial results were made with other settings; starting afresh", stacklevel=3)
-        path.unlink()
-        return {}
     done = {}
-    for line in lines[1:]:
+    for rec in records:
         try:
-            rec = json.loads(line)
             done[rec["key"]] = Timing(rec["mean_ms"], rec["std_ms"], rec["count"], tuple(rec["pass_ms"]))
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             continue
     return done
 

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "read_partial_records"]
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -45,3 +45,31 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically (newlines as given)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_partial_records(path: str | Path, meta: dict) -> tuple[list[dict], bool]:
+    """The records of a resumable JSON-lines file whose first line is ``meta`` (the settings they were made
+    with): ``(records, stale)``. A file made with other settings is deleted (``stale`` True); a torn or
+    malformed line (a crash mid-append) is skipped."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        return [], False
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        same = bool(lines) and json.loads(lines[0]) == meta
+    except ValueError:
+        same = False
+    if not same:
+        path.unlink()
+        return [], bool(lines)
+    records = []
+    for line in lines[1:]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records, False

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces import BlockSpec
+from search_spaces.atomic import read_partial_records
 from search_spaces.meta import MACROS, all_combos, stage_input_sizes
 
 from .lut import LutEntry, QtLut, combo_name
@@ -71,19 +72,13 @@ def measure_specs(specs: list[BlockSpec], backend: str, *, runs: int, passes: in
 
 
 def _load_partial(path: Path, meta: dict[str, Any]) -> dict[tuple, list[dict]]:
-    if not path.exists():
-        return {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or json.loads(lines[0]) != meta:
-        path.unlink()
-        return {}
+    """NSR rows of the combinations an interrupted build with the same settings finished."""
     done = {}
-    for line in lines[1:]:
+    for rec in read_partial_records(path, meta)[0]:
         try:
-            rec = json.loads(line)
             done[tuple(rec["combo"])] = rec["rows"]
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn last line
+        except (KeyError, TypeError):
+            continue
     return done
 
 

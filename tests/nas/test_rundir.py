@@ -160,3 +160,13 @@ def test_one_writer_per_journal(tmp_path):
             Journal(path)
     with Journal(path) as again:  # released on close
         again.append(record(0))
+
+
+def test_partial_records_keep_same_settings_skip_torn_lines_and_drop_stale_files(tmp_path):
+    from search_spaces.atomic import read_partial_records
+
+    path = tmp_path / "t.partial.jsonl"
+    assert read_partial_records(path, {"runs": 5}) == ([], False)
+    path.write_text('{"runs": 5}\n{"key": "a"}\n{"key": "b"}\n{"key": "c"', encoding="utf-8")  # torn last line
+    assert read_partial_records(path, {"runs": 5}) == ([{"key": "a"}, {"key": "b"}], False)
+    assert read_partial_records(path, {"runs": 50}) == ([], True) and not path.exists()
