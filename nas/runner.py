@@ -81,6 +81,7 @@ class Experiment:
     objectives: tuple[Objective, ...]
     constraints: tuple[Constraint, ...]
     batch_size: int
+    latency_notes: tuple[str, ...] = ()  # one line per latency table, from check_latency
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experimen
     metrics = declared_metrics(loaded.config)
     check_metrics(loaded, list(metrics))
     check_predictors(loaded, space)
-    check_latency(loaded, space)
+    latency_notes = tuple(check_latency(loaded, space))
     with tempfile.TemporaryDirectory(prefix="qnas-probe-") as probe:
         batch_size = int(make_searcher(loaded, space, Path(probe)).batch_size)
     search = loaded.config.search
@@ -195,7 +196,7 @@ def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experimen
 
     check_executor(loaded)  # kind ray: Ray importable, cluster reachable, enough resources; last, as it is slow
     return Experiment(loaded, space, metrics, dataset, data, search.objective_list(), search.constraint_list(),
-                      batch_size)
+                      batch_size, latency_notes)
 
 
 def _prepare_space_search(loaded: LoadedConfig) -> Experiment:
@@ -276,8 +277,8 @@ def _section_rows(exp: Experiment) -> list[tuple[str, str]]:
         p = config.predictors
         rows.append(("predictors", f"{p.model}" + (f" among {', '.join(p.candidates)}" if p.model == "auto" else "")
                      + (f", prior dataset {p.dataset}" if p.dataset else "")))
-    if config.latency is not None:
-        rows.append(("latency", "; ".join(check_latency(exp.loaded, exp.space))))
+    if exp.latency_notes:
+        rows.append(("latency", "; ".join(exp.latency_notes)))
     return rows
 
 

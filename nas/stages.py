@@ -116,14 +116,14 @@ def build_stages(exp: Any, run_dir: Path, reporter: Any) -> Stages:
     """Build every evaluator the config asks for (training the supernet if it has to)."""
     config: ExperimentConfig = exp.loaded.config
     evaluators: list[Any] = [AnalyticEvaluator(exp.space)]
-    stages = Stages(CompositeEvaluator(evaluators), CompositeEvaluator(list(evaluators)), exp.space, exp.data)
+    tables: list[Any] = []
     if config.latency is not None:
         from nas.latency_stage import TableLatencyEvaluator, load_tables
 
-        stages.tables = load_tables(exp.loaded, exp.space, progress=not getattr(reporter, "quiet", True),
-                                    log=reporter.info)
-        evaluators += [TableLatencyEvaluator(exp.space, t) for t in stages.tables]
-        stages.evaluator, stages.cheap = CompositeEvaluator(evaluators), CompositeEvaluator(list(evaluators))
+        tables = load_tables(exp.loaded, exp.space, progress=not getattr(reporter, "quiet", True), log=reporter.info)
+        evaluators += [TableLatencyEvaluator(exp.space, t) for t in tables]
+    stages = Stages(CompositeEvaluator(evaluators), CompositeEvaluator(list(evaluators)), exp.space, exp.data,
+                    tables=tables)
     if config.supernet is not None:
         from nas.accuracy import supernet_evaluator
         from nas.executors import make_executor
