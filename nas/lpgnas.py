@@ -69,6 +69,7 @@ class LpgnasConfig(BaseModel):
     retrain_epochs: int = Field(200, ge=1, strict=True)
     retrain_lr: float = Field(0.01, gt=0)
     retrain_weight_decay: float = Field(5e-4, ge=0)
+    retrain_step_lr_scale: float = Field(3.0, gt=0)
     patience: int = Field(100, ge=1, strict=True)
     seeds: int = Field(10, ge=1, strict=True)
     normalize_features: bool = True
@@ -107,7 +108,8 @@ class LpgnasConfig(BaseModel):
         from supernets.gnn import RetrainSettings
 
         return RetrainSettings(epochs=self.retrain_epochs, lr=self.retrain_lr,
-                               weight_decay=self.retrain_weight_decay, dropout=self.dropout, patience=self.patience)
+                               weight_decay=self.retrain_weight_decay, dropout=self.dropout, patience=self.patience,
+                               step_lr_scale=self.retrain_step_lr_scale)
 
 
 def lpgnas_config(data: Mapping[str, Any] | None, *, source: str | Path | None = None) -> LpgnasConfig:

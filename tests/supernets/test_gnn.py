@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from search_spaces import InputError, get_space
 from supernets.data import load_dataset
@@ -131,6 +132,28 @@ def test_qat_retrain_of_a_small_design_beats_chance(cora):
                                "l1.c_bits": 4, "l2.op": "gcn", "l2.w_bits": 4, "l2.a_bits": 8, "l2.c_bits": 4})
     out = retrain(space, genome, cora, RetrainSettings(epochs=30), seed=0)
     assert out.test_accuracy > 0.5 and out.val_accuracy > 0.5  # chance is 1/7
+
+
+def test_quantizer_steps_learn_at_their_own_rate(cora):
+    """One Adam update moves each parameter by ~its group's lr: the log-steps by lr × step_lr_scale."""
+    from supernets.gnn.train import _param_groups
+
+    space = get_space("gnn", **SMALL)
+    genome = _design(space, **{"l1.op": "gcn", "l1.hidden": 16, "l1.act": "relu", "l1.w_bits": 4, "l1.a_bits": 8,
+                               "l1.c_bits": 4, "l2.op": "gcn", "l2.w_bits": 4, "l2.a_bits": 8, "l2.c_bits": 4})
+    torch.manual_seed(0)
+    model = StaticGnn(space, genome, cora)
+    model()  # quantizer steps are initialised at the first forward
+    groups = _param_groups(model, 5e-4, 0.01, 3.0)
+    assert [g["lr"] for g in groups] == [0.01, pytest.approx(0.03)] and groups[1]["weight_decay"] == 0.0
+    steps = [p for n, p in model.named_parameters() if n.endswith(".log_step")]
+    assert steps and set(map(id, steps)) == set(map(id, groups[1]["params"]))
+    before = [p.detach().clone() for p in steps]
+    opt = torch.optim.Adam(groups)
+    F.cross_entropy(model()[cora.train_mask], cora.y[cora.train_mask]).backward()
+    opt.step()
+    moved = torch.cat([(p.detach() - b).abs().flatten() for p, b in zip(steps, before)])
+    assert moved.max() == pytest.approx(0.03, rel=0.05)
 
 
 # ---- errors ---------------------------------------------------------------------------------------------------
