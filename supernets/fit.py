@@ -30,7 +30,9 @@ def fit_supernet(space: SearchSpace, data: ImageSplits, config: SupernetConfig, 
     checkpoint = Path(checkpoint)
     if checkpoint.exists():
         restore_trainer(trainer, checkpoint)
-        if log and trainer.epoch:
+        if log and trainer.done:
+            log(f"supernet already trained ({trainer.epoch}/{trainer.total_epochs} epochs): loaded {checkpoint}")
+        elif log and trainer.epoch:
             log(f"resuming supernet training at epoch {trainer.epoch + 1}/{trainer.total_epochs} from {checkpoint}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress, transient=True) as bar:

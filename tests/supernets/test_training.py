@@ -62,6 +62,10 @@ def test_fit_supernet_writes_checkpoint_and_load_rebuilds(digits, tmp_path):
     with torch.no_grad():
         assert torch.equal(net.eval().run(x, space.largest()), trainer.net.eval().run(x, space.largest()))
     assert state["epoch"] == 1
+    lines: list[str] = []
+    again = fit_supernet(space, digits, cfg, checkpoint=tmp_path / "s.pt", progress=False, log=lines.append)
+    assert again.done and not again.history[1:] and lines == [f"supernet already trained (1/1 epochs): loaded "
+                                                              f"{tmp_path / 's.pt'}"]
 
 
 def test_evaluator_matches_extracted_model(digits):
