@@ -10,8 +10,9 @@
 4. FP32 vs real INT8 latency (torch x86 and ONNX Runtime) of the largest and smallest W8A8 subnets,
    batch 1 and 64, 1 thread, interleaved passes.
 
-Usage:  python experiments/benchmarks/supernet_benchmark.py --dataset mnist [--quick]
-Results: a printed table and experiments/benchmarks/results/supernet_<dataset>.json
+Usage:  python experiments/benchmarks/supernet_benchmark.py --dataset mnist [--quick] [--epochs N --workers 2]
+Results: a printed table and experiments/benchmarks/results/supernet_<dataset>.json (``_e<N>`` with
+         ``--epochs``: a longer or shorter schedule than the preset, for the gap-vs-schedule comparison)
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ def at_bits(space: SearchSpace, genome: Genome, bits: int) -> Genome:
     return space.canonical(genome.with_values(values))
 
 
-def standalone_accuracy(space: SearchSpace, genome: Genome, data, cfg: SupernetConfig) -> tuple[float, float]:
+def standalone_accuracy(space: SearchSpace, genome: Genome, data, cfg: SupernetConfig,
+                        threads: int | None = None) -> tuple[float, float]:
     """Train only ``genome`` from scratch with the supernet's schedule; (test accuracy, seconds)."""
+    if threads is not None:  # in a worker process
+        torch.set_num_threads(threads)
     net = QuantSupernet(space, image_size=data.image_size, seed=cfg.seed)
     trainer = SupernetTrainer(net, data.train_x, data.train_y, data.val_x, data.val_y, cfg, standalone=genome)
     start = time.perf_counter()
@@ -129,17 +133,24 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true",
                         help="train (or finish training) the supernet checkpoint and stop (for the other benchmarks)")
     parser.add_argument("--max-train", type=int, default=None, help="cap the training images (default: all)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="elastic epochs after the warm-up (default: the preset's); results get an _e<N> suffix")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes for the standalone trainings (1 torch thread each)")
+    parser.add_argument("--skip-deploy", action="store_true", help="leave out the training-cost and latency parts")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.dataset]
     train = dict(preset["train"])
+    if args.epochs is not None:
+        train.update(epochs=args.epochs)
     if args.quick:
         train.update(warmup_epochs=1, epochs=1)
     cfg = SupernetConfig(**train)
     data = load_dataset(args.dataset, max_train=1000 if args.quick else args.max_train)
     space = get_space("mbv3", **preset["space"])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
+    suffix = ("_quick" if args.quick else "") + ("" if args.epochs is None else f"_e{args.epochs}")
     ckpt = RESULTS / f"supernet_{args.dataset}{suffix}.pt"
     start = time.perf_counter()
     trainer = fit_supernet(space, data, cfg, checkpoint=ckpt, progress=False)
@@ -149,22 +160,33 @@ def main() -> None:
         print(f"supernet {ckpt} trained in {supernet_seconds:.0f}s" + (f"; last epoch: {last}" if last else ""))
         return
     ev = SubnetEvaluator(trainer.net, data.train_x[: cfg.bn_calib_samples], data.test_x, data.test_y)
+    picks = [(bits, at_bits(space, arch, bits))
+             for arch in spread_subnets(space, 3 if args.quick else args.subnets, seed=1) for bits in (8, 4)]
+    genomes = [g for _, g in picks]
+    inherited, eval_seconds = [], []
+    for genome in genomes:
+        t0 = time.perf_counter()
+        inherited.append(ev.accuracy(genome))
+        eval_seconds.append(time.perf_counter() - t0)
+    if args.workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+            scratch = list(pool.map(standalone_accuracy, *zip(*[(space, g, data, cfg, 1) for g in genomes])))
+    else:
+        scratch = [standalone_accuracy(space, g, data, cfg) for g in genomes]
     rows = []
-    for arch in spread_subnets(space, 3 if args.quick else args.subnets, seed=1):
-        for bits in (8, 4):
-            genome = at_bits(space, arch, bits)
-            t0 = time.perf_counter()
-            inherited = ev.accuracy(genome)
-            eval_s = time.perf_counter() - t0
-            scratch, scratch_s = standalone_accuracy(space, genome, data, cfg)
-            rows.append({"key": genome.key, "bits": bits, "mmacs": space.costs(genome).macs / 1e6,
-                         "inherited": inherited, "standalone": scratch, "gap_pp": 100 * (scratch - inherited),
-                         "eval_seconds": eval_s, "standalone_train_seconds": scratch_s})
-            print(f"W{bits}A{bits} {genome.key} {rows[-1]['mmacs']:6.2f} MMACs  inherited {inherited:.4f}  "
-                  f"standalone {scratch:.4f}  gap {rows[-1]['gap_pp']:+.2f} pp", flush=True)
+    for (bits, genome), inh, eval_s, (acc, scratch_s) in zip(picks, inherited, eval_seconds, scratch):
+        rows.append({"key": genome.key, "bits": bits, "mmacs": space.costs(genome).macs / 1e6,
+                     "inherited": inh, "standalone": acc, "gap_pp": 100 * (acc - inh),
+                     "eval_seconds": eval_s, "standalone_train_seconds": scratch_s})
+        print(f"W{bits}A{bits} {genome.key} {rows[-1]['mmacs']:6.2f} MMACs  inherited {inh:.4f}  "
+              f"standalone {acc:.4f}  gap {rows[-1]['gap_pp']:+.2f} pp", flush=True)
     summary = summarise(rows)
-    cost = training_cost(space, data, batch=cfg.batch_size, repeats=3 if args.quick else 7)
-    latency = deploy_latency(space, (1, 64), runs=10 if args.quick else 40, passes=5 if args.quick else 10)
+    cost = None if args.skip_deploy else training_cost(space, data, batch=cfg.batch_size, repeats=3 if args.quick else 7)
+    latency = [] if args.skip_deploy else deploy_latency(space, (1, 64), runs=10 if args.quick else 40,
+                                                         passes=5 if args.quick else 10)
     result = {"dataset": args.dataset, "max_train": args.max_train, "train_images": len(data.train_x),
               "space": space.options(), "config": cfg.model_dump(), "rows": rows,
               "summary": summary, "training_cost": cost, "latency": latency, "supernet_train_seconds": supernet_seconds,
@@ -173,6 +195,8 @@ def main() -> None:
     out = RESULTS / f"supernet_{args.dataset}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     print_table(summary, cost, result)
+    print(f"subnet evaluations per second: {result['evals_per_second']:.2f}; "
+          f"supernet training {result['supernet_train_seconds']:.0f}s")
     print_latency(latency)
     print(f"wrote {out}")
 
@@ -196,14 +220,16 @@ def print_table(summary: dict, cost: dict, result: dict) -> None:
     for name, s in summary.items():
         print(f"{name:7s} {s['n']:2d}  {s['mean_inherited']:14.4f}  {s['mean_standalone']:15.4f}  "
               f"{s['mean_gap_pp']:+13.2f}  {s['max_gap_pp']:+12.2f}  {s['kendall_tau']:11.3f}")
+    if cost is None:
+        return
     print(f"\ntraining step (batch {cost['batch']}, 1 thread): supernet FP {cost['supernet_fp_s']:.3f}s, "
           f"supernet W8A8 {cost['supernet_w8a8_s']:.3f}s, static FP {cost['static_fp_s']:.3f}s -> "
           f"ratio FP {cost['ratio_fp']:.2f}x")
-    print(f"subnet evaluations per second: {result['evals_per_second']:.2f}; "
-          f"supernet training {result['supernet_train_seconds']:.0f}s")
 
 
 def print_latency(rows: list[dict]) -> None:
+    if not rows:
+        return
     print("\nsubnet    batch  " + "  ".join(f"{b:>18s}" for b in ("torch-fp32", "torch-int8", "onnxruntime-fp32",
                                                                       "onnxruntime-int8")) + "   (ms, 1 thread)")
     for name in ("largest", "smallest"):
