@@ -5,11 +5,15 @@
 2. Aging evolution over candidate spaces (METHODS.md settings) -> the evolved best space.
 3. For >= 5 spaces (evolved best, uniform ones, INT8-unfriendly ones): a quantized supernet on a short
    schedule, a latency table profiled here (ONNX Runtime INT8), an NSGA-II search (accuracy vs
-   latency), and per latency constraint the best W8A8 accuracy (picked on val, reported on test).
+   latency), and per latency constraint the best W8A8 accuracy (picked on val, reported on the
+   whole 10k test set unless ``--max-test``).
 4. Spearman between Q-T score and best accuracy, per constraint and over their mean.
 5. This CPU's INT8-friendliness: INT8/FP32 latency ratio per block type and width (ORT and torch).
 
-    .venv/bin/python experiments/benchmarks/spaceevo_validation.py [--quick]
+    .venv/bin/python experiments/benchmarks/spaceevo_validation.py [--quick] [--max-test N] [--keep-friendliness]
+
+Supernets, latency tables and the teacher are cached in .qnas_cache/spaceevo_bench/ and the lookup table in
+results/, so a rerun with another ``--max-test`` only repeats the searches and the test evaluations.
 
 Results: a printed table, experiments/benchmarks/results/spaceevo_validation.json (+ _lut.json).
 """
@@ -66,7 +70,6 @@ def train_and_search(candidate: str, data: Any, cfg: SupernetConfig, limits: tup
                      quick: bool) -> dict[str, Any]:
     """Supernet, latency table, NSGA-II search; the best val accuracy under each limit and its test accuracy."""
     space = get_space("spaceevo", candidate=candidate)
-    t0 = time.perf_counter()
     trainer = fit_supernet(space, data, cfg, checkpoint=CACHE / f"supernet-{candidate}.pt", progress=False, log=log)
     t1 = time.perf_counter()
     table_path = CACHE / f"table-{candidate}-ort-int8.csv"
@@ -90,9 +93,9 @@ def train_and_search(candidate: str, data: Any, cfg: SupernetConfig, limits: tup
             best[str(limit)] = {**top, "test_accuracy": test.accuracy(space.from_dict(top["genome"]))}
         else:
             best[str(limit)] = None
-    hist = [h.__dict__ for h in trainer.history]
+    hist = [h.__dict__ for h in trainer.history]  # its epoch seconds are the training time, also when cached
     return {"candidate": candidate, "describe": space.candidate.describe(), "history": hist, "best": best,
-            "n_trials": len(trials), "train_s": t1 - t0, "profile_s": t2 - t1,
+            "n_trials": len(trials), "train_s": sum(h.seconds for h in trainer.history), "profile_s": t2 - t1,
             "search_s": time.perf_counter() - t2, "table_blocks": len(table)}
 
 
@@ -157,13 +160,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny budget for a smoke run")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-test", type=int, default=None,
+                        help="test images for the reported accuracies (default: all 10k; 2000 images leave a 1.1 pp "
+                             "binomial error, about the spread between spaces)")
+    parser.add_argument("--keep-friendliness", action="store_true",
+                        help="reuse the INT8-friendliness table of the previous results file instead of re-timing it")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     q = args.quick
     CACHE.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    data = load_dataset("cifar10", max_train=256 if q else 3000, max_test=256 if q else 2000)
+    data = load_dataset("cifar10", max_train=256 if q else 3000, max_test=256 if q else args.max_test)
     log(f"data: {data.description}")
     lut_settings = LutBuildSettings(teacher_epochs=1 if q else 15, distill_steps=2 if q else 50, rows=4 if q else 20,
                                     n_features=128 if q else 1536, n_eval=64 if q else 128, runs=4 if q else 20,
@@ -187,20 +195,25 @@ def main() -> None:
     scores = {c: qt_score(lut, parse_candidate(c), qt).to_dict() for c in spaces.values()}
     cfg = SupernetConfig(warmup_epochs=1 if q else 2, epochs=1 if q else 7, qat_start=0 if q else 4, batch_size=64,
                          lr=0.08, random_subnets=1, bn_calib_samples=256, seed=0)
-    friendly = friendliness(q)
-    log("INT8-friendliness table done")
+    previous = RESULTS / f"spaceevo_validation{suffix}.json"
+    if args.keep_friendliness and previous.exists() and json.loads(previous.read_text()).get("friendliness"):
+        friendly = json.loads(previous.read_text())["friendliness"]
+        log(f"INT8-friendliness table reused from {previous.name}")
+    else:
+        friendly = friendliness(q)
+        log("INT8-friendliness table done")
     runs: list[dict] = []
     for label, cand in spaces.items():
         log(f"== {label}: {cand} (Q-T score {scores[cand]['score']:.4f})")
         runs.append({"label": label, **train_and_search(cand, data, cfg, limits, 8 if q else 32, q)})
-        _save(suffix, _result(q, lut, lut_s, evolved, evo_s, evo, qt, limits, scores, runs, cfg, started, friendly))
-    result = _result(q, lut, lut_s, evolved, evo_s, evo, qt, limits, scores, runs, cfg, started, friendly)
+        _save(suffix, _result(q, data, lut, lut_s, evolved, evo_s, evo, qt, limits, scores, runs, cfg, started, friendly))
+    result = _result(q, data, lut, lut_s, evolved, evo_s, evo, qt, limits, scores, runs, cfg, started, friendly)
     _save(suffix, result)
     print_tables(result)
 
 
-def _result(q, lut, lut_s, evolved, evo_s, evo, qt, limits, scores, runs, cfg, started, friendly) -> dict:
-    return {"quick": q, "dataset": "cifar10 JPEG subset", "macro": MACRO, "lut_info": dict(lut.info),
+def _result(q, data, lut, lut_s, evolved, evo_s, evo, qt, limits, scores, runs, cfg, started, friendly) -> dict:
+    return {"quick": q, "dataset": "cifar10 JPEG subset", "test_images": len(data.test_x), "macro": MACRO, "lut_info": dict(lut.info),
             "lut_fixed_ms": lut.fixed_ms, "lut_seconds": lut_s, "evolution": {
                 "settings": evo.__dict__, "seconds": evo_s, "top10": [s.to_dict() for s in evolved.ranking[:10]]},
             "qt_settings": {**qt.__dict__, "constraints_ms": list(limits)}, "scores": scores, "runs": runs,
