@@ -67,10 +67,11 @@ def constraints_from_lut(lut: QtLut, spaces: list[str], n: int = 3) -> tuple[flo
 
 
 def train_and_search(candidate: str, data: Any, cfg: SupernetConfig, limits: tuple[float, ...], budget: int,
-                     quick: bool) -> dict[str, Any]:
+                     quick: bool, tag: str = "") -> dict[str, Any]:
     """Supernet, latency table, NSGA-II search; the best val accuracy under each limit and its test accuracy."""
     space = get_space("spaceevo", candidate=candidate)
-    trainer = fit_supernet(space, data, cfg, checkpoint=CACHE / f"supernet-{candidate}.pt", progress=False, log=log)
+    trainer = fit_supernet(space, data, cfg, checkpoint=CACHE / f"supernet-{candidate}{tag}.pt", progress=False,
+                           log=log)
     t1 = time.perf_counter()
     table_path = CACHE / f"table-{candidate}-ort-int8.csv"
     if table_path.exists():
@@ -163,6 +164,12 @@ def main() -> None:
     parser.add_argument("--max-test", type=int, default=None,
                         help="test images for the reported accuracies (default: all 10k; 2000 images leave a 1.1 pp "
                              "binomial error, about the spread between spaces)")
+    parser.add_argument("--epochs", type=int, default=7,
+                        help="elastic supernet epochs after the 2 warm-up ones (QAT from the middle on); other than 7, "
+                             "results and supernet checkpoints get an _e<N> suffix")
+    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",
+                        help="train and search only these spaces (e.g. 'MBv2' 'ResNet') and write no results: "
+                             "for filling the supernet cache from several processes before one full run")
     parser.add_argument("--keep-friendliness", action="store_true",
                         help="reuse the INT8-friendliness table of the previous results file instead of re-timing it")
     args = parser.parse_args()
@@ -176,10 +183,11 @@ def main() -> None:
     lut_settings = LutBuildSettings(teacher_epochs=1 if q else 15, distill_steps=2 if q else 50, rows=4 if q else 20,
                                     n_features=128 if q else 1536, n_eval=64 if q else 128, runs=4 if q else 20,
                                     passes=2 if q else 4)
-    suffix = "_quick" if q else ""
-    lut_path = RESULTS / f"spaceevo_validation{suffix}_lut.json"
+    tag = "" if args.epochs == 7 or q else f"-e{args.epochs}"
+    suffix = ("_quick" if q else "") + tag.replace("-", "_")
+    lut_path = RESULTS / f"spaceevo_validation{'_quick' if q else ''}_lut.json"  # one table for every schedule
     lut = QtLut.load(lut_path) if lut_path.exists() else build_lut(
-        MACRO, data, out_path=lut_path, teacher_checkpoint=CACHE / f"teacher{suffix}.pt", settings=lut_settings,
+        MACRO, data, out_path=lut_path, teacher_checkpoint=CACHE / f"teacher{'_quick' if q else ''}.pt", settings=lut_settings,
         log=log)
     lut_s = time.perf_counter() - started
     limits = constraints_from_lut(lut, list(UNIFORM.values()))
@@ -193,10 +201,13 @@ def main() -> None:
     best = next(r for r in evolved.ranking if r.candidate not in UNIFORM.values())
     spaces = {"evolved best": best.candidate, **(dict(list(UNIFORM.items())[:1]) if q else UNIFORM)}
     scores = {c: qt_score(lut, parse_candidate(c), qt).to_dict() for c in spaces.values()}
-    cfg = SupernetConfig(warmup_epochs=1 if q else 2, epochs=1 if q else 7, qat_start=0 if q else 4, batch_size=64,
+    cfg = SupernetConfig(warmup_epochs=1 if q else 2, epochs=1 if q else args.epochs,
+                         qat_start=0 if q else (args.epochs + 1) // 2, batch_size=64,
                          lr=0.08, random_subnets=1, bn_calib_samples=256, seed=0)
-    previous = RESULTS / f"spaceevo_validation{suffix}.json"
-    if args.keep_friendliness and previous.exists() and json.loads(previous.read_text()).get("friendliness"):
+    previous = RESULTS / f"spaceevo_validation{'_quick' if q else ''}.json"
+    if args.only is not None:
+        friendly = []  # not part of a partial run
+    elif args.keep_friendliness and previous.exists() and json.loads(previous.read_text()).get("friendliness"):
         friendly = json.loads(previous.read_text())["friendliness"]
         log(f"INT8-friendliness table reused from {previous.name}")
     else:
@@ -204,9 +215,16 @@ def main() -> None:
         log("INT8-friendliness table done")
     runs: list[dict] = []
     for label, cand in spaces.items():
+        if args.only is not None and label not in args.only and cand not in args.only:
+            continue
         log(f"== {label}: {cand} (Q-T score {scores[cand]['score']:.4f})")
-        runs.append({"label": label, **train_and_search(cand, data, cfg, limits, 8 if q else 32, q)})
+        runs.append({"label": label, **train_and_search(cand, data, cfg, limits, 8 if q else 32, q, tag)})
+        if args.only is not None:
+            continue
         _save(suffix, _result(q, data, lut, lut_s, evolved, evo_s, evo, qt, limits, scores, runs, cfg, started, friendly))
+    if args.only is not None:
+        log(f"--only: trained and searched {[r['label'] for r in runs]}; no results written")
+        return
     result = _result(q, data, lut, lut_s, evolved, evo_s, evo, qt, limits, scores, runs, cfg, started, friendly)
     _save(suffix, result)
     print_tables(result)
