@@ -169,7 +169,8 @@ def main() -> None:
                              "results and supernet checkpoints get an _e<N> suffix")
     parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",
                         help="train and search only these spaces (e.g. 'MBv2' 'ResNet') and write no results: "
-                             "for filling the supernet cache from several processes before one full run")
+                             "for filling the supernet cache from several processes before one full run; give "
+                             "each process different spaces (checkpoints are not locked)")
     parser.add_argument("--keep-friendliness", action="store_true",
                         help="reuse the INT8-friendliness table of the previous results file instead of re-timing it")
     args = parser.parse_args()
