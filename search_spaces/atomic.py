@@ -7,6 +7,7 @@ makes private 0600 files; artifacts are meant to be shared) and moved over the t
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -51,8 +52,6 @@ def read_partial_records(path: str | Path, meta: dict) -> tuple[list[dict], bool
     """The records of a resumable JSON-lines file whose first line is ``meta`` (the settings they were made
     with): ``(records, stale)``. A file made with other settings is deleted (``stale`` True); a torn or
     malformed line (a crash mid-append) is skipped."""
-    import json
-
     path = Path(path)
     if not path.exists():
         return [], False

@@ -184,11 +184,13 @@ def main() -> None:
     lut_settings = LutBuildSettings(teacher_epochs=1 if q else 15, distill_steps=2 if q else 50, rows=4 if q else 20,
                                     n_features=128 if q else 1536, n_eval=64 if q else 128, runs=4 if q else 20,
                                     passes=2 if q else 4)
+    base = "_quick" if q else ""  # the lookup table, teacher and friendliness table serve every schedule
     tag = "" if args.epochs == 7 or q else f"-e{args.epochs}"
-    suffix = ("_quick" if q else "") + tag.replace("-", "_")
-    lut_path = RESULTS / f"spaceevo_validation{'_quick' if q else ''}_lut.json"  # one table for every schedule
+    suffix = base + tag.replace("-", "_")
+    partial = args.only is not None
+    lut_path = RESULTS / f"spaceevo_validation{base}_lut.json"
     lut = QtLut.load(lut_path) if lut_path.exists() else build_lut(
-        MACRO, data, out_path=lut_path, teacher_checkpoint=CACHE / f"teacher{'_quick' if q else ''}.pt", settings=lut_settings,
+        MACRO, data, out_path=lut_path, teacher_checkpoint=CACHE / f"teacher{base}.pt", settings=lut_settings,
         log=log)
     lut_s = time.perf_counter() - started
     limits = constraints_from_lut(lut, list(UNIFORM.values()))
@@ -205,25 +207,27 @@ def main() -> None:
     cfg = SupernetConfig(warmup_epochs=1 if q else 2, epochs=1 if q else args.epochs,
                          qat_start=0 if q else (args.epochs + 1) // 2, batch_size=64,
                          lr=0.08, random_subnets=1, bn_calib_samples=256, seed=0)
-    previous = RESULTS / f"spaceevo_validation{'_quick' if q else ''}.json"
-    if args.only is not None:
+    previous = RESULTS / f"spaceevo_validation{base}.json"
+    kept = (json.loads(previous.read_text()).get("friendliness")
+            if args.keep_friendliness and not partial and previous.exists() else None)
+    if partial:
         friendly = []  # not part of a partial run
-    elif args.keep_friendliness and previous.exists() and json.loads(previous.read_text()).get("friendliness"):
-        friendly = json.loads(previous.read_text())["friendliness"]
+    elif kept:
+        friendly = kept
         log(f"INT8-friendliness table reused from {previous.name}")
     else:
         friendly = friendliness(q)
         log("INT8-friendliness table done")
     runs: list[dict] = []
     for label, cand in spaces.items():
-        if args.only is not None and label not in args.only and cand not in args.only:
+        if partial and label not in args.only and cand not in args.only:
             continue
         log(f"== {label}: {cand} (Q-T score {scores[cand]['score']:.4f})")
         runs.append({"label": label, **train_and_search(cand, data, cfg, limits, 8 if q else 32, q, tag)})
-        if args.only is not None:
+        if partial:
             continue
         _save(suffix, _result(q, data, lut, lut_s, evolved, evo_s, evo, qt, limits, scores, runs, cfg, started, friendly))
-    if args.only is not None:
+    if partial:
         log(f"--only: trained and searched {[r['label'] for r in runs]}; no results written")
         return
     result = _result(q, data, lut, lut_s, evolved, evo_s, evo, qt, limits, scores, runs, cfg, started, friendly)

@@ -173,7 +173,8 @@ def main() -> None:
         from multiprocessing import get_context
 
         with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-            scratch = list(pool.map(standalone_accuracy, *zip(*[(space, g, data, cfg, 1) for g in genomes])))
+            futures = [pool.submit(standalone_accuracy, space, g, data, cfg, 1) for g in genomes]
+            scratch = [f.result() for f in futures]
     else:
         scratch = [standalone_accuracy(space, g, data, cfg) for g in genomes]
     rows = []
