@@ -68,12 +68,14 @@ def constraints_from_lut(lut: QtLut, spaces: list[str], n: int = 3) -> tuple[flo
 
 def train_and_search(candidate: str, data: Any, cfg: SupernetConfig, limits: tuple[float, ...], budget: int,
                      quick: bool, tag: str = "") -> dict[str, Any]:
-    """Supernet, latency table, NSGA-II search; the best val accuracy under each limit and its test accuracy."""
+    """Supernet, latency table, NSGA-II search; the best val accuracy under each limit and its test accuracy.
+
+    ``tag`` names the cached supernet's schedule; smoke runs (``quick``) keep their own supernets and tables."""
     space = get_space("spaceevo", candidate=candidate)
     trainer = fit_supernet(space, data, cfg, checkpoint=CACHE / f"supernet-{candidate}{tag}.pt", progress=False,
                            log=log)
     t1 = time.perf_counter()
-    table_path = CACHE / f"table-{candidate}-ort-int8.csv"
+    table_path = CACHE / f"table-{candidate}{'-quick' if quick else ''}-ort-int8.csv"
     if table_path.exists():
         from predictors.latency import LatencyTable
         table = LatencyTable.load(table_path, space=space)
@@ -185,8 +187,9 @@ def main() -> None:
                                     n_features=128 if q else 1536, n_eval=64 if q else 128, runs=4 if q else 20,
                                     passes=2 if q else 4)
     base = "_quick" if q else ""  # the lookup table, teacher and friendliness table serve every schedule
-    tag = "" if args.epochs == 7 or q else f"-e{args.epochs}"
-    suffix = base + tag.replace("-", "_")
+    schedule = "" if args.epochs == 7 or q else f"_e{args.epochs}"
+    suffix = base + schedule
+    tag = suffix.replace("_", "-")  # supernet checkpoints: a smoke run never meets a full run's cache
     partial = args.only is not None
     lut_path = RESULTS / f"spaceevo_validation{base}_lut.json"
     lut = QtLut.load(lut_path) if lut_path.exists() else build_lut(
