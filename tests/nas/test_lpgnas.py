@@ -76,11 +76,12 @@ def test_rerun_skips_finished_lambdas(cora, tmp_path, monkeypatch):
     ({"search_epochs": 10, "warmup_epochs": 10}, "lpgnas", "warmup_epochs"),
     ({"seeds": 0}, "lpgnas.seeds", "greater than or equal to 1"),
     ({"penalty": "quadratic"}, "lpgnas.penalty", "'log' or 'linear'"),
+    ({"retrain_step_lr_scale": 0}, "lpgnas.retrain_step_lr_scale", "greater than 0"),
 ])
 def test_bad_config_sections(section, field, message):
     with pytest.raises(InputError, match=message) as err:
         lpgnas_config(section, source="x.yaml")
-    assert err.value.field == field
+    assert err.value.field == field and "x.yaml" in str(err.value)
 
 
 def test_only_the_gnn_space(cora, tmp_path):
@@ -94,6 +95,7 @@ def test_example_configs_are_valid(name):
     assert data["kind"] == "lpgnas" and data["search_space"]["name"] == "gnn"
     config = lpgnas_config(data["lpgnas"])
     assert config.seeds == 10 and len(config.lambdas) >= 3
+    assert config.retrain_settings().step_lr_scale == data["lpgnas"]["retrain_step_lr_scale"] == 3.0
     space = get_space("gnn", **data["search_space"]["options"])
     assert space.options()["in_features"] == {"lpgnas_cora": 1433, "lpgnas_citeseer": 3703}[name]
     assert set(data) <= {"kind", "name", "seed", "dataset", "search_space", "lpgnas", "output"}
