@@ -10,7 +10,7 @@ measured once (quantized and float accuracy; resumable, see ``subnet_pool.py``).
    predictors are pre-trained on float accuracies of 400 other architectures).
 
 Usage:  python experiments/benchmarks/predictor_benchmark.py --checkpoint results/supernet_cifar10.pt
-Results: a printed table and experiments/benchmarks/results/predictor_<dataset>.json
+Results: a printed table and experiments/benchmarks/results/predictor_<checkpoint name without supernet_>.json
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
-    pool = MeasuredPool(args.checkpoint, args.dataset, RESULTS / f"pool_{args.dataset}_e{args.eval_samples}{suffix}.jsonl",
+    tag = Path(args.checkpoint).stem.removeprefix("supernet_")  # the dataset, plus the supernet's variant
+    pool = MeasuredPool(args.checkpoint, args.dataset, RESULTS / f"pool_{tag}_e{args.eval_samples}{suffix}.jsonl",
                         eval_samples=args.eval_samples)
     sizes, tsizes, n_test = ((25, 50), (25,), 60) if args.quick else (SIZES, TRANSFER_SIZES, 200)
     n_train, n_base = max(sizes), 300 if not args.quick else 50
@@ -121,7 +122,7 @@ def main() -> None:
               "accuracy_range": [float(accs.min()), float(accs.max())], "accuracy_std": float(accs.std()),
               "seconds_per_measurement": float(np.mean(pool.seconds)) if pool.seconds else None,
               "learning_curves": curves, "transfer": transfer, "noise_ceiling": ceiling, "quick": args.quick}
-    out = RESULTS / f"predictor_{args.dataset}{suffix}.json"
+    out = RESULTS / f"predictor_{tag}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     best200 = max((r for r in curves if r["n"] == min(200, n_train)), key=lambda r: r["kendall_tau"])
     print(f"\nbest at n={best200['n']}: {best200['model']} tau {best200['kendall_tau']:.3f}; "
