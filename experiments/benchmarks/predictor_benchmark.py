@@ -7,7 +7,9 @@ measured once (quantized and float accuracy; resumable, see ``subnet_pool.py``).
    25/50/100/200/400 training samples (200 held-out subnets);
 2. 90% CV+ interval coverage on the held-out subnets;
 3. APQ-style transfer vs training from scratch with 25/50/100/200 quantized samples (the transfer
-   predictors are pre-trained on float accuracies of 400 other architectures).
+   predictors are pre-trained on float accuracies of 400 other architectures);
+4. with ``--truth-images N``: the same predictors scored against held-out subnets measured on N test
+   images, where the measurement noise no longer caps the attainable Kendall tau.
 
 Usage:  python experiments/benchmarks/predictor_benchmark.py --checkpoint results/supernet_cifar10.pt
 Results: a printed table and experiments/benchmarks/results/predictor_<checkpoint name without supernet_>.json
@@ -86,6 +88,44 @@ def noise_ceiling(pool, rows: list[dict], n: int = 100) -> dict:
             "accuracy_std": float(first.std()), "mean_abs_difference": float(np.mean(np.abs(first - second)))}
 
 
+def accurate_truth(pool, rows: list[dict], images: int, path: Path) -> np.ndarray:
+    """Quantized accuracy of ``rows`` on ``images`` test images: a near-noise-free target to score the
+    predictors against (their training labels stay the cheap validation measurements). Resumable:
+    appended to ``path`` line by line."""
+    from supernets.evaluate import SubnetEvaluator
+
+    done = {}
+    if path.exists():
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        done = {row["key"]: row["acc_q"] for row in lines}
+    data, evaluator = pool.data, None
+    for i, row in enumerate(rows):
+        if row["key"] in done:
+            continue
+        evaluator = evaluator or SubnetEvaluator(pool.net.eval(), data.train_x[: pool.calib], data.test_x[:images],
+                                                 data.test_y[:images])
+        done[row["key"]] = evaluator.accuracy(pool.space.from_dict(row["genome"]))
+        with path.open("a") as handle:
+            handle.write(json.dumps({"key": row["key"], "acc_q": done[row["key"]]}) + "\n")
+        if (i + 1) % 10 == 0:
+            print(f"  measured {i + 1}/{len(rows)} on {images} test images", flush=True)
+    return np.array([done[row["key"]] for row in rows])
+
+
+def against_truth(space, train: list[dict], test: list[dict], truth: np.ndarray, sizes, seed: int) -> dict:
+    """Kendall tau of every model's predictions, and of the validation measurement itself, against ``truth``."""
+    genomes, test_g = [space.from_dict(r["genome"]) for r in train], [space.from_dict(r["genome"]) for r in test]
+    measured = ranking_metrics(truth, np.array([r["acc_q"] for r in test]))["kendall_tau"]
+    rows = []
+    for model in [*list_models(), "auto", "ensemble"]:
+        for n in sizes:
+            pred = make_predictor(space, model, seed=seed).fit(genomes[:n], [r["acc_q"] for r in train[:n]])
+            rows.append({"model": model, "n": n, "kendall_tau": ranking_metrics(truth, pred.predict(test_g))["kendall_tau"]})
+        print(f"  {model:12s} " + "  ".join(f"n={r['n']} tau {r['kendall_tau']:.3f}" for r in rows[-len(sizes):]),
+              flush=True)
+    return {"n_test": len(test), "validation_measurement_tau": measured, "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
@@ -94,6 +134,9 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=1000, help="validation images per measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small pool for a smoke run")
+    parser.add_argument("--truth-images", type=int, default=0,
+                        help="also score the predictors against held-out subnets measured on this many test images")
+    parser.add_argument("--truth-subnets", type=int, default=100, help="held-out subnets for --truth-images")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -116,12 +159,22 @@ def main() -> None:
     ceiling = noise_ceiling(pool, test)
     print(f"  tau between two measurements {ceiling['kendall_tau']:.3f} (accuracy std {ceiling['accuracy_std']:.4f}, "
           f"mean |difference| {ceiling['mean_abs_difference']:.4f})", flush=True)
+    truth = None
+    if args.truth_images:
+        held = test[: args.truth_subnets]
+        print(f"against {len(held)} held-out subnets measured on {args.truth_images} test images:", flush=True)
+        target = accurate_truth(pool, held, args.truth_images,
+                                RESULTS / f"pool_{tag}_e{args.eval_samples}_truth{args.truth_images}{suffix}.jsonl")
+        truth = {"images": args.truth_images, **against_truth(pool.space, train, held, target, sizes, args.seed)}
+        print(f"  the {args.eval_samples}-image validation measurement itself: tau "
+              f"{truth['validation_measurement_tau']:.3f}", flush=True)
     accs = np.array([r["acc_q"] for r in rows])
     result = {"dataset": args.dataset, "checkpoint": str(args.checkpoint), "pool": len(rows), "base": len(base),
               "eval_samples": args.eval_samples,
               "accuracy_range": [float(accs.min()), float(accs.max())], "accuracy_std": float(accs.std()),
               "seconds_per_measurement": float(np.mean(pool.seconds)) if pool.seconds else None,
-              "learning_curves": curves, "transfer": transfer, "noise_ceiling": ceiling, "quick": args.quick}
+              "learning_curves": curves, "transfer": transfer, "noise_ceiling": ceiling, "truth": truth,
+              "quick": args.quick}
     out = RESULTS / f"predictor_{tag}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     best200 = max((r for r in curves if r["n"] == min(200, n_train)), key=lambda r: r["kendall_tau"])
