@@ -143,3 +143,16 @@ def test_genomes_of_another_space_are_refused(task):
     other = get_space("mbv3").sample(np.random.default_rng(0))
     with pytest.raises(InputError):
         pred.predict([other])
+
+
+@pytest.mark.parametrize("n", [25, 50])
+def test_mlp_on_few_samples_fits_its_folds_without_warnings(task, n):
+    """Interval calibration refits on cross-validation folds smaller than ``n``: the MLP's batch must fit them
+    (scikit-learn otherwise warns and clips it on every fold)."""
+    import warnings
+
+    space, train, y, test, _ = task
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        pred = make_predictor(space, "mlp", seed=0).fit(train[:n], y[:n])
+        pred.predict_interval(test[:10])
