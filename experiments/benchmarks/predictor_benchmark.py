@@ -88,30 +88,6 @@ def noise_ceiling(pool, rows: list[dict], n: int = 100) -> dict:
             "accuracy_std": float(first.std()), "mean_abs_difference": float(np.mean(np.abs(first - second)))}
 
 
-def accurate_truth(pool, rows: list[dict], images: int, path: Path) -> np.ndarray:
-    """Quantized accuracy of ``rows`` on ``images`` test images: a near-noise-free target to score the
-    predictors against (their training labels stay the cheap validation measurements). Resumable:
-    appended to ``path`` line by line."""
-    from supernets.evaluate import SubnetEvaluator
-
-    done = {}
-    if path.exists():
-        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        done = {row["key"]: row["acc_q"] for row in lines}
-    data, evaluator = pool.data, None
-    for i, row in enumerate(rows):
-        if row["key"] in done:
-            continue
-        evaluator = evaluator or SubnetEvaluator(pool.net.eval(), data.train_x[: pool.calib], data.test_x[:images],
-                                                 data.test_y[:images])
-        done[row["key"]] = evaluator.accuracy(pool.space.from_dict(row["genome"]))
-        with path.open("a") as handle:
-            handle.write(json.dumps({"key": row["key"], "acc_q": done[row["key"]]}) + "\n")
-        if (i + 1) % 10 == 0:
-            print(f"  measured {i + 1}/{len(rows)} on {images} test images", flush=True)
-    return np.array([done[row["key"]] for row in rows])
-
-
 def against_truth(space, train: list[dict], test: list[dict], truth: np.ndarray, sizes, seed: int) -> dict:
     """Kendall tau of every model's predictions, and of the validation measurement itself, against ``truth``."""
     genomes, test_g = [space.from_dict(r["genome"]) for r in train], [space.from_dict(r["genome"]) for r in test]
@@ -163,8 +139,10 @@ def main() -> None:
     if args.truth_images:
         held = test[: args.truth_subnets]
         print(f"against {len(held)} held-out subnets measured on {args.truth_images} test images:", flush=True)
-        target = accurate_truth(pool, held, args.truth_images,
-                                RESULTS / f"pool_{tag}_e{args.eval_samples}_truth{args.truth_images}{suffix}.jsonl")
+        # a second pool over the test images: near-noise-free targets, resumable like the first
+        accurate = MeasuredPool(args.checkpoint, args.dataset, RESULTS / f"pool_{tag}_test{args.truth_images}{suffix}.jsonl",
+                                eval_samples=args.truth_images, split="test")
+        target = np.array(accurate.accuracies(accurate.space.from_dict(r["genome"]) for r in held))
         truth = {"images": args.truth_images, **against_truth(pool.space, train, held, target, sizes, args.seed)}
         print(f"  the {args.eval_samples}-image validation measurement itself: tau "
               f"{truth['validation_measurement_tau']:.3f}", flush=True)

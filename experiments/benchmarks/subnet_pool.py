@@ -29,12 +29,13 @@ class MeasuredPool:
     """Measured accuracies by genome key, persisted line by line in ``path``."""
 
     def __init__(self, checkpoint: str | Path, dataset: str, path: str | Path, *, calib: int = 256,
-                 eval_samples: int = 500, seed: int = 0) -> None:
+                 eval_samples: int = 500, seed: int = 0, split: str = "val") -> None:
+        """``split``: measure on the first ``eval_samples`` validation images, or test images (``"test"``)."""
         self.net, state = load_supernet(checkpoint)
         self.space: SearchSpace = self.net.space
         data = load_dataset(dataset, seed=seed)
         self.data, self.calib, self.eval_samples = data, calib, eval_samples
-        x, y = data.val_x[:eval_samples], data.val_y[:eval_samples]
+        x, y = getattr(data, f"{split}_x")[:eval_samples], getattr(data, f"{split}_y")[:eval_samples]
         self.quant = SubnetEvaluator(self.net.eval(), data.train_x[:calib], x, y)
         self.float = SubnetEvaluator(self.net, data.train_x[:calib], x, y, quantize=False)
         self.path = Path(path)

@@ -175,8 +175,9 @@ def main() -> None:
     cfg = SupernetConfig(**train)
     data = load_dataset(args.dataset, max_train=1000 if args.quick else args.max_train)
     space_options = dict(preset["space"])
-    if args.bits is not None:
-        space_options.update(w_bits=sorted(set(args.bits)), a_bits=sorted(set(args.bits)))
+    bits = None if args.bits is None else sorted(set(args.bits))
+    if bits is not None:
+        space_options.update(w_bits=bits, a_bits=bits)
     space = get_space("mbv3", **space_options)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.cost_only:
@@ -188,7 +189,7 @@ def main() -> None:
         print(f"wrote {out}")
         return
     suffix = (("_quick" if args.quick else "") + ("" if args.epochs is None else f"_e{args.epochs}")
-              + ("" if args.bits is None else "_b" + "".join(map(str, sorted(set(args.bits))))))
+              + ("" if bits is None else "_b" + "".join(map(str, bits))))
     ckpt = RESULTS / f"supernet_{args.dataset}{suffix}.pt"
     start = time.perf_counter()
     trainer = fit_supernet(space, data, cfg, checkpoint=ckpt, progress=False)
