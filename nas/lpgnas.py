@@ -22,7 +22,9 @@ import json
 import math
 import statistics
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +41,7 @@ __all__ = ["LpgnasConfig", "lpgnas_config", "run_lpgnas", "design_metrics", "SOU
 SOURCES = {"accuracy": "measured", "accuracy_std": "measured", "val_accuracy": "measured",
            "supernet_val_accuracy": "measured", "size_kb": "analytic", "bitops": "analytic",
            "macs": "analytic", "params": "analytic", "lambda": "config", "search_seconds": "measured",
-           "retrain_seconds": "measured"}
+           "retrain_seconds": "measured", "selection_seconds": "measured"}
 
 
 OBJECTIVES = (Objective("accuracy", "max"), Objective("size_kb", "min"))
@@ -72,6 +74,10 @@ class LpgnasConfig(BaseModel):
     retrain_step_lr_scale: float = Field(3.0, gt=0)
     patience: int = Field(100, ge=1, strict=True)
     seeds: int = Field(10, ge=1, strict=True)
+    search_restarts: int = Field(1, ge=1, strict=True)
+    select_by: Literal["validation", "objective"] = "validation"
+    select_seeds: int = Field(2, ge=1, strict=True)
+    workers: int = Field(1, ge=1, strict=True)
     normalize_features: bool = True
 
     @field_validator("lambdas")
@@ -84,6 +90,13 @@ class LpgnasConfig(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("λ values must be distinct (each one is one search)")
         return value
+
+    @model_validator(mode="after")
+    def _select_within_seeds(self) -> LpgnasConfig:
+        if self.search_restarts > 1 and self.select_by == "validation" and self.select_seeds > self.seeds:
+            raise ValueError(f"select_seeds ({self.select_seeds}) must be at most seeds ({self.seeds}): the "
+                             "selection's retrainings are the kept design's first seeds")
+        return self
 
     @model_validator(mode="after")
     def _warmup_before_end(self) -> LpgnasConfig:
@@ -140,23 +153,53 @@ def _say(progress: bool, text: str) -> None:
 
 def run_lpgnas(config: LpgnasConfig, space: SearchSpace, data: Any, run_dir: Path, *, seed: int,
                progress: bool = True) -> list[dict[str, Any]]:
-    """Search, derive and retrain once per λ (skipping journaled ones); write the artifacts; return all records."""
+    """Search, derive and retrain once per λ (skipping journaled ones); write the artifacts; return all records.
+
+    Every λ gets ``search_restarts`` searches (seeds ``seed``, ``seed + 1``, ...): one search's design changes
+    with its seed on small graphs, and some collapse. The kept design is chosen by ``select_by`` (see
+    :func:`_choose`). Searches and retrainings run on ``workers`` processes; each λ is journaled once its
+    design is retrained, so an interrupted run resumes by λ.
+    """
     from search_spaces.gnn import GnnSpace
     from supernets.gnn import check_graph, prepare_graph
 
     if not isinstance(space, GnnSpace):
         raise InputError(f"LPGNAS searches the 'gnn' space, not {space.name!r}", field="search_space.name")
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     graph = prepare_graph(data, normalize_features=config.normalize_features)
     check_graph(space, graph)
     path = run_dir / "trials.jsonl"
     done = {float(r["metrics"]["lambda"]): r for r in read_journal(path, repair=True).records}
-    with Journal(path) as journal:
-        for batch, lam in enumerate(config.lambdas):
-            if lam in done:
-                _say(progress, f"λ={lam:g}: already in the journal, skipped")
-                continue
-            record = _one_lambda(config, space, graph, run_dir, lam, batch, seed, list(done.values()), progress)
+    for lam in config.lambdas:
+        if lam in done:
+            _say(progress, f"λ={lam:g}: already in the journal, skipped")
+    todo = [(batch, lam) for batch, lam in enumerate(config.lambdas) if lam not in done]
+    by_validation = config.search_restarts > 1 and config.select_by == "validation"
+    with _executor(config.workers) as pool, Journal(path) as journal:
+        searches = {lam: [pool.submit(_search_job, space, graph, config.search_settings(), lam, seed + r)
+                          for r in range(config.search_restarts)] for _, lam in todo}
+        if todo:
+            _say(progress, f"searching λ = {[lam for _, lam in todo]}, {config.search_restarts} restart(s) each, "
+                           f"{config.search_epochs} epochs, {config.workers} worker(s)")
+        retrainings = _Retrainings(pool, space, graph, config.retrain_settings(), seed)
+        outcomes = {}
+        for _, lam in todo:  # queue the short selection retrainings as each λ's searches finish
+            outcomes[lam] = [f.result() for f in searches[lam]]
+            for outcome in outcomes[lam] if by_validation else ():
+                retrainings.ensure(outcome.genome, config.select_seeds)
+        chosen = {}
+        for _, lam in todo:
+            chosen[lam] = _choose(space, config, lam, outcomes[lam], retrainings if by_validation else None, progress)
+            genome = chosen[lam][0].genome
+            if not any(r["key"] == genome.key for r in done.values()):
+                _say(progress, f"λ={lam:g}: derived {genome.key} ({space.costs(genome).size_kb:.2f} KB); "
+                               f"retraining over {config.seeds} seeds")
+                retrainings.ensure(genome, config.seeds)
+        for batch, lam in todo:
+            outcome, restarts = chosen[lam]
+            record = _record(config, space, run_dir, outcome, restarts, batch, list(done.values()),
+                             retrainings.results(outcome.genome.key, config.seeds), progress)
             journal.append(record)
             done[lam] = record
     records = list(read_journal(path).records)
@@ -164,37 +207,144 @@ def run_lpgnas(config: LpgnasConfig, space: SearchSpace, data: Any, run_dir: Pat
     return records
 
 
-def _one_lambda(config: LpgnasConfig, space: Any, graph: Any, run_dir: Path, lam: float, batch: int, seed: int,
-                previous: list[dict[str, Any]], progress: bool) -> dict[str, Any]:
-    from supernets.gnn import retrain_seeds, search
+def _search_job(space: Any, graph: Any, settings: Any, lam: float, seed: int) -> Any:
+    import supernets.gnn  # looked up at call time (tests count the searches)
 
-    _say(progress, f"λ={lam:g}: searching ({config.search_epochs} epochs)")
-    outcome = search(space, graph, config.search_settings(), lam=lam, seed=seed)
-    genome = outcome.genome
+    return supernets.gnn.search(space, graph, settings, lam=lam, seed=seed)
+
+
+def _retrain_job(space: Any, genome: Any, graph: Any, settings: Any, seed: int) -> Any:
+    import supernets.gnn
+
+    return supernets.gnn.retrain(space, genome, graph, settings, seed=seed)
+
+
+class _Retrainings:
+    """QAT retrainings per design, seeds ``seed``, ``seed + 1``, ... queued on demand: the selection's short
+    retrainings are the first seeds of the chosen design's full one, and no design is retrained twice."""
+
+    def __init__(self, pool: Any, space: Any, graph: Any, settings: Any, seed: int) -> None:
+        self.pool, self.space, self.graph, self.settings, self.seed = pool, space, graph, settings, seed
+        self.futures: dict[str, list[Future]] = {}
+
+    def ensure(self, genome: Any, n: int) -> None:
+        futures = self.futures.setdefault(genome.key, [])
+        while len(futures) < n:
+            futures.append(self.pool.submit(_retrain_job, self.space, genome, self.graph, self.settings,
+                                            self.seed + len(futures)))
+
+    def results(self, key: str, n: int) -> list[Any] | None:
+        futures = self.futures.get(key, [])
+        return [f.result() for f in futures[:n]] if len(futures) >= n else None
+
+
+def _choose(space: Any, config: LpgnasConfig, lam: float, outcomes: list[Any], retrainings: _Retrainings | None,
+            progress: bool) -> tuple[Any, list[dict[str, Any]]]:
+    """The kept restart and every restart's summary (for the journal).
+
+    ``select_by: validation`` (with ``retrainings``): the lowest *selection score*, the mean validation
+    cross-entropy (at the best-accuracy epoch) of ``select_seeds`` QAT retrainings plus ``λ · penalty`` of the
+    design's costs: the search's own objective with the supernet's cross-entropy replaced by the retrained
+    design's (DARTS keeps the best of several searches by a short training from scratch). λ must still price
+    the size: by validation accuracy alone every Cora λ kept its largest restart, and with the error rate in
+    place of the cross-entropy (smaller differences) the smallest. ``objective``: the lowest
+    :func:`~supernets.gnn.search_objective` (no retraining).
+    """
+    from supernets.gnn import design_penalty, search_objective
+
+    settings = config.search_settings()
+    restarts = [{"seed": o.seed, "key": o.genome.key, "objective": search_objective(space, o, settings),
+                 "penalty": design_penalty(space, o.genome, settings),
+                 "supernet_val_accuracy": 100 * o.supernet_val_accuracy, "size_kb": space.costs(o.genome).size_kb,
+                 "search_seconds": o.seconds} for o in outcomes]
+    if retrainings is not None:
+        for r in restarts:
+            runs = retrainings.results(r["key"], config.select_seeds)
+            assert runs is not None
+            r["selection_val_accuracy"] = statistics.fmean(100 * o.val_accuracy for o in runs)
+            r["selection_seconds"] = sum(o.seconds for o in runs)
+            r["selection_val_loss"] = statistics.fmean(o.val_loss for o in runs)
+            r["selection_score"] = r["selection_val_loss"] + lam * r["penalty"]
+        shown = "selection_score"
+    else:
+        shown = "objective"
+    best = min(range(len(outcomes)), key=lambda i: (restarts[i][shown], restarts[i]["objective"]))
+    for i, r in enumerate(restarts):
+        r["chosen"] = i == best
+    if len(outcomes) > 1:
+        _say(progress, f"λ={lam:g}: restarts " + ", ".join(
+            f"seed {r['seed']} {r['key'][:8]} ({r['size_kb']:.1f} KB"
+            + (f", val {r['selection_val_accuracy']:.1f} % CE {r['selection_val_loss']:.3f}" if retrainings is not None else "")
+            + f") {shown} {r[shown]:.4f}" for r in restarts) + f"; kept seed {restarts[best]['seed']}")
+    return outcomes[best], restarts
+
+
+def _record(config: LpgnasConfig, space: Any, run_dir: Path, outcome: Any, restarts: list[dict[str, Any]],
+            batch: int, previous: list[dict[str, Any]], retraining: list[Any] | None,
+            progress: bool) -> dict[str, Any]:
+    """The journal record of one λ: the kept design's retraining (or a reused one) and its search curve."""
+    lam, genome = outcome.lam, outcome.genome
     curve = f"searches/lambda-{lam:g}.json"
-    atomic_write_json(run_dir / curve, {"lambda": lam, "genome": genome.to_dict(),
+    atomic_write_json(run_dir / curve, {"lambda": lam, "genome": genome.to_dict(), "seed": outcome.seed,
                                         "probabilities": outcome.probabilities,
                                         "epochs": [vars(e) for e in outcome.history]})
     same = next((r for r in previous if r["key"] == genome.key), None)
     if same is not None:  # another λ derived the same design: its retraining is reused
         _say(progress, f"λ={lam:g}: derived {genome.key}, already retrained for λ={same['metrics']['lambda']:g}")
         metrics = {**same["metrics"], "retrain_seconds": 0.0}
-        details = {**same["details"], "reused_from_lambda": same["metrics"]["lambda"]}
+        details = {k: v for k, v in same["details"].items() if k not in ("restarts", "search_curve")}
+        details["reused_from_lambda"] = same["metrics"]["lambda"]
     else:
-        _say(progress, f"λ={lam:g}: derived {genome.key} ({space.costs(genome).size_kb:.2f} KB); "
-                       f"retraining over {config.seeds} seeds")
-        seeds = [seed + k for k in range(config.seeds)]
-        outcomes = retrain_seeds(space, genome, graph, config.retrain_settings(), seeds)
-        metrics = design_metrics(space, genome, outcomes)
-        details = {"test_accuracies": [100 * o.test_accuracy for o in outcomes],
-                   "best_epochs": [o.best_epoch for o in outcomes], "seeds": [o.seed for o in outcomes]}
-    metrics.update({"lambda": lam, "search_seconds": outcome.seconds,
+        assert retraining is not None
+        metrics = design_metrics(space, genome, retraining)
+        details = {"test_accuracies": [100 * o.test_accuracy for o in retraining],
+                   "best_epochs": [o.best_epoch for o in retraining], "seeds": [o.seed for o in retraining]}
+    search_seconds = sum(r["search_seconds"] for r in restarts)
+    others = {r["key"]: r.get("selection_seconds", 0.0) for r in restarts if r["key"] != genome.key}
+    metrics.update({"lambda": lam, "search_seconds": search_seconds, "selection_seconds": sum(others.values()),
                     "supernet_val_accuracy": 100 * outcome.supernet_val_accuracy})
     _say(progress, f"λ={lam:g}: accuracy {metrics['accuracy']:.2f} ± {metrics['accuracy_std']:.2f} %, "
                    f"{metrics['size_kb']:.2f} KB, {metrics['bitops']:.3g} BitOps")
     return {"key": genome.key, "genome": genome.to_dict(), "metrics": metrics,
-            "sources": {m: SOURCES[m] for m in metrics}, "seconds": outcome.seconds + metrics["retrain_seconds"],
-            "batch": batch, "finished_at": now_iso(), "details": {**details, "search_curve": curve}}
+            "sources": {m: SOURCES[m] for m in metrics},
+            "seconds": search_seconds + metrics["retrain_seconds"] + metrics["selection_seconds"],
+            "batch": batch, "finished_at": now_iso(),
+            "details": {**details, "search_curve": curve, "restarts": restarts}}
+
+
+class _InlineExecutor:
+    """``submit`` runs the call at once (one worker: no process start-up, monkeypatching works)."""
+
+    def submit(self, fn: Any, *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as err:  # re-raised by result(), like a process pool would
+            future.set_exception(err)
+        return future
+
+
+@contextmanager
+def _executor(workers: int) -> Iterator[Any]:
+    """Inline for one worker; otherwise spawned processes with one torch thread each (no oversubscription).
+    On an error (a NaN loss in a worker, Ctrl-C) the queued calls are cancelled, not run first."""
+    if workers == 1:
+        yield _InlineExecutor()
+        return
+    import multiprocessing
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_one_thread)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
 
 
 # ---- artifacts ----------------------------------------------------------------------------------
@@ -316,6 +466,20 @@ def _report(run_dir: Path, records: Sequence[Mapping[str, Any]], front: Sequence
                      f"{last.get('expected_size_kb', math.nan):.1f} | {last.get('val_loss', math.nan):.3f} | "
                      f"{100 * last.get('val_accuracy', math.nan):.1f} | {m['supernet_val_accuracy']:.1f} | "
                      f"{m['search_seconds']:.0f} | {m['retrain_seconds']:.0f} |")
+    with_restarts = [r for r in records if len(r.get("details", {}).get("restarts", [])) > 1]
+    if with_restarts:
+        lines += ["", "## Restarts", "", f"Each λ was searched with {config.search_restarts} seeds; the kept design "
+                  + ("has the lowest selection score: validation cross-entropy after its first "
+                     f"{config.select_seeds} QAT retrainings + λ · penalty." if config.select_by == "validation" else
+                     "has the lowest search objective (validation CE in the supernet + λ · penalty)."), "",
+                  "| λ | seed | design | size KB | supernet val acc | objective | selection val acc | selection score "
+                  "| kept |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in sorted(with_restarts, key=lambda r: r["metrics"]["lambda"]):
+            for x in r["details"]["restarts"]:
+                lines.append(f"| {r['metrics']['lambda']:g} | {x['seed']} | {x['key']} | {x['size_kb']:.2f} | "
+                             f"{x['supernet_val_accuracy']:.1f} | {x['objective']:.3f} | "
+                             f"{x.get('selection_val_accuracy', math.nan):.1f} | {x.get('selection_score', math.nan):.4f} | "
+                             f"{'yes' if x['chosen'] else ''} |")
     lines += ["", "Per-epoch curves: `searches/lambda-<λ>.json`; every record: `trials.jsonl`.", ""]
     return "\n".join(lines)
 

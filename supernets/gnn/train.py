@@ -55,7 +55,8 @@ from supernets.gnn.layers import StaticGnn
 from supernets.gnn.supernet import GnnSupernet, check_graph
 
 __all__ = ["NonFiniteLossError", "SearchSettings", "RetrainSettings", "EpochLog", "SearchOutcome", "retrain_seeds",
-           "RetrainOutcome", "search", "retrain", "cost_penalty", "temperature"]
+           "RetrainOutcome", "search", "retrain", "cost_penalty", "temperature", "search_objective",
+           "design_penalty"]
 
 
 class NonFiniteLossError(QnasError):
@@ -65,6 +66,9 @@ class NonFiniteLossError(QnasError):
         self.term, self.epoch, self.value, self.phase = term, epoch, value, phase
         super().__init__(f"{phase}: the {term} is {value} at epoch {epoch}; stopping (lower the learning "
                          "rates, check the input features for NaN/inf, or use fewer low bit-widths)")
+
+    def __reduce__(self) -> tuple[type, tuple[str, int, float, str]]:  # re-raised from worker processes
+        return type(self), (self.term, self.epoch, self.value, self.phase)
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,10 @@ class SearchOutcome:
     lam: float
     history: tuple[EpochLog, ...]
     supernet_val_accuracy: float  # the derived design inside the supernet (one-hot, eval mode)
+    supernet_val_loss: float = math.nan  # its validation cross-entropy there (restarts compare objectives)
     probabilities: dict[str, list[float]] = field(default_factory=dict)  # final softmax per gene
     seconds: float = 0.0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,7 @@ class RetrainOutcome:
     val_accuracy: float
     best_epoch: int
     seconds: float
+    val_loss: float = math.nan  # validation cross-entropy at the best epoch (what restarts are compared by)
 
 
 def temperature(epoch: int, settings: SearchSettings) -> float:
@@ -156,6 +163,19 @@ def cost_penalty(size_bytes: Tensor, bitops: Tensor, settings: SearchSettings,
     size_term = size_kb / (reference[0] / 1024) if settings.target_size_kb is None else torch.relu(
         size_kb / settings.target_size_kb - 1)
     return size_term + settings.bitops_weight * bitops / reference[1]
+
+
+def design_penalty(space: GnnSpace, genome: Genome, settings: SearchSettings) -> float:
+    """:func:`cost_penalty` of one design's analytic costs (what λ multiplies, at a one-hot choice)."""
+    costs, largest = space.costs(genome), space.costs(space.largest())
+    return float(cost_penalty(torch.tensor(float(costs.size_bytes)), torch.tensor(float(costs.bitops)), settings,
+                              (float(largest.size_bytes), float(largest.bitops))))
+
+
+def search_objective(space: GnnSpace, outcome: SearchOutcome, settings: SearchSettings) -> float:
+    """What the α/β steps minimise, at the derived design: its validation cross-entropy inside the supernet
+    plus ``λ · penalty`` of its analytic costs. Lower is better; restarts of one λ can be compared by it."""
+    return outcome.supernet_val_loss + outcome.lam * design_penalty(space, outcome.genome, settings)
 
 
 def _check(value: Tensor, term: str, epoch: int, phase: str) -> None:
@@ -197,9 +217,12 @@ def search(space: GnnSpace, graph: GraphTensors, settings: SearchSettings, *, la
         genome = net.derive()
         net.eval()
         with torch.no_grad():
-            supernet_acc = _accuracy(net(net.one_hot(genome)), graph.y, graph.val_mask)
+            derived_logits = net(net.one_hot(genome))
+            supernet_acc = _accuracy(derived_logits, graph.y, graph.val_mask)
+            supernet_loss = float(F.cross_entropy(derived_logits[graph.val_mask], graph.y[graph.val_mask]))
             final = {g: [round(float(p), 4) for p in v] for g, v in net.gene_probs(settings.tau_end).items()}
-    return SearchOutcome(genome, lam, tuple(history), supernet_acc, final, time.perf_counter() - start)
+    return SearchOutcome(genome, lam, tuple(history), supernet_acc, supernet_loss, final,
+                         time.perf_counter() - start, seed)
 
 
 def _weight_step(net: GnnSupernet, graph: GraphTensors, opt: torch.optim.Optimizer, settings: SearchSettings,
@@ -260,7 +283,7 @@ def retrain(space: GnnSpace, genome: Genome, graph: GraphTensors, settings: Retr
         torch.manual_seed(seed)
         model = StaticGnn(space, genome, graph, dropout=settings.dropout)
         opt = torch.optim.Adam(_param_groups(model, settings.weight_decay, settings.lr, settings.step_lr_scale))
-        best = (-1.0, 0.0, -1)  # (val, test, epoch)
+        best = (-1.0, 0.0, -1, math.nan)  # (val, test, epoch, val cross-entropy)
         for epoch in range(settings.epochs):
             model.train()
             opt.zero_grad(set_to_none=True)
@@ -273,10 +296,11 @@ def retrain(space: GnnSpace, genome: Genome, graph: GraphTensors, settings: Retr
                 logits = model()
             val = _accuracy(logits, graph.y, graph.val_mask)
             if val > best[0]:
-                best = (val, _accuracy(logits, graph.y, graph.test_mask), epoch)
+                best = (val, _accuracy(logits, graph.y, graph.test_mask), epoch,
+                        float(F.cross_entropy(logits[graph.val_mask], graph.y[graph.val_mask])))
             if epoch - best[2] >= settings.patience:
                 break
-    return RetrainOutcome(seed, best[1], best[0], best[2], time.perf_counter() - start)
+    return RetrainOutcome(seed, best[1], best[0], best[2], time.perf_counter() - start, best[3])
 
 
 def retrain_seeds(space: GnnSpace, genome: Genome, graph: GraphTensors, settings: RetrainSettings,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import pickle
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from nas.journal import RECORD_KEYS, read_journal
 from nas.lpgnas import LpgnasConfig, lpgnas_config, run_lpgnas
 from search_spaces import InputError, get_space
 from supernets.data import load_dataset
+from supernets.gnn import NonFiniteLossError, prepare_graph
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +71,94 @@ def test_rerun_skips_finished_lambdas(cora, tmp_path, monkeypatch):
     assert searched == [0.0] and len(read_journal(tmp_path / "trials.jsonl").records) == 2
 
 
+def test_restarts_keep_the_lowest_search_objective(cora, tmp_path, monkeypatch):
+    space = get_space("gnn", **TINY_SPACE)
+    config = LpgnasConfig(lambdas=[0.05], search_epochs=6, warmup_epochs=2, retrain_epochs=4, seeds=1,
+                          search_restarts=3, select_by="objective")
+    seen = []
+    original = supernets.gnn.search
+    monkeypatch.setattr(supernets.gnn, "search", lambda *a, **k: seen.append(k["seed"]) or original(*a, **k))
+    (record,) = run_lpgnas(config, space, cora, tmp_path, seed=4, progress=False)
+    assert seen == [4, 5, 6]
+    restarts = record["details"]["restarts"]
+    assert [r["seed"] for r in restarts] == [4, 5, 6] and sum(r["chosen"] for r in restarts) == 1
+    kept = next(r for r in restarts if r["chosen"])
+    assert kept["objective"] == min(r["objective"] for r in restarts) and kept["key"] == record["key"]
+    assert record["metrics"]["search_seconds"] == pytest.approx(sum(r["search_seconds"] for r in restarts))
+    # the objective is the derived design's val CE plus λ times the log-cost penalty of its analytic costs
+    outcome = original(space, prepare_graph(cora), config.search_settings(), lam=0.05, seed=kept["seed"])
+    costs = space.costs(outcome.genome)
+    assert outcome.genome.key == kept["key"]
+    assert kept["objective"] == pytest.approx(outcome.supernet_val_loss + 0.05 * (
+        math.log(costs.size_bytes / 1024) + 0.1 * math.log(costs.bitops)))
+    assert json.loads((tmp_path / "searches" / "lambda-0.05.json").read_text())["seed"] == kept["seed"]
+
+
+def test_restarts_keep_the_best_score_after_short_retraining(cora, tmp_path, monkeypatch):
+    space = get_space("gnn", **TINY_SPACE)
+    config = LpgnasConfig(lambdas=[0.05], search_epochs=6, warmup_epochs=2, retrain_epochs=6, seeds=3,
+                          search_restarts=3, select_seeds=2)
+    retrained = []
+    original = supernets.gnn.retrain
+    monkeypatch.setattr(supernets.gnn, "retrain",
+                        lambda sp, genome, *a, **k: retrained.append((genome.key, k["seed"])) or original(sp, genome, *a, **k))
+    (record,) = run_lpgnas(config, space, cora, tmp_path, seed=0, progress=False)
+    restarts = record["details"]["restarts"]
+    kept = next(r for r in restarts if r["chosen"])
+    assert kept["key"] == record["key"]
+    assert kept["selection_score"] == min(r["selection_score"] for r in restarts)
+    for r in restarts:  # validation error plus λ times the design's log-cost penalty
+        assert r["selection_score"] == pytest.approx(r["selection_val_loss"] + 0.05 * r["penalty"])
+    m = record["metrics"]
+    assert kept["penalty"] == pytest.approx(math.log(m["size_kb"]) + 0.1 * math.log(m["bitops"]))
+    # every distinct design got seeds 0-1 once; the kept one continued with seed 2 (its first two are reused)
+    designs = {r["key"] for r in restarts}
+    assert sorted(retrained) == sorted([(k, s) for k in designs for s in (0, 1)] + [(record["key"], 2)])
+    assert record["details"]["seeds"] == [0, 1, 2]
+    report = (tmp_path / "report.md").read_text()
+    assert "## Restarts" in report and report.count("| 0.05 |") == 2 + 3  # design and curve rows, then 3 restarts
+
+
+@pytest.mark.parametrize("lam, kept", [(0.0, "largest"), (0.05, "smallest")])
+def test_selection_prices_size_with_lambda(lam, kept):
+    """A larger design with a lower validation loss wins at λ = 0 and loses once λ prices its size."""
+    from nas.lpgnas import _choose
+    from supernets.gnn import RetrainOutcome, SearchOutcome
+
+    space = get_space("gnn", **TINY_SPACE)
+    designs = {"largest": space.largest(), "smallest": space.smallest()}
+    val = {designs["largest"].key: 0.95, designs["smallest"].key: 1.0}  # validation cross-entropy
+    outcomes = [SearchOutcome(g, lam, (), 0.5, 1.0, seed=i) for i, g in enumerate(designs.values())]
+
+    class Retrained:
+        def results(self, key, n):
+            return [RetrainOutcome(s, 0.0, 0.7, 0, 1.0, val_loss=val[key]) for s in range(n)]
+
+    config = LpgnasConfig(lambdas=[lam], search_restarts=2)
+    outcome, restarts = _choose(space, config, lam, outcomes, Retrained(), progress=False)
+    assert outcome.genome.key == designs[kept].key and [r["chosen"] for r in restarts].count(True) == 1
+
+
+def test_worker_processes_give_the_same_records(cora, tmp_path):
+    space = get_space("gnn", **TINY_SPACE)
+    config = LpgnasConfig(lambdas=[0.0, 0.05], search_epochs=4, warmup_epochs=1, retrain_epochs=4, seeds=2,
+                          search_restarts=2)
+    serial = run_lpgnas(config, space, cora, tmp_path / "serial", seed=0, progress=False)
+    parallel = run_lpgnas(config.model_copy(update={"workers": 2}), space, cora, tmp_path / "parallel", seed=0,
+                          progress=False)
+    for a, b in zip(serial, parallel, strict=True):
+        assert a["key"] == b["key"]
+        assert a["metrics"]["accuracy"] == b["metrics"]["accuracy"]
+        assert [r["objective"] for r in a["details"]["restarts"]] == [r["objective"] for r in b["details"]["restarts"]]
+
+
+def test_a_worker_s_non_finite_loss_reaches_the_caller_intact():
+    err = pickle.loads(pickle.dumps(NonFiniteLossError("validation cross-entropy", 7, math.nan, "search")))
+    assert isinstance(err, NonFiniteLossError) and (err.term, err.epoch, err.phase) == (
+        "validation cross-entropy", 7, "search")
+    assert "validation cross-entropy is nan at epoch 7" in str(err)
+
+
 @pytest.mark.parametrize("section, field, message", [
     ({"lambdas": []}, "lpgnas.lambdas", "at least one"),
     ({"lambdas": [0.1, -1]}, "lpgnas.lambdas", ">= 0"),
@@ -77,6 +168,10 @@ def test_rerun_skips_finished_lambdas(cora, tmp_path, monkeypatch):
     ({"seeds": 0}, "lpgnas.seeds", "greater than or equal to 1"),
     ({"penalty": "quadratic"}, "lpgnas.penalty", "'log' or 'linear'"),
     ({"retrain_step_lr_scale": 0}, "lpgnas.retrain_step_lr_scale", "greater than 0"),
+    ({"search_restarts": 0}, "lpgnas.search_restarts", "greater than or equal to 1"),
+    ({"seeds": 2, "select_seeds": 3, "search_restarts": 2}, "lpgnas", "select_seeds"),
+    ({"select_by": "test"}, "lpgnas.select_by", "'validation' or 'objective'"),
+    ({"workers": 1.5}, "lpgnas.workers", "integer"),
 ])
 def test_bad_config_sections(section, field, message):
     with pytest.raises(InputError, match=message) as err:
