@@ -9,7 +9,11 @@ measured once (quantized and float accuracy; resumable, see ``subnet_pool.py``).
 3. APQ-style transfer vs training from scratch with 25/50/100/200 quantized samples (the transfer
    predictors are pre-trained on float accuracies of 400 other architectures);
 4. with ``--truth-images N``: the same predictors scored against held-out subnets measured on N test
-   images, where the measurement noise no longer caps the attainable Kendall tau.
+   images, where the measurement noise no longer caps the attainable Kendall tau;
+5. with ``--labels test --eval-samples 10000``: every label (training and held-out) is the accuracy on all
+   10k test images, so held-out tau measures the predictors rather than the label noise (steps 3-4 need
+   float or second measurements on other images and are skipped). The noise ceiling (the same subnets
+   measured on as many other images) is cached like the pools.
 
 Usage:  python experiments/benchmarks/predictor_benchmark.py --checkpoint results/supernet_cifar10.pt
 Results: a printed table and experiments/benchmarks/results/predictor_<checkpoint name without supernet_>.json
@@ -72,17 +76,13 @@ def transfer_vs_scratch(space, base: list[dict], train: list[dict], test: list[d
     return rows
 
 
-def noise_ceiling(pool, rows: list[dict], n: int = 100) -> dict:
-    """How well the measurement ranks subnets against itself: the same subnets measured again on as many
-    *test* images as the validation measurement used. No predictor can rank held-out subnets (by their
-    validation accuracy) better than a second measurement does."""
-    from supernets.evaluate import SubnetEvaluator
-
-    data, k = pool.data, pool.eval_samples
-    again = SubnetEvaluator(pool.net, data.train_x[: pool.calib], data.test_x[:k], data.test_y[:k])
+def noise_ceiling(again: MeasuredPool, rows: list[dict], n: int = 100) -> dict:
+    """How well the measurement ranks subnets against itself: the same subnets measured again (``again``: a
+    pool over as many *test* images as the validation measurement used). No predictor can rank held-out
+    subnets (by their validation accuracy) better than a second measurement does."""
     sel = rows[:n]
     first = np.array([r["acc_q"] for r in sel])
-    second = np.array([again.accuracy(pool.space.from_dict(r["genome"])) for r in sel])
+    second = np.array(again.accuracies(again.space.from_dict(r["genome"]) for r in sel))
     m = ranking_metrics(first, second)
     return {"n": len(sel), "kendall_tau": m["kendall_tau"], "spearman": m.get("spearman"),
             "accuracy_std": float(first.std()), "mean_abs_difference": float(np.mean(np.abs(first - second)))}
@@ -113,30 +113,49 @@ def main() -> None:
     parser.add_argument("--truth-images", type=int, default=0,
                         help="also score the predictors against held-out subnets measured on this many test images")
     parser.add_argument("--truth-subnets", type=int, default=100, help="held-out subnets for --truth-images")
+    parser.add_argument("--labels", choices=["val", "test"], default="val",
+                        help="measure the subnets on the first --eval-samples validation images (default), or test "
+                             "images: with all 10000 the label noise is small; no transfer, noise ceiling or truth then")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="training sizes (default 25 50 100 200 400)")
+    parser.add_argument("--test-subnets", type=int, default=None, help="held-out subnets (default 200)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     tag = Path(args.checkpoint).stem.removeprefix("supernet_")  # the dataset, plus the supernet's variant
-    pool = MeasuredPool(args.checkpoint, args.dataset, RESULTS / f"pool_{tag}_e{args.eval_samples}{suffix}.jsonl",
-                        eval_samples=args.eval_samples)
+    on_test = args.labels == "test"
+    label = f"test{args.eval_samples}" if on_test else f"e{args.eval_samples}"
+    pool = MeasuredPool(args.checkpoint, args.dataset, RESULTS / f"pool_{tag}_{label}{suffix}.jsonl",
+                        eval_samples=args.eval_samples, split=args.labels)
     sizes, tsizes, n_test = ((25, 50), (25,), 60) if args.quick else (SIZES, TRANSFER_SIZES, 200)
-    n_train, n_base = max(sizes), 300 if not args.quick else 50
-    print(f"measuring {n_train + n_test} subnets quantized and {n_base} others in float (cached in {pool.path})",
-          flush=True)
-    rows = pool.sample(n_train + n_test, seed=args.seed)
-    train, test = rows[:n_train], rows[n_train:]
-    base = pool.sample(n_base, seed=args.seed + 1, quant=False, fp=True, exclude=[r["key"] for r in rows])
+    # the genomes are drawn as for the full benchmark, so smaller runs measure (and reuse) a subset of them
+    n_pool = max(sizes)
+    sizes = tuple(args.sizes or sizes)
+    if max(sizes) > n_pool:
+        parser.error(f"--sizes: at most {n_pool} training subnets")
+    genomes = pool.draw(n_pool + n_test, seed=args.seed)  # training subnets first, then the held-out ones
+    n_train, n_test = max(sizes), min(args.test_subnets or n_test, n_test)
+    n_base = 300 if not args.quick else 50
+    print(f"measuring {n_train + n_test} subnets quantized on {args.eval_samples} {args.labels} images"
+          + ("" if on_test else f" and {n_base} others in float") + f" (cached in {pool.path})", flush=True)
+    measured = [pool.measure(g) for g in genomes[n_pool:n_pool + n_test] + genomes[:n_train]]
+    test, train = measured[:n_test], measured[n_test:]
+    rows = train + test
     print("learning curves (held-out):", flush=True)
     curves = learning_curves(pool.space, train, test, sizes, args.seed)
-    print("transfer vs scratch:", flush=True)
-    transfer = transfer_vs_scratch(pool.space, base, train, test, tsizes, args.seed)
-    print("measurement noise ceiling (100 test subnets re-measured on test images):", flush=True)
-    ceiling = noise_ceiling(pool, test)
-    print(f"  tau between two measurements {ceiling['kendall_tau']:.3f} (accuracy std {ceiling['accuracy_std']:.4f}, "
-          f"mean |difference| {ceiling['mean_abs_difference']:.4f})", flush=True)
-    truth = None
-    if args.truth_images:
+    transfer, ceiling, truth, base = None, None, None, []
+    if not on_test:
+        base = pool.sample(n_base, seed=args.seed + 1, quant=False, fp=True, exclude=[g.key for g in genomes])
+        print("transfer vs scratch:", flush=True)
+        transfer = transfer_vs_scratch(pool.space, base, train, test, tsizes, args.seed)
+        print("measurement noise ceiling (100 test subnets re-measured on test images):", flush=True)
+        again = MeasuredPool(args.checkpoint, args.dataset,  # cached: a rerun does not measure them again
+                             RESULTS / f"pool_{tag}_test{args.eval_samples}{suffix}.jsonl",
+                             eval_samples=args.eval_samples, split="test")
+        ceiling = noise_ceiling(again, test)
+        print(f"  tau between two measurements {ceiling['kendall_tau']:.3f} (accuracy std "
+              f"{ceiling['accuracy_std']:.4f}, mean |difference| {ceiling['mean_abs_difference']:.4f})", flush=True)
+    if args.truth_images and not on_test:
         held = test[: args.truth_subnets]
         print(f"against {len(held)} held-out subnets measured on {args.truth_images} test images:", flush=True)
         # a second pool over the test images: near-noise-free targets, resumable like the first
@@ -148,12 +167,12 @@ def main() -> None:
               f"{truth['validation_measurement_tau']:.3f}", flush=True)
     accs = np.array([r["acc_q"] for r in rows])
     result = {"dataset": args.dataset, "checkpoint": str(args.checkpoint), "pool": len(rows), "base": len(base),
-              "eval_samples": args.eval_samples,
+              "eval_samples": args.eval_samples, "labels": args.labels, "n_train": n_train, "n_test": n_test,
               "accuracy_range": [float(accs.min()), float(accs.max())], "accuracy_std": float(accs.std()),
               "seconds_per_measurement": float(np.mean(pool.seconds)) if pool.seconds else None,
               "learning_curves": curves, "transfer": transfer, "noise_ceiling": ceiling, "truth": truth,
               "quick": args.quick}
-    out = RESULTS / f"predictor_{tag}{suffix}.json"
+    out = RESULTS / f"predictor_{tag}{'_' + label if on_test else ''}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     best200 = max((r for r in curves if r["n"] == min(200, n_train)), key=lambda r: r["kendall_tau"])
     print(f"\nbest at n={best200['n']}: {best200['model']} tau {best200['kendall_tau']:.3f}; "

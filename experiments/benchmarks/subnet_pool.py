@@ -67,17 +67,22 @@ class MeasuredPool:
             handle.write(json.dumps(row) + "\n")
         return row
 
-    def sample(self, n: int, seed: int, *, quant: bool = True, fp: bool = False, log_every: int = 50,
-               exclude: Iterable[str] = ()) -> list[dict]:
-        """``n`` distinct random genomes (seeded, none of ``exclude``), measured."""
+    def draw(self, n: int, seed: int, *, exclude: Iterable[str] = ()) -> list[Genome]:
+        """``n`` distinct random genomes (seeded, none of ``exclude``), not measured; a longer draw with the
+        same seed starts with the shorter one."""
         rng = np.random.default_rng(seed)
         skip, genomes = set(exclude), {}
         while len(genomes) < n:
             g = self.space.sample(rng)
             if g.key not in skip:
                 genomes.setdefault(g.key, g)
+        return list(genomes.values())
+
+    def sample(self, n: int, seed: int, *, quant: bool = True, fp: bool = False, log_every: int = 50,
+               exclude: Iterable[str] = ()) -> list[dict]:
+        """``n`` distinct random genomes (seeded, none of ``exclude``), measured."""
         out = []
-        for i, genome in enumerate(genomes.values()):
+        for i, genome in enumerate(self.draw(n, seed, exclude=exclude)):
             out.append(self.measure(genome, quant=quant, fp=fp))
             if log_every and (i + 1) % log_every == 0:
                 print(f"  measured {i + 1}/{n}", flush=True)
