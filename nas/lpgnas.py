@@ -198,7 +198,7 @@ def run_lpgnas(config: LpgnasConfig, space: SearchSpace, data: Any, run_dir: Pat
                 retrainings.ensure(genome, config.seeds)
         for batch, lam in todo:
             outcome, restarts = chosen[lam]
-            record = _record(config, space, run_dir, outcome, restarts, batch, list(done.values()),
+            record = _record(space, run_dir, outcome, restarts, batch, list(done.values()),
                              retrainings.results(outcome.genome.key, config.seeds), progress)
             journal.append(record)
             done[lam] = record
@@ -279,7 +279,7 @@ def _choose(space: Any, config: LpgnasConfig, lam: float, outcomes: list[Any], r
     return outcomes[best], restarts
 
 
-def _record(config: LpgnasConfig, space: Any, run_dir: Path, outcome: Any, restarts: list[dict[str, Any]],
+def _record(space: Any, run_dir: Path, outcome: Any, restarts: list[dict[str, Any]],
             batch: int, previous: list[dict[str, Any]], retraining: list[Any] | None,
             progress: bool) -> dict[str, Any]:
     """The journal record of one λ: the kept design's retraining (or a reused one) and its search curve."""

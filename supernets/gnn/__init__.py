@@ -14,13 +14,12 @@ from supernets.gnn.layers import StaticGnn, weight_count
 from supernets.gnn.quant import GNN_BITS, GnnQuantizer, check_bits, fake_quant, mixed_fake_quant
 from supernets.gnn.supernet import GnnSupernet, check_graph
 from supernets.gnn.train import (EpochLog, NonFiniteLossError, RetrainOutcome, RetrainSettings, SearchOutcome,
-                                 SearchSettings, cost_penalty, design_penalty, retrain, retrain_seeds, search, search_objective,
-                                 temperature)
+                                 SearchSettings, cost_penalty, design_penalty, retrain, retrain_seeds, search,
+                                 search_objective, temperature)
 
 __all__ = [
     "GNN_BITS", "EpochLog", "GnnQuantizer", "GnnSupernet", "GraphTensors", "NonFiniteLossError", "RetrainOutcome",
-    "RetrainSettings", "SearchOutcome", "SearchSettings", "StaticGnn", "check_bits", "check_graph", "cost_penalty", "design_penalty",
-    "fake_quant", "mixed_fake_quant", "prepare_graph", "retrain", "retrain_seeds", "search", "search_objective",
-    "temperature",
-    "weight_count",
+    "RetrainSettings", "SearchOutcome", "SearchSettings", "StaticGnn", "check_bits", "check_graph", "cost_penalty",
+    "design_penalty", "fake_quant", "mixed_fake_quant", "prepare_graph", "retrain", "retrain_seeds", "search",
+    "search_objective", "temperature", "weight_count",
 ]

@@ -165,11 +165,17 @@ def cost_penalty(size_bytes: Tensor, bitops: Tensor, settings: SearchSettings,
     return size_term + settings.bitops_weight * bitops / reference[1]
 
 
+def _reference(space: GnnSpace) -> tuple[float, float]:
+    """(size_bytes, BitOps) of the space's largest design: the scales of the linear penalty."""
+    largest = space.costs(space.largest())
+    return float(largest.size_bytes), float(largest.bitops)
+
+
 def design_penalty(space: GnnSpace, genome: Genome, settings: SearchSettings) -> float:
     """:func:`cost_penalty` of one design's analytic costs (what λ multiplies, at a one-hot choice)."""
-    costs, largest = space.costs(genome), space.costs(space.largest())
+    costs = space.costs(genome)
     return float(cost_penalty(torch.tensor(float(costs.size_bytes)), torch.tensor(float(costs.bitops)), settings,
-                              (float(largest.size_bytes), float(largest.bitops))))
+                              _reference(space)))
 
 
 def search_objective(space: GnnSpace, outcome: SearchOutcome, settings: SearchSettings) -> float:
@@ -187,6 +193,10 @@ def _accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:
     return float((logits[mask].argmax(1) == y[mask]).float().mean())
 
 
+def _loss(logits: Tensor, y: Tensor, mask: Tensor) -> float:
+    return float(F.cross_entropy(logits[mask], y[mask]))
+
+
 def search(space: GnnSpace, graph: GraphTensors, settings: SearchSettings, *, lam: float, seed: int,
            log: Callable[[EpochLog], None] | None = None) -> SearchOutcome:
     """One LPGNAS round at cost weight ``lam``: alternate weight and α/β steps, derive the argmax design."""
@@ -198,8 +208,7 @@ def search(space: GnnSpace, graph: GraphTensors, settings: SearchSettings, *, la
         opt_w = torch.optim.Adam(_param_groups(net.layers, settings.weight_decay, settings.lr))
         opt_a = torch.optim.Adam(net.arch_parameters(), lr=settings.arch_lr, betas=(0.5, 0.999),
                                  weight_decay=settings.arch_weight_decay)
-        largest = space.costs(space.largest())
-        reference = (largest.size_bytes, float(largest.bitops))
+        reference = _reference(space)
         history = []
         for epoch in range(settings.epochs):
             tau = temperature(epoch, settings)
@@ -219,7 +228,7 @@ def search(space: GnnSpace, graph: GraphTensors, settings: SearchSettings, *, la
         with torch.no_grad():
             derived_logits = net(net.one_hot(genome))
             supernet_acc = _accuracy(derived_logits, graph.y, graph.val_mask)
-            supernet_loss = float(F.cross_entropy(derived_logits[graph.val_mask], graph.y[graph.val_mask]))
+            supernet_loss = _loss(derived_logits, graph.y, graph.val_mask)
             final = {g: [round(float(p), 4) for p in v] for g, v in net.gene_probs(settings.tau_end).items()}
     return SearchOutcome(genome, lam, tuple(history), supernet_acc, supernet_loss, final,
                          time.perf_counter() - start, seed)
@@ -296,8 +305,7 @@ def retrain(space: GnnSpace, genome: Genome, graph: GraphTensors, settings: Retr
                 logits = model()
             val = _accuracy(logits, graph.y, graph.val_mask)
             if val > best[0]:
-                best = (val, _accuracy(logits, graph.y, graph.test_mask), epoch,
-                        float(F.cross_entropy(logits[graph.val_mask], graph.y[graph.val_mask])))
+                best = (val, _accuracy(logits, graph.y, graph.test_mask), epoch, _loss(logits, graph.y, graph.val_mask))
             if epoch - best[2] >= settings.patience:
                 break
     return RetrainOutcome(seed, best[1], best[0], best[2], time.perf_counter() - start, best[3])
