@@ -55,6 +55,7 @@ class LpgnasConfig(BaseModel):
 
     lambdas: list[float] = Field(default_factory=lambda: [0.01, 0.03, 0.06, 0.1])
     target_size_kb: float | None = Field(None, gt=0)
+    max_size_kb: float | None = Field(None, gt=0)
     penalty: Literal["log", "linear"] = "log"
     bitops_weight: float = Field(0.1, ge=0)
     search_epochs: int = Field(200, ge=1, strict=True)
@@ -75,7 +76,7 @@ class LpgnasConfig(BaseModel):
     patience: int = Field(100, ge=1, strict=True)
     seeds: int = Field(10, ge=1, strict=True)
     search_restarts: int = Field(1, ge=1, strict=True)
-    select_by: Literal["validation", "objective"] = "validation"
+    select_by: Literal["validation", "accuracy", "objective"] = "validation"
     select_seeds: int = Field(2, ge=1, strict=True)
     workers: int = Field(1, ge=1, strict=True)
     normalize_features: bool = True
@@ -93,7 +94,7 @@ class LpgnasConfig(BaseModel):
 
     @model_validator(mode="after")
     def _select_within_seeds(self) -> LpgnasConfig:
-        if self.search_restarts > 1 and self.select_by == "validation" and self.select_seeds > self.seeds:
+        if self.retrains_restarts and self.select_seeds > self.seeds:
             raise ValueError(f"select_seeds ({self.select_seeds}) must be at most seeds ({self.seeds}): the "
                              "selection's retrainings are the kept design's first seeds")
         return self
@@ -104,6 +105,11 @@ class LpgnasConfig(BaseModel):
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below search_epochs "
                              f"({self.search_epochs}), or α/β are never trained")
         return self
+
+    @property
+    def retrains_restarts(self) -> bool:
+        """Whether restarts are compared after ``select_seeds`` QAT retrainings (not by the search objective)."""
+        return self.search_restarts > 1 and self.select_by != "objective"
 
     def search_settings(self) -> Any:
         """:class:`supernets.gnn.SearchSettings` of this config."""
@@ -175,7 +181,7 @@ def run_lpgnas(config: LpgnasConfig, space: SearchSpace, data: Any, run_dir: Pat
         if lam in done:
             _say(progress, f"λ={lam:g}: already in the journal, skipped")
     todo = [(batch, lam) for batch, lam in enumerate(config.lambdas) if lam not in done]
-    by_validation = config.search_restarts > 1 and config.select_by == "validation"
+    by_validation = config.retrains_restarts
     with _executor(config.workers) as pool, Journal(path) as journal:
         searches = {lam: [pool.submit(_search_job, space, graph, config.search_settings(), lam, seed + r)
                           for r in range(config.search_restarts)] for _, lam in todo}
@@ -242,12 +248,15 @@ def _choose(space: Any, config: LpgnasConfig, lam: float, outcomes: list[Any], r
             progress: bool) -> tuple[Any, list[dict[str, Any]]]:
     """The kept restart and every restart's summary (for the journal).
 
-    ``select_by: validation`` (with ``retrainings``): the lowest *selection score*, the mean validation
-    cross-entropy (at the best-accuracy epoch) of ``select_seeds`` QAT retrainings plus ``λ · penalty`` of the
-    design's costs: the search's own objective with the supernet's cross-entropy replaced by the retrained
-    design's (DARTS keeps the best of several searches by a short training from scratch). λ must still price
-    the size: by validation accuracy alone every Cora λ kept its largest restart, and with the error rate in
-    place of the cross-entropy (smaller differences) the smallest. ``objective``: the lowest
+    ``max_size_kb`` first: restarts whose design is larger are not kept (if every one is, the smallest is, and
+    its ``within_budget`` is false). Then ``select_by: validation`` (with ``retrainings``): the lowest
+    *selection score*, the mean validation cross-entropy (at the best-accuracy epoch) of ``select_seeds`` QAT
+    retrainings plus ``λ · penalty`` of the design's costs: the search's own objective with the supernet's
+    cross-entropy replaced by the retrained design's (DARTS keeps the best of several searches by a short
+    training from scratch). λ must still price the size: by validation accuracy alone every Cora λ kept its
+    largest restart, and with the error rate in place of the cross-entropy (smaller differences) the smallest.
+    ``accuracy``: the highest mean validation accuracy of those retrainings, for a size budget
+    (``max_size_kb``) that does the pricing: the most accurate design that fits. ``objective``: the lowest
     :func:`~supernets.gnn.search_objective` (no retraining).
     """
     from supernets.gnn import design_penalty, search_objective
@@ -268,13 +277,27 @@ def _choose(space: Any, config: LpgnasConfig, lam: float, outcomes: list[Any], r
         shown = "selection_score"
     else:
         shown = "objective"
-    best = min(range(len(outcomes)), key=lambda i: (restarts[i][shown], restarts[i]["objective"]))
+    if config.select_by == "accuracy" and retrainings is not None:
+        shown = "selection_val_accuracy"
+        rank = {i: (-r[shown], r["selection_val_loss"], r["objective"]) for i, r in enumerate(restarts)}
+    else:
+        rank = {i: (r[shown], r["objective"]) for i, r in enumerate(restarts)}
+    budget = config.max_size_kb
+    for r in restarts:
+        r["within_budget"] = budget is None or r["size_kb"] <= budget
+    eligible = [i for i, r in enumerate(restarts) if r["within_budget"]]
+    if not eligible:  # nothing fits: the closest, flagged
+        eligible = [min(range(len(restarts)), key=lambda i: restarts[i]["size_kb"])]
+        _say(progress, f"λ={lam:g}: no restart fits max_size_kb {budget:g} KB; kept the smallest "
+                       f"({restarts[eligible[0]]['size_kb']:.1f} KB)")
+    best = min(eligible, key=rank.__getitem__)
     for i, r in enumerate(restarts):
         r["chosen"] = i == best
     if len(outcomes) > 1:
         _say(progress, f"λ={lam:g}: restarts " + ", ".join(
             f"seed {r['seed']} {r['key'][:8]} ({r['size_kb']:.1f} KB"
             + (f", val {r['selection_val_accuracy']:.1f} % CE {r['selection_val_loss']:.3f}" if retrainings is not None else "")
+            + ("" if r["within_budget"] else ", over budget")
             + f") {shown} {r[shown]:.4f}" for r in restarts) + f"; kept seed {restarts[best]['seed']}")
     return outcomes[best], restarts
 
@@ -468,15 +491,21 @@ def _report(run_dir: Path, records: Sequence[Mapping[str, Any]], front: Sequence
                      f"{m['search_seconds']:.0f} | {m['retrain_seconds']:.0f} |")
     with_restarts = [r for r in records if len(r.get("details", {}).get("restarts", [])) > 1]
     if with_restarts:
+        kept_by = {"validation": "has the lowest selection score: validation cross-entropy after its first "
+                                 f"{config.select_seeds} QAT retrainings + λ · penalty.",
+                   "accuracy": f"has the highest validation accuracy after its first {config.select_seeds} QAT "
+                               "retrainings.",
+                   "objective": "has the lowest search objective (validation CE in the supernet + λ · penalty)."}
+        budget = ("" if config.max_size_kb is None else
+                  f" Only designs within max_size_kb = {config.max_size_kb:g} KB are kept (if none is, the smallest).")
         lines += ["", "## Restarts", "", f"Each λ was searched with {config.search_restarts} seeds; the kept design "
-                  + ("has the lowest selection score: validation cross-entropy after its first "
-                     f"{config.select_seeds} QAT retrainings + λ · penalty." if config.select_by == "validation" else
-                     "has the lowest search objective (validation CE in the supernet + λ · penalty)."), "",
+                  + kept_by[config.select_by] + budget, "",
                   "| λ | seed | design | size KB | supernet val acc | objective | selection val acc | selection score "
                   "| kept |", "|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(with_restarts, key=lambda r: r["metrics"]["lambda"]):
             for x in r["details"]["restarts"]:
-                lines.append(f"| {r['metrics']['lambda']:g} | {x['seed']} | {x['key']} | {x['size_kb']:.2f} | "
+                size = f"{x['size_kb']:.2f}" + ("" if x.get("within_budget", True) else " (over budget)")
+                lines.append(f"| {r['metrics']['lambda']:g} | {x['seed']} | {x['key']} | {size} | "
                              f"{x['supernet_val_accuracy']:.1f} | {x['objective']:.3f} | "
                              f"{x.get('selection_val_accuracy', math.nan):.1f} | {x.get('selection_score', math.nan):.4f} | "
                              f"{'yes' if x['chosen'] else ''} |")

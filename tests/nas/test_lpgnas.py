@@ -139,6 +139,59 @@ def test_selection_prices_size_with_lambda(lam, kept):
     assert outcome.genome.key == designs[kept].key and [r["chosen"] for r in restarts].count(True) == 1
 
 
+def _three_designs(space):
+    """The largest, a middle and the smallest design of ``space``, by size."""
+    big, small = space.largest(), space.smallest()
+    middle = space.make({**big.to_dict()["genes"], "l1.w_bits": 2, "l2.w_bits": 2})
+    sizes = [space.costs(g).size_kb for g in (big, middle, small)]
+    assert sizes[0] > sizes[1] > sizes[2]
+    return big, middle, small, sizes
+
+
+@pytest.mark.parametrize("budget, kept, fits", [(None, 0, True), ("middle", 1, True), ("below", 2, False)])
+def test_accuracy_selection_keeps_the_most_accurate_design_within_the_budget(budget, kept, fits):
+    """select_by: accuracy ranks restarts by retrained validation accuracy (not by cross-entropy); a max_size_kb
+    budget removes larger designs first, and when nothing fits the smallest is kept, flagged."""
+    from nas.lpgnas import _choose
+    from supernets.gnn import RetrainOutcome, SearchOutcome
+
+    space = get_space("gnn", **TINY_SPACE)
+    designs = _three_designs(space)
+    sizes = designs[3]
+    val_acc = dict(zip((g.key for g in designs[:3]), (0.75, 0.72, 0.70)))
+    val_loss = dict(zip((g.key for g in designs[:3]), (1.2, 1.0, 0.9)))  # cross-entropy alone would keep the smallest
+    outcomes = [SearchOutcome(g, 0.01, (), 0.5, 1.0, seed=i) for i, g in enumerate(designs[:3])]
+
+    class Retrained:
+        def results(self, key, n):
+            return [RetrainOutcome(s, 0.0, val_acc[key], 0, 1.0, val_loss=val_loss[key]) for s in range(n)]
+
+    limit = {None: None, "middle": (sizes[1] + sizes[0]) / 2, "below": sizes[2] / 2}[budget]
+    config = LpgnasConfig(lambdas=[0.01], search_restarts=3, select_by="accuracy", max_size_kb=limit)
+    outcome, restarts = _choose(space, config, 0.01, outcomes, Retrained(), progress=False)
+    assert outcome.genome.key == designs[kept].key
+    assert restarts[kept]["chosen"] and restarts[kept]["within_budget"] is fits
+    assert [r["within_budget"] for r in restarts] == [limit is None or s <= limit for s in sizes]
+
+
+def test_a_budget_also_applies_to_validation_selection():
+    from nas.lpgnas import _choose
+    from supernets.gnn import RetrainOutcome, SearchOutcome
+
+    space = get_space("gnn", **TINY_SPACE)
+    big, middle, small, sizes = _three_designs(space)
+    val_loss = {big.key: 0.8, middle.key: 0.9, small.key: 1.0}
+    outcomes = [SearchOutcome(g, 0.0, (), 0.5, 1.0, seed=i) for i, g in enumerate((big, middle, small))]
+
+    class Retrained:
+        def results(self, key, n):
+            return [RetrainOutcome(s, 0.0, 0.7, 0, 1.0, val_loss=val_loss[key]) for s in range(n)]
+
+    config = LpgnasConfig(lambdas=[0.0], search_restarts=3, max_size_kb=(sizes[0] + sizes[1]) / 2)
+    outcome, _ = _choose(space, config, 0.0, outcomes, Retrained(), progress=False)
+    assert outcome.genome.key == middle.key  # the largest has the lowest loss but does not fit
+
+
 def test_worker_processes_give_the_same_records(cora, tmp_path):
     space = get_space("gnn", **TINY_SPACE)
     config = LpgnasConfig(lambdas=[0.0, 0.05], search_epochs=4, warmup_epochs=1, retrain_epochs=4, seeds=2,
@@ -170,7 +223,9 @@ def test_a_worker_s_non_finite_loss_reaches_the_caller_intact():
     ({"retrain_step_lr_scale": 0}, "lpgnas.retrain_step_lr_scale", "greater than 0"),
     ({"search_restarts": 0}, "lpgnas.search_restarts", "greater than or equal to 1"),
     ({"seeds": 2, "select_seeds": 3, "search_restarts": 2}, "lpgnas", "select_seeds"),
-    ({"select_by": "test"}, "lpgnas.select_by", "'validation' or 'objective'"),
+    ({"select_by": "test"}, "lpgnas.select_by", "'validation', 'accuracy' or 'objective'"),
+    ({"max_size_kb": 0}, "lpgnas.max_size_kb", "greater than 0"),
+    ({"seeds": 2, "select_seeds": 3, "search_restarts": 2, "select_by": "accuracy"}, "lpgnas", "select_seeds"),
     ({"workers": 1.5}, "lpgnas.workers", "integer"),
 ])
 def test_bad_config_sections(section, field, message):
