@@ -274,14 +274,12 @@ def _choose(space: Any, config: LpgnasConfig, lam: float, outcomes: list[Any], r
             r["selection_seconds"] = sum(o.seconds for o in runs)
             r["selection_val_loss"] = statistics.fmean(o.val_loss for o in runs)
             r["selection_score"] = r["selection_val_loss"] + lam * r["penalty"]
-        shown = "selection_score"
+    if retrainings is None:
+        shown, rank = "objective", lambda r: r["objective"]
+    elif config.select_by == "accuracy":
+        shown, rank = "selection_val_accuracy", lambda r: (-r[shown], r["selection_val_loss"], r["objective"])
     else:
-        shown = "objective"
-    if config.select_by == "accuracy" and retrainings is not None:
-        shown = "selection_val_accuracy"
-        rank = {i: (-r[shown], r["selection_val_loss"], r["objective"]) for i, r in enumerate(restarts)}
-    else:
-        rank = {i: (r[shown], r["objective"]) for i, r in enumerate(restarts)}
+        shown, rank = "selection_score", lambda r: (r[shown], r["objective"])
     budget = config.max_size_kb
     for r in restarts:
         r["within_budget"] = budget is None or r["size_kb"] <= budget
@@ -290,7 +288,7 @@ def _choose(space: Any, config: LpgnasConfig, lam: float, outcomes: list[Any], r
         eligible = [min(range(len(restarts)), key=lambda i: restarts[i]["size_kb"])]
         _say(progress, f"λ={lam:g}: no restart fits max_size_kb {budget:g} KB; kept the smallest "
                        f"({restarts[eligible[0]]['size_kb']:.1f} KB)")
-    best = min(eligible, key=rank.__getitem__)
+    best = min(eligible, key=lambda i: rank(restarts[i]))
     for i, r in enumerate(restarts):
         r["chosen"] = i == best
     if len(outcomes) > 1:

@@ -119,23 +119,32 @@ def test_restarts_keep_the_best_score_after_short_retraining(cora, tmp_path, mon
     assert "## Restarts" in report and report.count("| 0.05 |") == 2 + 3  # design and curve rows, then 3 restarts
 
 
+class _Retrained:
+    """Stands in for ``_Retrainings``: every retraining of a design gives its fixed validation accuracy and CE."""
+
+    def __init__(self, val_loss, val_acc=None):
+        self.val_loss, self.val_acc = val_loss, val_acc or {}
+
+    def results(self, key, n):
+        from supernets.gnn import RetrainOutcome
+
+        return [RetrainOutcome(s, 0.0, self.val_acc.get(key, 0.7), 0, 1.0, val_loss=self.val_loss[key])
+                for s in range(n)]
+
+
 @pytest.mark.parametrize("lam, kept", [(0.0, "largest"), (0.05, "smallest")])
 def test_selection_prices_size_with_lambda(lam, kept):
     """A larger design with a lower validation loss wins at λ = 0 and loses once λ prices its size."""
     from nas.lpgnas import _choose
-    from supernets.gnn import RetrainOutcome, SearchOutcome
+    from supernets.gnn import SearchOutcome
 
     space = get_space("gnn", **TINY_SPACE)
     designs = {"largest": space.largest(), "smallest": space.smallest()}
     val = {designs["largest"].key: 0.95, designs["smallest"].key: 1.0}  # validation cross-entropy
     outcomes = [SearchOutcome(g, lam, (), 0.5, 1.0, seed=i) for i, g in enumerate(designs.values())]
 
-    class Retrained:
-        def results(self, key, n):
-            return [RetrainOutcome(s, 0.0, 0.7, 0, 1.0, val_loss=val[key]) for s in range(n)]
-
     config = LpgnasConfig(lambdas=[lam], search_restarts=2)
-    outcome, restarts = _choose(space, config, lam, outcomes, Retrained(), progress=False)
+    outcome, restarts = _choose(space, config, lam, outcomes, _Retrained(val), progress=False)
     assert outcome.genome.key == designs[kept].key and [r["chosen"] for r in restarts].count(True) == 1
 
 
@@ -153,7 +162,7 @@ def test_accuracy_selection_keeps_the_most_accurate_design_within_the_budget(bud
     """select_by: accuracy ranks restarts by retrained validation accuracy (not by cross-entropy); a max_size_kb
     budget removes larger designs first, and when nothing fits the smallest is kept, flagged."""
     from nas.lpgnas import _choose
-    from supernets.gnn import RetrainOutcome, SearchOutcome
+    from supernets.gnn import SearchOutcome
 
     space = get_space("gnn", **TINY_SPACE)
     designs = _three_designs(space)
@@ -162,13 +171,9 @@ def test_accuracy_selection_keeps_the_most_accurate_design_within_the_budget(bud
     val_loss = dict(zip((g.key for g in designs[:3]), (1.2, 1.0, 0.9)))  # cross-entropy alone would keep the smallest
     outcomes = [SearchOutcome(g, 0.01, (), 0.5, 1.0, seed=i) for i, g in enumerate(designs[:3])]
 
-    class Retrained:
-        def results(self, key, n):
-            return [RetrainOutcome(s, 0.0, val_acc[key], 0, 1.0, val_loss=val_loss[key]) for s in range(n)]
-
     limit = {None: None, "middle": (sizes[1] + sizes[0]) / 2, "below": sizes[2] / 2}[budget]
     config = LpgnasConfig(lambdas=[0.01], search_restarts=3, select_by="accuracy", max_size_kb=limit)
-    outcome, restarts = _choose(space, config, 0.01, outcomes, Retrained(), progress=False)
+    outcome, restarts = _choose(space, config, 0.01, outcomes, _Retrained(val_loss, val_acc), progress=False)
     assert outcome.genome.key == designs[kept].key
     assert restarts[kept]["chosen"] and restarts[kept]["within_budget"] is fits
     assert [r["within_budget"] for r in restarts] == [limit is None or s <= limit for s in sizes]
@@ -176,19 +181,15 @@ def test_accuracy_selection_keeps_the_most_accurate_design_within_the_budget(bud
 
 def test_a_budget_also_applies_to_validation_selection():
     from nas.lpgnas import _choose
-    from supernets.gnn import RetrainOutcome, SearchOutcome
+    from supernets.gnn import SearchOutcome
 
     space = get_space("gnn", **TINY_SPACE)
     big, middle, small, sizes = _three_designs(space)
     val_loss = {big.key: 0.8, middle.key: 0.9, small.key: 1.0}
     outcomes = [SearchOutcome(g, 0.0, (), 0.5, 1.0, seed=i) for i, g in enumerate((big, middle, small))]
 
-    class Retrained:
-        def results(self, key, n):
-            return [RetrainOutcome(s, 0.0, 0.7, 0, 1.0, val_loss=val_loss[key]) for s in range(n)]
-
     config = LpgnasConfig(lambdas=[0.0], search_restarts=3, max_size_kb=(sizes[0] + sizes[1]) / 2)
-    outcome, _ = _choose(space, config, 0.0, outcomes, Retrained(), progress=False)
+    outcome, _ = _choose(space, config, 0.0, outcomes, _Retrained(val_loss), progress=False)
     assert outcome.genome.key == middle.key  # the largest has the lowest loss but does not fit
 
 
