@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, ValidationInfo
 
-__all__ = ["ExistingPath", "ConfigPath"]
+__all__ = ["ExistingPath", "ConfigPath", "resolve_existing"]
 
 
 def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
@@ -19,7 +19,7 @@ def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
     return path.resolve()
 
 
-def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+def resolve_existing(value: Path, info: ValidationInfo) -> Path:
     """Resolve against the config's folder; a missing file is an error naming the resolved path."""
     context = info.context or {}
     path = _relative_to_config(value, info)
@@ -28,7 +28,7 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     return path
 
 
-ExistingPath = Annotated[Path, AfterValidator(_resolve_path)]
+ExistingPath = Annotated[Path, AfterValidator(resolve_existing)]
 """A path to an existing input file or folder, relative to the config file's folder."""
 
 ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]

@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from search_spaces.errors import nearest
 
 from supernets.config import SupernetConfig
 
-from .config_paths import ExistingPath
+from .config_paths import ExistingPath, resolve_existing
 
 __all__ = ["SupernetSection", "PredictorsSection", "LatencySection", "LatencyTableSpec", "ProfileSpec",
            "EVALUATION_FIELDS"]
@@ -54,6 +54,9 @@ class PredictorsSection(BaseModel):
 
     ``dataset``: a predictor dataset CSV written by an earlier run (``predictor_dataset.csv``) whose
     measured accuracies join the training data of every round.
+    ``quant_sensitivity``: ``true`` measures ZeroQ's per-layer sensitivity on the supernet before the
+    search (``quant_sensitivity.json`` in the run directory) and gives the predictors each genome's
+    summed sensitivity as a feature; a path reuses a table an earlier run wrote.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -63,6 +66,16 @@ class PredictorsSection(BaseModel):
     analytic_features: bool = True
     n_folds: int = Field(5, ge=2, le=20)
     dataset: ExistingPath | None = None
+    quant_sensitivity: bool | Path = False
+
+    @field_validator("quant_sensitivity", mode="before")
+    @classmethod
+    def _flag_or_table(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (str, Path)) and str(value).strip():
+            return resolve_existing(Path(value), info)
+        raise ValueError(f"expected true, false or the path of a quant_sensitivity.json, got {value!r}")
 
     def predictor_options(self) -> dict[str, object]:
         """Keyword options of ``predictors.accuracy.make_predictor`` besides the model name."""

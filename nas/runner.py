@@ -313,7 +313,8 @@ def _execute(exp: Experiment, run_dir: Path, journal: Journal, reporter: Reporte
     _use_threads(exp)
     try:
         stages = build_stages(exp, run_dir, reporter)
-        context = search_context(exp.loaded, exp.space, stages.cheap)
+        context = search_context(exp.loaded, exp.space, stages.cheap, subnets=stages.subnets, run_dir=run_dir,
+                                 log=reporter.info)
         searcher = make_searcher(exp.loaded, exp.space, run_dir / "searcher", context)
         with reporter.search_progress(config.search.budget) as progress:
             result = run_search(exp.space, stages.evaluator, searcher, objectives=exp.objectives,

@@ -11,9 +11,13 @@ measured once (quantized and float accuracy; resumable, see ``subnet_pool.py``).
 4. with ``--truth-images N``: the same predictors scored against held-out subnets measured on N test
    images, where the measurement noise no longer caps the attainable Kendall tau;
 5. with ``--labels test --eval-samples 10000``: every label (training and held-out) is the accuracy on all
-   10k test images, so held-out tau measures the predictors rather than the label noise (steps 3-4 need
-   float or second measurements on other images and are skipped). The noise ceiling (the same subnets
-   measured on as many other images) is cached like the pools.
+   10k test images, so held-out tau measures the predictors rather than the label noise (the transfer base's
+   float accuracies are measured on the same images; steps 4 and the noise ceiling need measurements on
+   other images and are skipped). The noise ceiling (the same subnets measured on as many other images) is
+   cached like the pools;
+6. with ``--sensitivity``: ZeroQ's per-layer quantization sensitivity is measured on the supernet (256
+   validation images; cached as ``sensitivity_<tag>.json``) and every learning curve and the transfer
+   comparison are repeated with the summed sensitivity as one more feature.
 
 Usage:  python experiments/benchmarks/predictor_benchmark.py --checkpoint results/supernet_cifar10.pt
 Results: a printed table and experiments/benchmarks/results/predictor_<checkpoint name without supernet_>.json
@@ -37,36 +41,40 @@ SIZES = (25, 50, 100, 200, 400)
 TRANSFER_SIZES = (25, 50, 100, 200)
 
 
-def learning_curves(space, train: list[dict], test: list[dict], sizes, seed: int) -> list[dict]:
-    """Held-out quality of every model at each training size."""
+def learning_curves(space, train: list[dict], test: list[dict], sizes, seed: int, sensitivity=None) -> list[dict]:
+    """Held-out quality of every model at each training size (with the sensitivity feature if given)."""
     genomes = [space.from_dict(r["genome"]) for r in train]
     test_g, test_y = [space.from_dict(r["genome"]) for r in test], np.array([r["acc_q"] for r in test])
     rows = []
     for model in [*list_models(), "auto", "ensemble"]:
         for n in sizes:
             start = time.perf_counter()
-            pred = make_predictor(space, model, seed=seed).fit(genomes[:n], [r["acc_q"] for r in train[:n]])
+            pred = make_predictor(space, model, seed=seed, sensitivity=sensitivity).fit(
+                genomes[:n], [r["acc_q"] for r in train[:n]])
             fit_s = time.perf_counter() - start
             lo, hi = pred.predict_interval(test_g, alpha=0.1)
             m = ranking_metrics(test_y, pred.predict(test_g), lo, hi)
             rows.append({"model": model, **m, "n_test": m["n"], "n": n, "fit_seconds": fit_s,
-                         "chosen": pred.report().get("model")})
+                         "chosen": pred.report().get("model"), "sensitivity": sensitivity is not None})
             print(f"  {model:12s} n={n:3d} tau {m['kendall_tau']:.3f} rmse {m['rmse']:.4f} "
                   f"coverage90 {m['coverage']:.3f} ({fit_s:.2f}s)", flush=True)
     return rows
 
 
-def transfer_vs_scratch(space, base: list[dict], train: list[dict], test: list[dict], sizes, seed: int) -> list[dict]:
+def transfer_vs_scratch(space, base: list[dict], train: list[dict], test: list[dict], sizes, seed: int,
+                        sensitivity=None) -> list[dict]:
     """Transfer (pre-trained on float accuracies of ``base``) against scratch, on quantized samples."""
     test_g, test_y = [space.from_dict(r["genome"]) for r in test], np.array([r["acc_q"] for r in test])
     base_g, base_y = [space.from_dict(r["genome"]) for r in base], [r["acc_fp"] for r in base]
     rows = []
     for n in sizes:
         g, y = [space.from_dict(r["genome"]) for r in train[:n]], [r["acc_q"] for r in train[:n]]
-        scratch = make_predictor(space, "auto", seed=seed).fit(g, y)
-        row = {"n": n, "scratch_tau": ranking_metrics(test_y, scratch.predict(test_g))["kendall_tau"]}
+        scratch = make_predictor(space, "auto", seed=seed, sensitivity=sensitivity).fit(g, y)
+        row = {"n": n, "sensitivity": sensitivity is not None,
+               "scratch_tau": ranking_metrics(test_y, scratch.predict(test_g))["kendall_tau"]}
         for method in ("mlp", "residual"):
-            tp = TransferPredictor(space, method=method, seed=seed).pretrain(base_g, base_y).fit(g, y)
+            tp = TransferPredictor(space, method=method, seed=seed, sensitivity=sensitivity).pretrain(
+                base_g, base_y).fit(g, y)
             row[f"transfer_{method}_tau"] = ranking_metrics(test_y, tp.predict(test_g))["kendall_tau"]
         row["fp_base_tau"] = ranking_metrics(test_y, TransferPredictor(space, method="residual", seed=seed)
                                              .pretrain(base_g, base_y).predict_full_precision(test_g))["kendall_tau"]
@@ -74,6 +82,22 @@ def transfer_vs_scratch(space, base: list[dict], train: list[dict], test: list[d
         print(f"  n={n:3d} scratch {row['scratch_tau']:.3f}  transfer mlp {row['transfer_mlp_tau']:.3f}  "
               f"residual {row['transfer_residual_tau']:.3f}  (float base alone {row['fp_base_tau']:.3f})", flush=True)
     return rows
+
+
+def sensitivity_table(pool: MeasuredPool, path: Path):
+    """ZeroQ per-layer sensitivity of the pool's supernet on 256 validation images (cached in ``path``)."""
+    from predictors.accuracy import QuantSensitivity
+    from supernets.sensitivity import measure_quant_sensitivity
+
+    if path.exists():
+        return QuantSensitivity.load(path, pool.space), None
+    start = time.perf_counter()
+    values = measure_quant_sensitivity(pool.net, pool.data.train_x[:pool.calib], pool.data.val_x[:256])
+    seconds = time.perf_counter() - start
+    table = QuantSensitivity(pool.space, values)
+    table.save(path)
+    print(f"quantization sensitivity measured in {seconds:.0f} s: {path}", flush=True)
+    return table, seconds
 
 
 def noise_ceiling(again: MeasuredPool, rows: list[dict], n: int = 100) -> dict:
@@ -118,6 +142,9 @@ def main() -> None:
                              "images: with all 10000 the label noise is small; no transfer, noise ceiling or truth then")
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="training sizes (default 25 50 100 200 400)")
     parser.add_argument("--test-subnets", type=int, default=None, help="held-out subnets (default 200)")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="repeat the curves and transfer with ZeroQ's summed per-layer sensitivity as a feature")
+    parser.add_argument("--base", type=int, default=None, help="transfer base: float-measured architectures (300)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -135,19 +162,28 @@ def main() -> None:
         parser.error(f"--sizes: at most {n_pool} training subnets")
     genomes = pool.draw(n_pool + n_test, seed=args.seed)  # training subnets first, then the held-out ones
     n_train, n_test = max(sizes), min(args.test_subnets or n_test, n_test)
-    n_base = 300 if not args.quick else 50
+    n_base = args.base or (300 if not args.quick else 50)
     print(f"measuring {n_train + n_test} subnets quantized on {args.eval_samples} {args.labels} images"
-          + ("" if on_test else f" and {n_base} others in float") + f" (cached in {pool.path})", flush=True)
+          f" and {n_base} others in float (cached in {pool.path})", flush=True)
     measured = [pool.measure(g) for g in genomes[n_pool:n_pool + n_test] + genomes[:n_train]]
     test, train = measured[:n_test], measured[n_test:]
     rows = train + test
     print("learning curves (held-out):", flush=True)
     curves = learning_curves(pool.space, train, test, sizes, args.seed)
-    transfer, ceiling, truth, base = None, None, None, []
+    table, sensitivity_seconds = (sensitivity_table(pool, RESULTS / f"sensitivity_{tag}{suffix}.json")
+                                  if args.sensitivity else (None, None))
+    if table is not None:
+        print("learning curves with the quantization-sensitivity feature:", flush=True)
+        curves += learning_curves(pool.space, train, test, sizes, args.seed, sensitivity=table)
+    ceiling, truth = None, None
+    base = pool.sample(n_base, seed=args.seed + 1, quant=False, fp=True, exclude=[g.key for g in genomes])
+    tsizes = tuple(n for n in tsizes if n <= n_train)
+    print("transfer vs scratch:", flush=True)
+    transfer = transfer_vs_scratch(pool.space, base, train, test, tsizes, args.seed)
+    if table is not None:
+        print("transfer vs scratch, both with the sensitivity feature:", flush=True)
+        transfer += transfer_vs_scratch(pool.space, base, train, test, tsizes, args.seed, sensitivity=table)
     if not on_test:
-        base = pool.sample(n_base, seed=args.seed + 1, quant=False, fp=True, exclude=[g.key for g in genomes])
-        print("transfer vs scratch:", flush=True)
-        transfer = transfer_vs_scratch(pool.space, base, train, test, tsizes, args.seed)
         print("measurement noise ceiling (100 test subnets re-measured on test images):", flush=True)
         again = MeasuredPool(args.checkpoint, args.dataset,  # cached: a rerun does not measure them again
                              RESULTS / f"pool_{tag}_test{args.eval_samples}{suffix}.jsonl",
@@ -171,11 +207,12 @@ def main() -> None:
               "accuracy_range": [float(accs.min()), float(accs.max())], "accuracy_std": float(accs.std()),
               "seconds_per_measurement": float(np.mean(pool.seconds)) if pool.seconds else None,
               "learning_curves": curves, "transfer": transfer, "noise_ceiling": ceiling, "truth": truth,
-              "quick": args.quick}
+              "sensitivity_seconds": sensitivity_seconds, "quick": args.quick}
     out = RESULTS / f"predictor_{tag}{'_' + label if on_test else ''}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     best200 = max((r for r in curves if r["n"] == min(200, n_train)), key=lambda r: r["kendall_tau"])
-    print(f"\nbest at n={best200['n']}: {best200['model']} tau {best200['kendall_tau']:.3f}; "
+    print(f"\nbest at n={best200['n']}: {best200['model']}{' + sensitivity' if best200['sensitivity'] else ''} "
+          f"tau {best200['kendall_tau']:.3f}; "
           f"auto coverage90 at n={n_train}: "
           f"{next(r['coverage'] for r in curves if r['model'] == 'auto' and r['n'] == n_train):.3f}")
     print(f"wrote {out}")

@@ -15,13 +15,14 @@ from .conformal import MIN_SAMPLES, AccuracyPredictor, cv_plus_interval, kfold_a
 from .dataset import COLUMNS, PredictorDataset, Row, synthetic_accuracy
 from .features import COST_FEATURES, FeatureEncoder
 from .metrics import ranking_metrics
+from .sensitivity import SENSITIVITY_JSON, QuantSensitivity
 from .models import (AUTO_CANDIDATES, ENSEMBLE_MEMBERS, RegressorPredictor, build_model, list_models,
                      make_predictor, register_model)
 from .transfer import TransferPredictor
 
 __all__ = [
     "AUTO_CANDIDATES", "AccuracyPredictor", "COLUMNS", "COST_FEATURES", "ENSEMBLE_MEMBERS", "FeatureEncoder",
-    "MIN_SAMPLES", "PredictorDataset", "RegressorPredictor", "Row", "TransferPredictor", "build_model",
+    "MIN_SAMPLES", "PredictorDataset", "QuantSensitivity", "RegressorPredictor", "Row", "SENSITIVITY_JSON", "TransferPredictor", "build_model",
     "cv_plus_interval", "kfold_assignments", "list_models", "make_predictor", "ranking_metrics", "register_model",
     "synthetic_accuracy",
 ]

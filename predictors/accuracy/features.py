@@ -1,4 +1,5 @@
-"""Genomes → feature matrices: the space's one-hot encoding plus standardised log analytic costs.
+"""Genomes → feature matrices: the space's one-hot encoding plus standardised log analytic costs
+(and, given a :class:`~predictors.accuracy.QuantSensitivity` table, the genome's summed sensitivity).
 
 The search refits and queries predictors on thousands of genomes per round, so encoding is the hot
 path: for spaces that keep :meth:`SearchSpace.encode` and :meth:`SearchSpace.costs` as inherited,
@@ -15,6 +16,8 @@ import numpy as np
 
 from search_spaces import Genome, InputError, SearchSpace
 from search_spaces.costs import block_costs
+
+from .sensitivity import QuantSensitivity
 
 __all__ = ["FeatureEncoder", "COST_FEATURES", "gene_columns"]
 
@@ -34,23 +37,31 @@ def gene_columns(space: SearchSpace, kinds: Sequence[str]) -> np.ndarray:
 
 
 class FeatureEncoder:
-    """Encode genomes of one space as float32 rows: ``[one-hot genes of kinds | log costs (z-scored)]``.
+    """Encode genomes of one space as float32 rows: ``[one-hot genes | log costs | sensitivity]``, the
+    last two z-scored.
 
     Args:
         space: the search space the genomes belong to.
         kinds: which genes to one-hot encode (``("arch",)`` for a full-precision base predictor).
         costs: which analytic costs to add as standardised logs, from :data:`COST_FEATURES`
             (log MACs, log BitOps, log bytes: accuracy grows roughly with the log of capacity).
+        sensitivity: a quantization-sensitivity table of the space: adds ZeroQ's summed sensitivity of
+            the genome's bit-widths (only with ``"quant"`` in ``kinds``: it describes quantization).
         cache_size: genomes whose rows are remembered (by value) before the cache is cleared
             (a search re-predicts its population every round; 20k rows of ~300 floats ≈ 24 MB).
     """
 
     def __init__(self, space: SearchSpace, *, kinds: Sequence[str] = KINDS,
-                 costs: Sequence[str] = COST_FEATURES, cache_size: int = 20_000) -> None:
+                 costs: Sequence[str] = COST_FEATURES, sensitivity: QuantSensitivity | None = None,
+                 cache_size: int = 20_000) -> None:
         unknown = [k for k in kinds if k not in KINDS] + [c for c in costs if c not in COST_FEATURES]
         if unknown:
             raise ValueError(f"unknown kinds/costs {unknown}; kinds from {KINDS}, costs from {COST_FEATURES}")
+        if sensitivity is not None and sensitivity.space.fingerprint() != space.fingerprint():
+            raise ValueError("the sensitivity table belongs to another space")
         self.space, self.kinds, self.costs = space, tuple(kinds), tuple(costs)
+        self.sensitivity = sensitivity if "quant" in self.kinds else None
+        self._n_extra = len(self.costs) + (self.sensitivity is not None)
         self._columns = gene_columns(space, self.kinds)
         self._plan = self._make_plan(space)
         self._width = sum(len(g.choices) for g in space.genes)
@@ -59,8 +70,8 @@ class FeatureEncoder:
         self._block_cache: dict = {}
         self._row_cache: dict[Genome, np.ndarray] = {}
         self._cache_size = cache_size
-        self.mean_ = np.zeros(len(self.costs))
-        self.scale_ = np.ones(len(self.costs))
+        self.mean_ = np.zeros(self._n_extra)
+        self.scale_ = np.ones(self._n_extra)
 
     @staticmethod
     def _make_plan(space: SearchSpace) -> list[tuple[int, dict, int | None, object]]:
@@ -75,17 +86,19 @@ class FeatureEncoder:
 
     @property
     def names(self) -> list[str]:
-        """Column names: ``gene=value`` for the one-hot part, ``log_<cost>`` for the analytic part."""
+        """Column names: ``gene=value`` for the one-hot part, ``log_<cost>`` for the analytic part, then
+        ``quant_sensitivity``."""
         all_names = self.space.feature_names()
-        return [all_names[i] for i in self._columns] + [f"log_{c}" for c in self.costs]
+        extra = ["quant_sensitivity"] if self.sensitivity is not None else []
+        return [all_names[i] for i in self._columns] + [f"log_{c}" for c in self.costs] + extra
 
     @property
     def n_features(self) -> int:
-        return len(self._columns) + len(self.costs)
+        return len(self._columns) + self._n_extra
 
     def fit(self, genomes: Sequence[Genome]) -> FeatureEncoder:
-        """Learn the mean and spread of the log costs (so every model sees them on a unit scale)."""
-        if self.costs:
+        """Learn the mean and spread of the extra columns (so every model sees them on a unit scale)."""
+        if self._n_extra:
             raw = self._raw(genomes)[:, len(self._columns):].astype(np.float64)
             self.mean_ = raw.mean(axis=0)
             self.scale_ = np.where(raw.std(axis=0) > 1e-12, raw.std(axis=0), 1.0)
@@ -94,7 +107,7 @@ class FeatureEncoder:
     def transform(self, genomes: Sequence[Genome]) -> np.ndarray:
         """Feature matrix ``(n, n_features)`` (float32)."""
         out = self._raw(genomes)
-        if self.costs:
+        if self._n_extra:
             k = len(self._columns)
             out[:, k:] = (out[:, k:] - self.mean_) / self.scale_
         return out
@@ -118,11 +131,13 @@ class FeatureEncoder:
         return out
 
     def _compute(self, genomes: list[Genome]) -> np.ndarray:
-        onehot = self._onehot(genomes)[:, self._columns]
-        if not self.costs:
-            return onehot
-        logs = np.log(np.maximum(np.array([self._cost_row(g) for g in genomes], dtype=np.float64), 1.0))
-        return np.concatenate([onehot, logs.astype(np.float32)], axis=1)
+        parts = [self._onehot(genomes)[:, self._columns]]
+        if self.costs:
+            logs = np.log(np.maximum(np.array([self._cost_row(g) for g in genomes], dtype=np.float64), 1.0))
+            parts.append(logs.astype(np.float32))
+        if self.sensitivity is not None:
+            parts.append(self.sensitivity.score(genomes).astype(np.float32)[:, None])
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
     def _onehot(self, genomes: list[Genome]) -> np.ndarray:
         if not self._fast_encode:

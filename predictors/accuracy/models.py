@@ -28,6 +28,7 @@ from search_spaces.errors import nearest
 
 from .conformal import AccuracyPredictor
 from .features import COST_FEATURES, FeatureEncoder
+from .sensitivity import QuantSensitivity
 
 __all__ = ["AUTO_CANDIDATES", "ENSEMBLE_MEMBERS", "RegressorPredictor", "build_model", "list_models",
            "make_predictor", "register_model"]
@@ -160,8 +161,8 @@ class RegressorPredictor(AccuracyPredictor):
     """One-hot genes (+ log costs) → registered scikit-learn model(s); see :func:`make_predictor`."""
 
     def __init__(self, space: SearchSpace, *, model: str = "auto", candidates: Sequence[str] = AUTO_CANDIDATES,
-                 members: Sequence[str] = ENSEMBLE_MEMBERS, analytic_features: bool = True, n_folds: int = 5,
-                 seed: int = 0) -> None:
+                 members: Sequence[str] = ENSEMBLE_MEMBERS, analytic_features: bool = True,
+                 sensitivity: QuantSensitivity | None = None, n_folds: int = 5, seed: int = 0) -> None:
         super().__init__(space, n_folds=n_folds, seed=seed)
         if model not in _STRATEGIES:
             _check_names([model], field="model")
@@ -173,7 +174,8 @@ class RegressorPredictor(AccuracyPredictor):
             raise InputError("model 'ensemble' needs at least one member", field="members")
         self.model, self.candidates, self.members = model, tuple(candidates), tuple(members)
         self.analytic_features = analytic_features
-        self.encoder = FeatureEncoder(space, costs=COST_FEATURES if analytic_features else ())
+        self.encoder = FeatureEncoder(space, costs=COST_FEATURES if analytic_features else (),
+                                      sensitivity=sensitivity)
 
     def _encode(self, genomes: Sequence[Genome], *, fit: bool) -> np.ndarray:
         return self.encoder.fit_transform(genomes) if fit else self.encoder.transform(genomes)
@@ -196,7 +198,8 @@ class RegressorPredictor(AccuracyPredictor):
         return np.asarray(model.predict(X), dtype=np.float64).ravel()
 
     def _extra_report(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"requested": self.model, "analytic_features": self.analytic_features}
+        extra: dict[str, Any] = {"requested": self.model, "analytic_features": self.analytic_features,
+                                 "quant_sensitivity": self.encoder.sensitivity is not None}
         if self.model == "auto":
             extra["candidates"] = list(self.candidates)
         if self.model == "ensemble":
@@ -206,7 +209,7 @@ class RegressorPredictor(AccuracyPredictor):
 
 def make_predictor(space: SearchSpace, model: str = "auto", *, analytic_features: bool = True, seed: int = 0,
                    candidates: Sequence[str] = AUTO_CANDIDATES, members: Sequence[str] = ENSEMBLE_MEMBERS,
-                   n_folds: int = 5) -> RegressorPredictor:
+                   n_folds: int = 5, sensitivity: QuantSensitivity | None = None) -> RegressorPredictor:
     """An unfitted accuracy predictor for ``space``.
 
     Args:
@@ -218,6 +221,9 @@ def make_predictor(space: SearchSpace, model: str = "auto", *, analytic_features
         candidates: the models ``"auto"`` compares.
         members: the models ``"ensemble"`` averages.
         n_folds: K of the K-fold cross-validation.
+        sensitivity: a per-layer quantization-sensitivity table of the space (measured on the supernet):
+            its sum over the genome's bit-widths becomes one more feature.
     """
     return RegressorPredictor(space, model=model, candidates=candidates, members=members,
-                              analytic_features=analytic_features, n_folds=n_folds, seed=seed)
+                              analytic_features=analytic_features, sensitivity=sensitivity, n_folds=n_folds,
+                              seed=seed)

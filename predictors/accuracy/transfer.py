@@ -32,6 +32,7 @@ from search_spaces import Genome, InputError, SearchSpace
 from .conformal import MIN_SAMPLES, AccuracyPredictor
 from .features import FeatureEncoder
 from .models import build_model, frozen
+from .sensitivity import QuantSensitivity
 
 if TYPE_CHECKING:
     import torch
@@ -126,6 +127,8 @@ class TransferPredictor(AccuracyPredictor):
             for scratch alike on 25–50 quantized samples).
         base_model, residual_model: registered model names for the ``"residual"`` method.
         analytic_features: add log MACs to the arch input and log BitOps, log size to the quant input.
+        sensitivity: a quantization-sensitivity table: its sum over the genome's bit-widths joins the
+            quant input.
         compare_scratch: also cross-validate the same model trained from scratch and keep the better
             (the report shows both scores).
         n_folds, seed: cross-validation folds and the seed of folds, initialisation and shuffling.
@@ -135,7 +138,7 @@ class TransferPredictor(AccuracyPredictor):
                  pretrain_epochs: int = 200, finetune_epochs: int = 100, lr: float = 1e-3,
                  finetune_lr: float = 1e-3, weight_decay: float = 1e-2, base_model: str = "svr",
                  residual_model: str = "ridge", analytic_features: bool = True, compare_scratch: bool = False,
-                 n_folds: int = 5, seed: int = 0) -> None:
+                 sensitivity: QuantSensitivity | None = None, n_folds: int = 5, seed: int = 0) -> None:
         super().__init__(space, n_folds=n_folds, seed=seed)
         if method not in METHODS:
             raise InputError(f"unknown transfer method {method!r}; expected one of {list(METHODS)}", field="method")
@@ -150,7 +153,8 @@ class TransferPredictor(AccuracyPredictor):
         self.analytic_features, self.compare_scratch = analytic_features, compare_scratch
         self.arch_encoder = FeatureEncoder(space, kinds=("arch",), costs=("macs",) if analytic_features else ())
         self.quant_encoder = FeatureEncoder(space, kinds=("quant",),
-                                            costs=("bitops", "size_bytes") if analytic_features else ())
+                                            costs=("bitops", "size_bytes") if analytic_features else (),
+                                            sensitivity=sensitivity)
         if self.quant_encoder.n_features == 0:
             raise InputError(f"space {space.name!r} has no quantization genes to transfer to", field="space")
         self._base: Any = None
@@ -261,5 +265,6 @@ class TransferPredictor(AccuracyPredictor):
     def _extra_report(self) -> dict[str, Any]:
         return {"method": self.method, "pretrained": self.pretrained, "n_pretrain": self._n_pretrain,
                 "analytic_features": self.analytic_features,
+                "quant_sensitivity": self.quant_encoder.sensitivity is not None,
                 **({"hidden": list(self.hidden)} if self.method == "mlp" else
                    {"base_model": self.base_model, "residual_model": self.residual_model})}

@@ -8,7 +8,7 @@ import yaml
 
 from nas.config import load_config
 from nas.runner import prepare, start_run
-from predictors.accuracy import PredictorDataset
+from predictors.accuracy import PredictorDataset, QuantSensitivity
 from search_spaces import InputError, get_space
 
 from test_supernet_run import CONFIG as BASE
@@ -57,6 +57,8 @@ def test_predictor_dataset_is_written_and_reusable(first, tmp_path):
     ({"search": BASE["search"]}, ["predictors", "does not use predictors", "predictor-nsga2"]),
     ({"predictors": {"model": "ridgee"}}, ["predictors.model", "did you mean 'ridge'"]),
     ({"predictors": {"candidates": ["svr", "auto"]}}, ["predictors.candidates[1]", "unknown model 'auto'"]),
+    ({"predictors": {"quant_sensitivity": 3}}, ["predictors.quant_sensitivity", "expected true, false or the path"]),
+    ({"predictors": {"quant_sensitivity": "absent.json"}}, ["predictors.quant_sensitivity", "absent.json"]),
 ])
 def test_bad_predictor_sections_are_named(tmp_path, change, expected):
     with pytest.raises(InputError) as err:
@@ -71,3 +73,39 @@ def test_predictor_dataset_from_another_space_is_refused(first, tmp_path):
                        "predictors": {"dataset": str(first.run_dir / "predictor_dataset.csv")}}
     with pytest.raises(InputError, match=r"predictor_dataset\.csv.*(fingerprint|space)"):
         prepare(load_config(write(tmp_path, config)))
+
+
+def test_quant_sensitivity_is_measured_saved_and_reused(first, tmp_path):
+    """``true`` measures the table on the supernet into the run folder; a later run names the file."""
+    reuse = {"checkpoint": str(first.run_dir / "supernet.pt"), "bn_calib_samples": 128}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    measured = start_run(write(tmp_path / "a", CONFIG | {"supernet": reuse,
+                                                         "predictors": {"model": "ridge", "quant_sensitivity": True}}))
+    table = measured.run_dir / "quant_sensitivity.json"
+    space = get_space("mbv3", **BASE["search_space"]["options"])
+    values = QuantSensitivity.load(table, space).values
+    assert set(values) == {g.name for g in space.genes if g.kind == "quant"}
+    assert max(v for row in values.values() for v in row.values()) > 0
+    report = json.loads((measured.run_dir / "predictor_report.json").read_text())
+    guided = [r for r in report["rounds"] if r.get("predictors")]
+    assert guided and all(r["predictors"]["accuracy"]["quant_sensitivity"] for r in guided)
+    named = start_run(write(tmp_path / "b", CONFIG | {"supernet": reuse,
+                                                      "predictors": {"model": "ridge", "quant_sensitivity": str(table)}}))
+    assert not (named.run_dir / "quant_sensitivity.json").exists()
+    assert json.loads((named.run_dir / "predictor_report.json").read_text())["rounds"][-1]["predictors"][
+        "accuracy"]["quant_sensitivity"]
+
+
+def test_quant_sensitivity_of_another_space_or_without_a_supernet_is_refused(first, tmp_path):
+    space = get_space("mbv3", **BASE["search_space"]["options"])
+    other = {"s1.b1.w_bits": {"4": 0.1, "8": 0.0}}
+    path = tmp_path / "quant_sensitivity.json"
+    path.write_text(json.dumps({"space": "mbv3", "space_fingerprint": space.fingerprint(), "genes": other}))
+    with pytest.raises(InputError, match=r"quant_sensitivity\.json.*genes\.s1\.b1\.a_bits.*missing"):
+        prepare(load_config(write(tmp_path, CONFIG | {"predictors": {"quant_sensitivity": str(path)}})))
+    analytic = CONFIG | {"supernet": None, "predictors": {"quant_sensitivity": True},
+                         "search": CONFIG["search"] | {"objectives": [{"metric": "size_kb", "direction": "min"},
+                                                                      {"metric": "bitops", "direction": "min"}]}}
+    with pytest.raises(InputError, match="predictors.quant_sensitivity.*no supernet section"):
+        prepare(load_config(write(tmp_path, {k: v for k, v in analytic.items() if v is not None})))

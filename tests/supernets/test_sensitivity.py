@@ -1,0 +1,49 @@
+"""ZeroQ-style per-layer quantization sensitivity measured on a supernet."""
+
+import pytest
+import torch
+
+from predictors.accuracy import QuantSensitivity
+from search_spaces import get_space
+from supernets.data import load_dataset
+from supernets.sensitivity import measure_quant_sensitivity
+from supernets.supernet import QuantSupernet
+
+TINY = dict(in_channels=1, image_size=8, stem_channels=8, stage_channels=[16, 24], stage_strides=[1, 2],
+            stage_se=[False, True], stage_act=["relu", "hswish"], depths=[1, 2], kernels=[3, 5], expands=[2, 4],
+            head_channels=32, w_bits=[2, 4, 8], a_bits=[2, 4, 8])
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    data = load_dataset("digits", max_train=256)
+    space = get_space("mbv3", **TINY)
+    return space, QuantSupernet(space, image_size=8), data
+
+
+def test_every_quant_gene_is_measured_against_the_reference(setup):
+    space, net, data = setup
+    net.train()
+    values = measure_quant_sensitivity(net, data.train_x[:128], data.val_x[:64], batch_size=64)
+    assert net.training  # the caller's mode is restored
+    assert sorted(values) == sorted(g.name for g in space.genes if g.kind == "quant")
+    for name, row in values.items():
+        assert row[8] == 0.0 and all(v >= 0 for v in row.values()), name
+        assert row[2] > row[8], name  # 2 bits always perturb the output
+    # coarser is worse for the bulk of the layers (a single layer may be flat between 4 and 8 bits)
+    assert sum(row[2] > row[4] for row in values.values()) >= 0.75 * len(values)
+    again = measure_quant_sensitivity(net, data.train_x[:128], data.val_x[:64], batch_size=64)
+    assert again == values
+    table = QuantSensitivity(space, values)
+    assert table.score([space.smallest()])[0] > table.score([space.largest()])[0] == 0.0
+
+
+def test_another_reference_is_zero_at_its_own_choices(setup):
+    space, net, data = setup
+    reference = space.make({**space.largest().as_dict(), "s1.b1.w_bits": 4})
+    values = measure_quant_sensitivity(net, data.train_x[:64], data.val_x[:32], reference=reference)
+    assert values["s1.b1.w_bits"][4] == 0.0 and values["s1.b1.w_bits"][8] > 0.0
+    with pytest.raises(ValueError, match="calibration and evaluation images"):
+        measure_quant_sensitivity(net, data.train_x[:0], data.val_x[:32])
