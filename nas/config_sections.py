@@ -61,7 +61,7 @@ class PredictorsSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = "auto"
+    model: str = "ensemble"
     candidates: list[str] = Field(default_factory=lambda: ["ridge", "svr", "gp"], min_length=1)
     analytic_features: bool = True
     n_folds: int = Field(5, ge=2, le=20)

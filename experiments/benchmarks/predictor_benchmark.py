@@ -69,7 +69,7 @@ def transfer_vs_scratch(space, base: list[dict], train: list[dict], test: list[d
     rows = []
     for n in sizes:
         g, y = [space.from_dict(r["genome"]) for r in train[:n]], [r["acc_q"] for r in train[:n]]
-        scratch = make_predictor(space, "auto", seed=seed, sensitivity=sensitivity).fit(g, y)
+        scratch = make_predictor(space, seed=seed, sensitivity=sensitivity).fit(g, y)  # the default ensemble
         row = {"n": n, "sensitivity": sensitivity is not None,
                "scratch_tau": ranking_metrics(test_y, scratch.predict(test_g))["kendall_tau"]}
         for method in ("mlp", "residual"):

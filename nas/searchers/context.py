@@ -24,7 +24,7 @@ class SearchContext:
     """
 
     cheap: Any = None
-    model: str = "auto"
+    model: str = "ensemble"
     model_options: Mapping[str, Any] = field(default_factory=dict)
     prior: Sequence[tuple[Genome, Mapping[str, float]]] = ()
 

@@ -1,12 +1,13 @@
 """Accuracy predictors: genome → accuracy with cross-validated model choice and CV+ intervals.
 
-``make_predictor(space, model="auto")`` gives an :class:`AccuracyPredictor` (``fit``, ``predict``,
-``predict_interval``, ``report``); :class:`TransferPredictor` is the APQ-style full-precision →
-quantized transfer predictor with the same interface. Torch is imported only when a
+``make_predictor(space)`` (by default the mean of ridge, GP and gradient boosting) gives an
+:class:`AccuracyPredictor` (``fit``, ``predict``, ``predict_interval``, ``report``);
+:class:`TransferPredictor` is the APQ-style full-precision → quantized transfer predictor with the
+same interface; :class:`QuantSensitivity` adds a measured per-layer sensitivity prior as a feature. Torch is imported only when a
 :class:`TransferPredictor` is trained. Typical use in a search run::
 
     data = PredictorDataset.load(run_dir / "accuracy.csv", space)
-    pred = make_predictor(space, "auto", seed=0).fit(data.genomes, data.accuracies)
+    pred = make_predictor(space, seed=0).fit(data.genomes, data.accuracies)
     lo, hi = pred.predict_interval(candidates, alpha=0.1)
     transfer = TransferPredictor(space).pretrain(fp.genomes, fp.accuracies)  # fp = data.select("fp-supernet")
 """
