@@ -12,6 +12,7 @@ quantization sensitivity is measured on the supernet before the search and writt
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,6 @@ def quant_sensitivity(setting: bool | Path, space: SearchSpace, subnets: Any, ru
     if path.exists():
         log(f"quantization sensitivity: reusing {path}")
         return QuantSensitivity.load(path, space)
-    import time
-
     import torch
 
     from supernets.sensitivity import measure_quant_sensitivity
@@ -157,6 +156,9 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"| {metric} | {m['n']} | {m['kendall_tau']:.3f} | {m['spearman']:.3f} | {m['rmse']:.4f} | "
                      f"{m['mape']:.2f} | {m.get('coverage', float('nan')):.3f} |")
     last = next((r for r in reversed(report["rounds"]) if r.get("predictors")), None)
+    if last is not None and any(rep.get("quant_sensitivity") for rep in last["predictors"].values()):
+        lines += ["", "Features: one-hot genes, log costs and each genome's summed per-layer quantization "
+                      "sensitivity (ZeroQ's output KL, `quant_sensitivity.json`)."]
     if last is not None:
         lines += ["", f"Last round ({last['n_train']} training samples), cross-validated:", "",
                   "| metric | model | Kendall τ | Spearman ρ | RMSE | MAPE % |", "|---|---|---|---|---|---|"]

@@ -40,6 +40,9 @@ def measure_quant_sensitivity(supernet, calib_x: Tensor, x: Tensor, *, batch_siz
     """
     space: SearchSpace = supernet.space
     ref = reference if reference is not None else space.largest()
+    idle = [g.name for g in space.genes if g.kind == "quant" and not space.is_active(ref, g)]
+    if idle:
+        raise ValueError(f"the reference subnet must use every quantization gene; inactive: {idle}")
     calib = [xb for xb, _ in batches(calib_x, None, batch_size)]
     if not calib or len(x) == 0:
         raise ValueError("quantization sensitivity needs calibration and evaluation images")
@@ -53,7 +56,7 @@ def measure_quant_sensitivity(supernet, calib_x: Tensor, x: Tensor, *, batch_siz
     supernet.eval()
     try:
         base = log_probs(ref)
-        genes = [g for g in space.genes if g.kind == "quant" and space.is_active(ref, g)]
+        genes = [g for g in space.genes if g.kind == "quant"]
         total = sum(len(g.choices) - 1 for g in genes)
         out: dict[str, dict] = {}
         done = 0

@@ -90,6 +90,7 @@ def test_quant_sensitivity_is_measured_saved_and_reused(first, tmp_path):
     report = json.loads((measured.run_dir / "predictor_report.json").read_text())
     guided = [r for r in report["rounds"] if r.get("predictors")]
     assert guided and all(r["predictors"]["accuracy"]["quant_sensitivity"] for r in guided)
+    assert "summed per-layer quantization sensitivity" in (measured.run_dir / "report.md").read_text()
     named = start_run(write(tmp_path / "b", CONFIG | {"supernet": reuse,
                                                       "predictors": {"model": "ridge", "quant_sensitivity": str(table)}}))
     assert not (named.run_dir / "quant_sensitivity.json").exists()

@@ -45,5 +45,8 @@ def test_another_reference_is_zero_at_its_own_choices(setup):
     reference = space.make({**space.largest().as_dict(), "s1.b1.w_bits": 4})
     values = measure_quant_sensitivity(net, data.train_x[:64], data.val_x[:32], reference=reference)
     assert values["s1.b1.w_bits"][4] == 0.0 and values["s1.b1.w_bits"][8] > 0.0
+    shallow = space.make({**space.largest().as_dict(), "s2.depth": 1})
+    with pytest.raises(ValueError, match=r"every quantization gene; inactive: \['s2.b2.w_bits', 's2.b2.a_bits'\]"):
+        measure_quant_sensitivity(net, data.train_x[:64], data.val_x[:32], reference=shallow)
     with pytest.raises(ValueError, match="calibration and evaluation images"):
         measure_quant_sensitivity(net, data.train_x[:0], data.val_x[:32])
