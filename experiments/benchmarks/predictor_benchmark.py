@@ -72,7 +72,7 @@ def transfer_vs_scratch(space, base: list[dict], train: list[dict], test: list[d
         scratch = make_predictor(space, seed=seed, sensitivity=sensitivity).fit(g, y)  # the default ensemble
         row = {"n": n, "sensitivity": sensitivity is not None,
                "scratch_tau": ranking_metrics(test_y, scratch.predict(test_g))["kendall_tau"]}
-        for method in ("mlp", "residual"):
+        for method in ("mlp", "residual", "stacked"):
             tp = TransferPredictor(space, method=method, seed=seed, sensitivity=sensitivity).pretrain(
                 base_g, base_y).fit(g, y)
             row[f"transfer_{method}_tau"] = ranking_metrics(test_y, tp.predict(test_g))["kendall_tau"]
@@ -80,7 +80,8 @@ def transfer_vs_scratch(space, base: list[dict], train: list[dict], test: list[d
                                              .pretrain(base_g, base_y).predict_full_precision(test_g))["kendall_tau"]
         rows.append(row)
         print(f"  n={n:3d} scratch {row['scratch_tau']:.3f}  transfer mlp {row['transfer_mlp_tau']:.3f}  "
-              f"residual {row['transfer_residual_tau']:.3f}  (float base alone {row['fp_base_tau']:.3f})", flush=True)
+              f"residual {row['transfer_residual_tau']:.3f}  stacked {row['transfer_stacked_tau']:.3f}  "
+              f"(float base alone {row['fp_base_tau']:.3f})", flush=True)
     return rows
 
 

@@ -133,8 +133,8 @@ def _gp(seed: int, n_samples: int) -> Any:
 
 def frozen(model: Any) -> Any:
     """An unfitted copy of a fitted model with its tuned hyperparameters fixed (for fold refits)."""
-    if isinstance(model, _MeanEnsemble):
-        return _MeanEnsemble([frozen(m) for m in model.members])
+    if isinstance(model, MeanEnsemble):
+        return MeanEnsemble([frozen(m) for m in model.members])
     if isinstance(model, GridSearchCV):
         return clone(model.best_estimator_)
     if isinstance(model, RidgeCV):
@@ -144,13 +144,13 @@ def frozen(model: Any) -> Any:
     return clone(model)
 
 
-class _MeanEnsemble:
+class MeanEnsemble:
     """Mean of several fitted regressors (stacking would need another CV level for few samples)."""
 
     def __init__(self, members: list[Any]) -> None:
         self.members = members
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> _MeanEnsemble:
+    def fit(self, X: np.ndarray, y: np.ndarray) -> MeanEnsemble:
         for member in self.members:
             member.fit(X, y)
         return self
@@ -190,7 +190,7 @@ class RegressorPredictor(AccuracyPredictor):
         if tuned is not None:
             model = frozen(tuned)
         elif name == "ensemble":
-            model = _MeanEnsemble([build_model(m, seed=self.seed, n_samples=len(z)) for m in self.members])
+            model = MeanEnsemble([build_model(m, seed=self.seed, n_samples=len(z)) for m in self.members])
         else:
             model = build_model(name, seed=self.seed, n_samples=len(z))
         with warnings.catch_warnings():  # a model that did not converge shows in its CV scores

@@ -33,7 +33,7 @@ def task():
 @pytest.fixture(scope="module")
 def pretrained(task):
     space, fp, y_fp = task[:3]
-    return {m: TransferPredictor(space, method=m, seed=0).pretrain(fp, y_fp) for m in ("mlp", "residual")}
+    return {m: TransferPredictor(space, method=m, seed=0).pretrain(fp, y_fp) for m in ("mlp", "residual", "stacked")}
 
 
 def tau(pred, genomes, y):
@@ -41,9 +41,10 @@ def tau(pred, genomes, y):
 
 
 # Observed held-out τ, transfer / same model from scratch / best registered model ("auto") from scratch:
-# mlp .80/.70/.70 at 25 and .85/.77/.78 at 50; residual .84/.70/.70 at 25 and .86/.78/.78 at 50.
+# mlp .80/.70/.70 at 25 and .85/.77/.78 at 50; residual .84/.70/.70 at 25 and .86/.78/.78 at 50;
+# stacked .78/.72/.70 at 25 and .85/.79/.78 at 50.
 # The FP base alone (zero-shot) gets .79: fine-tuning learned the bits penalty, not just the prior.
-@pytest.mark.parametrize("method", ["mlp", "residual"])
+@pytest.mark.parametrize("method", ["mlp", "residual", "stacked"])
 @pytest.mark.parametrize("n", [25, 50])
 def test_transfer_beats_scratch_with_few_quantized_samples(method, n, task, pretrained):
     space, _, _, train, y, test, y_test = task
@@ -101,7 +102,20 @@ def test_bad_arguments_are_refused(task):
         TransferPredictor(space, method="lora")
     with pytest.raises(InputError, match="did you mean"):
         TransferPredictor(space, method="residual", base_model="svm")
+    with pytest.raises(InputError, match="did you mean 'ridge'"):
+        TransferPredictor(space, method="stacked", members=["ridgee", "gp"])
+    with pytest.raises(InputError, match="at least one member"):
+        TransferPredictor(space, method="stacked", members=[])
     with pytest.raises(InputError, match="at least 10"):
         TransferPredictor(space).pretrain(fp[:5], y_fp[:5])
     with pytest.raises(RuntimeError, match="not pretrained"):
         TransferPredictor(space).predict_full_precision(fp[:2])
+
+
+def test_stacked_from_scratch_is_the_default_predictor(task):
+    """Without pretraining, ``stacked`` adds no column: it ranks like ``make_predictor``'s ensemble."""
+    space, _, _, train, y, test, y_test = task
+    scratch = TransferPredictor(space, method="stacked", seed=0).fit(train, y)
+    default = make_predictor(space, seed=0).fit(train, y)
+    assert abs(tau(scratch, test, y_test) - tau(default, test, y_test)) < 0.01
+    assert scratch.report()["members"] == ["ridge", "gp", "hgb"]
