@@ -275,8 +275,10 @@ def _section_rows(exp: Experiment) -> list[tuple[str, str]]:
                      f"{s.batch_size}, lr {s.lr:g}, {s.random_subnets} random subnets per step"))
     if config.predictors is not None:
         p = config.predictors
+        sensitivity = {True: ", quantization sensitivity measured on the supernet", False: ""}.get(
+            p.quant_sensitivity, f", quantization sensitivity from {p.quant_sensitivity}")
         rows.append(("predictors", f"{p.model}" + (f" among {', '.join(p.candidates)}" if p.model == "auto" else "")
-                     + (f", prior dataset {p.dataset}" if p.dataset else "")))
+                     + (f", prior dataset {p.dataset}" if p.dataset else "") + sensitivity))
     if exp.latency_notes:
         rows.append(("latency", "; ".join(exp.latency_notes)))
     return rows

@@ -36,7 +36,7 @@ output: {export_top: 3}
 
 RUN_FILES = {"config.yaml", "manifest.json", "trials.jsonl", "pareto.csv", "pareto.json", "pareto.png",
              "hypervolume.csv", "hypervolume.png", "report.md", "subnets"}
-QUICKSTART_FILES = RUN_FILES | {"supernet.pt", "predictor_report.json", "predictor_dataset.csv"}
+QUICKSTART_FILES = RUN_FILES | {"supernet.pt", "predictor_report.json", "predictor_dataset.csv", "quant_sensitivity.json"}
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_validate_prints_a_summary(capsys):
     for fragment in ("dataset       digits (1×8×8, 10 classes", "search space  mbv3:", "distinct subnets",
                      "objectives    accuracy (max, measured), latency_ms (min, predicted)",
                      "constraints   size_kb <= ", "supernet      train", "latency       latency_ms: profiled",
-                     "predictors    auto", "budget", "config is valid"):
+                     "predictors    ensemble, quantization sensitivity measured on the supernet", "budget", "config is valid"):
         assert fragment in out, out
 
 
