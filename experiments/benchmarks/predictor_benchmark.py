@@ -146,15 +146,19 @@ def main() -> None:
     parser.add_argument("--sensitivity", action="store_true",
                         help="repeat the curves and transfer with ZeroQ's summed per-layer sensitivity as a feature")
     parser.add_argument("--base", type=int, default=None, help="transfer base: float-measured architectures (300)")
+    parser.add_argument("--no-transfer", action="store_true", help="skip the transfer comparison (no float base)")
+    parser.add_argument("--calib", type=int, default=256,
+                        help="training images BN is recalibrated on per subnet (other than 256: a separate pool)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     tag = Path(args.checkpoint).stem.removeprefix("supernet_")  # the dataset, plus the supernet's variant
     on_test = args.labels == "test"
-    label = f"test{args.eval_samples}" if on_test else f"e{args.eval_samples}"
+    label = (f"test{args.eval_samples}" if on_test else f"e{args.eval_samples}") + (
+        f"_c{args.calib}" if args.calib != 256 else "")
     pool = MeasuredPool(args.checkpoint, args.dataset, RESULTS / f"pool_{tag}_{label}{suffix}.jsonl",
-                        eval_samples=args.eval_samples, split=args.labels)
+                        eval_samples=args.eval_samples, split=args.labels, calib=args.calib)
     sizes, tsizes, n_test = ((25, 50), (25,), 60) if args.quick else (SIZES, TRANSFER_SIZES, 200)
     # the genomes are drawn as for the full benchmark, so smaller runs measure (and reuse) a subset of them
     n_pool = max(sizes)
@@ -164,8 +168,9 @@ def main() -> None:
     genomes = pool.draw(n_pool + n_test, seed=args.seed)  # training subnets first, then the held-out ones
     n_train, n_test = max(sizes), min(args.test_subnets or n_test, n_test)
     n_base = args.base or (300 if not args.quick else 50)
-    print(f"measuring {n_train + n_test} subnets quantized on {args.eval_samples} {args.labels} images"
-          f" and {n_base} others in float (cached in {pool.path})", flush=True)
+    print(f"measuring {n_train + n_test} subnets quantized on {args.eval_samples} {args.labels} images (BN on "
+          f"{args.calib} training images)" + ("" if args.no_transfer else f" and {n_base} others in float")
+          + f" (cached in {pool.path})", flush=True)
     measured = [pool.measure(g) for g in genomes[n_pool:n_pool + n_test] + genomes[:n_train]]
     test, train = measured[:n_test], measured[n_test:]
     rows = train + test
@@ -176,15 +181,16 @@ def main() -> None:
     if table is not None:
         print("learning curves with the quantization-sensitivity feature:", flush=True)
         curves += learning_curves(pool.space, train, test, sizes, args.seed, sensitivity=table)
-    ceiling, truth = None, None
-    base = pool.sample(n_base, seed=args.seed + 1, quant=False, fp=True, exclude=[g.key for g in genomes])
-    tsizes = tuple(n for n in tsizes if n <= n_train)
-    print("transfer vs scratch:", flush=True)
-    transfer = transfer_vs_scratch(pool.space, base, train, test, tsizes, args.seed)
-    if table is not None:
+    ceiling, truth, base, transfer = None, None, [], None
+    if not args.no_transfer:
+        base = pool.sample(n_base, seed=args.seed + 1, quant=False, fp=True, exclude=[g.key for g in genomes])
+        tsizes = tuple(n for n in tsizes if n <= n_train)
+        print("transfer vs scratch:", flush=True)
+        transfer = transfer_vs_scratch(pool.space, base, train, test, tsizes, args.seed)
+    if table is not None and not args.no_transfer:
         print("transfer vs scratch, both with the sensitivity feature:", flush=True)
         transfer += transfer_vs_scratch(pool.space, base, train, test, tsizes, args.seed, sensitivity=table)
-    if not on_test:
+    if not on_test and args.calib == 256:
         print("measurement noise ceiling (100 test subnets re-measured on test images):", flush=True)
         again = MeasuredPool(args.checkpoint, args.dataset,  # cached: a rerun does not measure them again
                              RESULTS / f"pool_{tag}_test{args.eval_samples}{suffix}.jsonl",
@@ -192,7 +198,7 @@ def main() -> None:
         ceiling = noise_ceiling(again, test)
         print(f"  tau between two measurements {ceiling['kendall_tau']:.3f} (accuracy std "
               f"{ceiling['accuracy_std']:.4f}, mean |difference| {ceiling['mean_abs_difference']:.4f})", flush=True)
-    if args.truth_images and not on_test:
+    if args.truth_images and not on_test and args.calib == 256:
         held = test[: args.truth_subnets]
         print(f"against {len(held)} held-out subnets measured on {args.truth_images} test images:", flush=True)
         # a second pool over the test images: near-noise-free targets, resumable like the first
@@ -204,12 +210,12 @@ def main() -> None:
               f"{truth['validation_measurement_tau']:.3f}", flush=True)
     accs = np.array([r["acc_q"] for r in rows])
     result = {"dataset": args.dataset, "checkpoint": str(args.checkpoint), "pool": len(rows), "base": len(base),
-              "eval_samples": args.eval_samples, "labels": args.labels, "n_train": n_train, "n_test": n_test,
+              "eval_samples": args.eval_samples, "labels": args.labels, "calib": args.calib, "n_train": n_train, "n_test": n_test,
               "accuracy_range": [float(accs.min()), float(accs.max())], "accuracy_std": float(accs.std()),
               "seconds_per_measurement": float(np.mean(pool.seconds)) if pool.seconds else None,
               "learning_curves": curves, "transfer": transfer, "noise_ceiling": ceiling, "truth": truth,
               "sensitivity_seconds": sensitivity_seconds, "quick": args.quick}
-    out = RESULTS / f"predictor_{tag}{'_' + label if on_test else ''}{suffix}.json"
+    out = RESULTS / f"predictor_{tag}{'_' + label if on_test or args.calib != 256 else ''}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     best200 = max((r for r in curves if r["n"] == min(200, n_train)), key=lambda r: r["kendall_tau"])
     print(f"\nbest at n={best200['n']}: {best200['model']}{' + sensitivity' if best200['sensitivity'] else ''} "
