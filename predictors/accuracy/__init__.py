@@ -3,8 +3,8 @@
 ``make_predictor(space)`` (by default the mean of ridge, GP and gradient boosting) gives an
 :class:`AccuracyPredictor` (``fit``, ``predict``, ``predict_interval``, ``report``);
 :class:`TransferPredictor` is the APQ-style full-precision → quantized transfer predictor with the
-same interface; :class:`QuantSensitivity` adds a measured per-layer sensitivity prior as a feature. Torch is imported only when a
-:class:`TransferPredictor` is trained. Typical use in a search run::
+same interface; :class:`QuantSensitivity` adds a measured per-layer sensitivity prior as a feature.
+Torch is imported only when a :class:`TransferPredictor` is trained. Typical use in a search run::
 
     data = PredictorDataset.load(run_dir / "accuracy.csv", space)
     pred = make_predictor(space, seed=0).fit(data.genomes, data.accuracies)
@@ -23,7 +23,8 @@ from .transfer import TransferPredictor
 
 __all__ = [
     "AUTO_CANDIDATES", "AccuracyPredictor", "COLUMNS", "COST_FEATURES", "ENSEMBLE_MEMBERS", "FeatureEncoder",
-    "MIN_SAMPLES", "PredictorDataset", "QuantSensitivity", "RegressorPredictor", "Row", "SENSITIVITY_JSON", "TransferPredictor", "build_model",
+    "MIN_SAMPLES", "PredictorDataset", "QuantSensitivity", "RegressorPredictor", "Row", "SENSITIVITY_JSON",
+    "TransferPredictor", "build_model",
     "cv_plus_interval", "kfold_assignments", "list_models", "make_predictor", "ranking_metrics", "register_model",
     "synthetic_accuracy",
 ]

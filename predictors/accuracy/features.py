@@ -131,12 +131,13 @@ class FeatureEncoder:
         return out
 
     def _compute(self, genomes: list[Genome]) -> np.ndarray:
-        parts = [self._onehot(genomes)[:, self._columns]]
+        onehot = self._onehot(genomes)
+        parts = [onehot[:, self._columns]]
         if self.costs:
             logs = np.log(np.maximum(np.array([self._cost_row(g) for g in genomes], dtype=np.float64), 1.0))
             parts.append(logs.astype(np.float32))
-        if self.sensitivity is not None:
-            parts.append(self.sensitivity.score(genomes).astype(np.float32)[:, None])
+        if self.sensitivity is not None:  # the table's score, from the one-hot rows already built
+            parts.append((onehot.astype(np.float64) @ self.sensitivity.weights).astype(np.float32)[:, None])
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
     def _onehot(self, genomes: list[Genome]) -> np.ndarray:

@@ -144,6 +144,13 @@ def frozen(model: Any) -> Any:
     return clone(model)
 
 
+def fit_quietly(model: Any, X: np.ndarray, y: np.ndarray) -> Any:
+    """``model.fit(X, y)`` without convergence warnings: a model that did not converge shows in its CV scores."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X, y)
+
+
 class MeanEnsemble:
     """Mean of several fitted regressors (stacking would need another CV level for few samples)."""
 
@@ -193,9 +200,7 @@ class RegressorPredictor(AccuracyPredictor):
             model = MeanEnsemble([build_model(m, seed=self.seed, n_samples=len(z)) for m in self.members])
         else:
             model = build_model(name, seed=self.seed, n_samples=len(z))
-        with warnings.catch_warnings():  # a model that did not converge shows in its CV scores
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return model.fit(X, z)
+        return fit_quietly(model, X, z)
 
     def _predict_model(self, model: Any, X: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(X), dtype=np.float64).ravel()

@@ -73,31 +73,18 @@ class QuantSensitivity:
                                      source=src, field=f"genes.{gene.name}")
                 row[choice] = float(value)
             self.values[gene.name] = row
-        # per gene: (position in the genome, controller position, controller minimum) for score()
-        index = {g.name: i for i, g in enumerate(space.genes)}
-        self._plan = [(index[g.name], g.name, None if g.active_if is None else index[g.active_if[0]],
-                       None if g.active_if is None else g.active_if[1]) for g in quant]
+        # aligned with the columns of space.encode, which are all zero for inactive genes: a genome's
+        # score is its one-hot row times these weights
+        self.weights = np.array([self.values[g.name][c] if g.kind == "quant" else 0.0
+                                 for g in space.genes for c in g.choices])
 
     def score(self, genomes: Sequence[Genome]) -> np.ndarray:
         """Σ of the sensitivities of each genome's active quantization genes (0 = the reference)."""
-        out = np.empty(len(genomes), dtype=np.float64)
-        own_activity = type(self.space).is_active is not SearchSpace.is_active
-        for r, genome in enumerate(genomes):
-            if genome.space != self.space.name or len(genome.values) != len(self.space.genes):
-                self.space.validate(genome)
-            values, total = genome.values, 0.0
-            for pos, name, ctrl, minimum in self._plan:
-                if own_activity:
-                    if not self.space.is_active(genome, self.space.genes[pos]):
-                        continue
-                elif ctrl is not None and values[ctrl][1] < minimum:
-                    continue
-                row = self.values[name]
-                if values[pos][1] not in row:
-                    self.space.validate(genome)  # raises naming the gene
-                total += row[values[pos][1]]
-            out[r] = total
-        return out
+        if not genomes:
+            return np.zeros(0)
+        for genome in genomes:
+            self.space.validate(genome)
+        return np.stack([self.space.encode(g) for g in genomes]).astype(np.float64) @ self.weights
 
     # ---- files ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -26,19 +26,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from search_spaces import Genome, InputError, SearchSpace
 
 from .conformal import MIN_SAMPLES, AccuracyPredictor
 from .features import FeatureEncoder
-from .models import ENSEMBLE_MEMBERS, MeanEnsemble, build_model, frozen
+from .models import ENSEMBLE_MEMBERS, MeanEnsemble, build_model, fit_quietly, frozen
 from .sensitivity import QuantSensitivity
 
 if TYPE_CHECKING:
@@ -267,9 +265,7 @@ class TransferPredictor(AccuracyPredictor):
         base = self._base if name == "transfer" else None
         model = frozen(tuned[1]) if tuned is not None else MeanEnsemble(
             [build_model(m, seed=self.seed, n_samples=len(z)) for m in self.members])
-        with warnings.catch_warnings():  # as for the predictors: a poor fit shows in the CV scores
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return base, model.fit(_stack(X, base, arch), z)
+        return base, fit_quietly(model, _stack(X, base, arch), z)
 
     def _predict_model(self, model: Any, X: np.ndarray) -> np.ndarray:
         arch, quant = self._split(X)
