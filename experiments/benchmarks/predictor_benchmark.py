@@ -4,8 +4,9 @@ From a trained supernet (``supernet_benchmark.py`` writes one), a pool of random
 measured once (quantized and float accuracy; resumable, see ``subnet_pool.py``). Then:
 
 1. learning curves: held-out Kendall tau and RMSE of every model, ``auto`` and the ensemble, with
-   25/50/100/200/400 training samples (200 held-out subnets);
-2. 90% CV+ interval coverage on the held-out subnets;
+   25/50/100/200/400 training samples (200 held-out subnets), as mean ± standard error over ``--repeats``
+   random train/held-out splits of the measured subnets (the first is the drawn split);
+2. 90% CV+ interval coverage on the held-out subnets (over the same splits);
 3. APQ-style transfer vs training from scratch with 25/50/100/200 quantized samples (the transfer
    predictors are pre-trained on float accuracies of 400 other architectures);
 4. with ``--truth-images N``: the same predictors scored against held-out subnets measured on N test
@@ -26,6 +27,7 @@ Results: a printed table and experiments/benchmarks/results/predictor_<checkpoin
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -36,52 +38,84 @@ import torch
 from predictors.accuracy import TransferPredictor, list_models, make_predictor, ranking_metrics
 from subnet_pool import MeasuredPool
 
+METHODS = ("mlp", "residual", "stacked")
+
 RESULTS = Path(__file__).parent / "results"
 SIZES = (25, 50, 100, 200, 400)
 TRANSFER_SIZES = (25, 50, 100, 200)
 
 
-def learning_curves(space, train: list[dict], test: list[dict], sizes, seed: int, sensitivity=None) -> list[dict]:
-    """Held-out quality of every model at each training size (with the sensitivity feature if given)."""
-    genomes = [space.from_dict(r["genome"]) for r in train]
-    test_g, test_y = [space.from_dict(r["genome"]) for r in test], np.array([r["acc_q"] for r in test])
+def resplits(train: list[dict], test: list[dict], repeats: int, seed: int) -> list[tuple[list[dict], list[dict]]]:
+    """The drawn split, then ``repeats - 1`` seeded random re-splits of the same measured rows (same sizes):
+    100 held-out subnets give τ and coverage a standard error of ~0.02-0.03 each, so one split misleads."""
+    rows, out = train + test, [(train, test)]
+    for r in range(1, repeats):
+        order = np.random.default_rng([seed, r]).permutation(len(rows))
+        out.append(([rows[i] for i in order[len(test):]], [rows[i] for i in order[:len(test)]]))
+    return out
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
+def learning_curves(space, splits, sizes, seed: int, sensitivity=None) -> list[dict]:
+    """Held-out quality of every model at each training size (with the sensitivity feature if given),
+    averaged over ``splits`` (mean and standard error; the per-split values are kept)."""
     rows = []
     for model in [*list_models(), "auto", "ensemble"]:
         for n in sizes:
-            start = time.perf_counter()
-            pred = make_predictor(space, model, seed=seed, sensitivity=sensitivity).fit(
-                genomes[:n], [r["acc_q"] for r in train[:n]])
-            fit_s = time.perf_counter() - start
-            lo, hi = pred.predict_interval(test_g, alpha=0.1)
-            m = ranking_metrics(test_y, pred.predict(test_g), lo, hi)
-            rows.append({"model": model, **m, "n_test": m["n"], "n": n, "fit_seconds": fit_s,
-                         "chosen": pred.report().get("model"), "sensitivity": sensitivity is not None})
-            print(f"  {model:12s} n={n:3d} tau {m['kendall_tau']:.3f} rmse {m['rmse']:.4f} "
-                  f"coverage90 {m['coverage']:.3f} ({fit_s:.2f}s)", flush=True)
+            per_split, seconds = [], []
+            for train, test in splits:
+                test_g, test_y = [space.from_dict(r["genome"]) for r in test], np.array([r["acc_q"] for r in test])
+                start = time.perf_counter()
+                pred = make_predictor(space, model, seed=seed, sensitivity=sensitivity).fit(
+                    [space.from_dict(r["genome"]) for r in train[:n]], [r["acc_q"] for r in train[:n]])
+                seconds.append(time.perf_counter() - start)
+                lo, hi = pred.predict_interval(test_g, alpha=0.1)
+                per_split.append(ranking_metrics(test_y, pred.predict(test_g), lo, hi))
+            row = {"model": model, "n": n, "n_test": per_split[0]["n"], "splits": len(splits),
+                   "fit_seconds": float(np.mean(seconds)), "sensitivity": sensitivity is not None}
+            for key in ("kendall_tau", "spearman", "rmse", "mape", "coverage", "mean_width"):
+                row[key], row[f"{key}_se"] = _mean_se([m[key] for m in per_split])
+            row["per_split_kendall_tau"] = [m["kendall_tau"] for m in per_split]
+            rows.append(row)
+            print(f"  {model:12s} n={n:3d} tau {row['kendall_tau']:.3f}±{row['kendall_tau_se']:.3f} "
+                  f"rmse {row['rmse']:.4f} coverage90 {row['coverage']:.3f}±{row['coverage_se']:.3f} "
+                  f"({row['fit_seconds']:.2f}s)", flush=True)
     return rows
 
 
-def transfer_vs_scratch(space, base: list[dict], train: list[dict], test: list[dict], sizes, seed: int,
-                        sensitivity=None) -> list[dict]:
-    """Transfer (pre-trained on float accuracies of ``base``) against scratch, on quantized samples."""
-    test_g, test_y = [space.from_dict(r["genome"]) for r in test], np.array([r["acc_q"] for r in test])
+def transfer_vs_scratch(space, base: list[dict], splits, sizes, seed: int, sensitivity=None) -> list[dict]:
+    """Transfer (pre-trained on float accuracies of ``base``) against scratch, on quantized samples, averaged
+    over ``splits``; ``gain_<method>`` is the mean paired difference to scratch (same split, same samples)."""
     base_g, base_y = [space.from_dict(r["genome"]) for r in base], [r["acc_fp"] for r in base]
+    pretrained = {m: TransferPredictor(space, method=m, seed=seed, sensitivity=sensitivity).pretrain(base_g, base_y)
+                  for m in METHODS}
     rows = []
     for n in sizes:
-        g, y = [space.from_dict(r["genome"]) for r in train[:n]], [r["acc_q"] for r in train[:n]]
-        scratch = make_predictor(space, seed=seed, sensitivity=sensitivity).fit(g, y)  # the default ensemble
-        row = {"n": n, "sensitivity": sensitivity is not None,
-               "scratch_tau": ranking_metrics(test_y, scratch.predict(test_g))["kendall_tau"]}
-        for method in ("mlp", "residual", "stacked"):
-            tp = TransferPredictor(space, method=method, seed=seed, sensitivity=sensitivity).pretrain(
-                base_g, base_y).fit(g, y)
-            row[f"transfer_{method}_tau"] = ranking_metrics(test_y, tp.predict(test_g))["kendall_tau"]
-        row["fp_base_tau"] = ranking_metrics(test_y, TransferPredictor(space, method="residual", seed=seed)
-                                             .pretrain(base_g, base_y).predict_full_precision(test_g))["kendall_tau"]
+        taus: dict[str, list[float]] = {k: [] for k in ("scratch", *METHODS, "fp_base")}
+        for train, test in splits:
+            test_g, test_y = [space.from_dict(r["genome"]) for r in test], np.array([r["acc_q"] for r in test])
+            g, y = [space.from_dict(r["genome"]) for r in train[:n]], [r["acc_q"] for r in train[:n]]
+            scratch = make_predictor(space, seed=seed, sensitivity=sensitivity).fit(g, y)  # the default ensemble
+            taus["scratch"].append(ranking_metrics(test_y, scratch.predict(test_g))["kendall_tau"])
+            for method, tp in pretrained.items():
+                taus[method].append(ranking_metrics(test_y, copy.deepcopy(tp).fit(g, y).predict(test_g))["kendall_tau"])
+            taus["fp_base"].append(ranking_metrics(test_y, pretrained["residual"].predict_full_precision(test_g))
+                                   ["kendall_tau"])
+        row = {"n": n, "splits": len(splits), "sensitivity": sensitivity is not None}
+        for key, values in taus.items():
+            name = f"{key}_tau" if key in ("scratch", "fp_base") else f"transfer_{key}_tau"
+            row[name], row[f"{name}_se"] = _mean_se(values)
+        for method in METHODS:
+            row[f"gain_{method}"], row[f"gain_{method}_se"] = _mean_se(
+                list(np.subtract(taus[method], taus["scratch"])))
         rows.append(row)
-        print(f"  n={n:3d} scratch {row['scratch_tau']:.3f}  transfer mlp {row['transfer_mlp_tau']:.3f}  "
-              f"residual {row['transfer_residual_tau']:.3f}  stacked {row['transfer_stacked_tau']:.3f}  "
-              f"(float base alone {row['fp_base_tau']:.3f})", flush=True)
+        print(f"  n={n:3d} scratch {row['scratch_tau']:.3f}  " + "  ".join(
+            f"{m} {row[f'transfer_{m}_tau']:.3f} ({row[f'gain_{m}']:+.3f}±{row[f'gain_{m}_se']:.3f})" for m in METHODS)
+            + f"  (float base alone {row['fp_base_tau']:.3f})", flush=True)
     return rows
 
 
@@ -147,6 +181,9 @@ def main() -> None:
                         help="repeat the curves and transfer with ZeroQ's summed per-layer sensitivity as a feature")
     parser.add_argument("--base", type=int, default=None, help="transfer base: float-measured architectures (300)")
     parser.add_argument("--no-transfer", action="store_true", help="skip the transfer comparison (no float base)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="random train/held-out re-splits of the measured subnets to average over (the first is "
+                             "the drawn split)")
     parser.add_argument("--calib", type=int, default=256,
                         help="training images BN is recalibrated on per subnet (other than 256: a separate pool)")
     args = parser.parse_args()
@@ -174,22 +211,23 @@ def main() -> None:
     measured = [pool.measure(g) for g in genomes[n_pool:n_pool + n_test] + genomes[:n_train]]
     test, train = measured[:n_test], measured[n_test:]
     rows = train + test
-    print("learning curves (held-out):", flush=True)
-    curves = learning_curves(pool.space, train, test, sizes, args.seed)
+    splits = resplits(train, test, args.repeats, args.seed)
+    print(f"learning curves (held-out; mean ± standard error over {len(splits)} splits):", flush=True)
+    curves = learning_curves(pool.space, splits, sizes, args.seed)
     table, sensitivity_seconds = (sensitivity_table(pool, RESULTS / f"sensitivity_{tag}{suffix}.json")
                                   if args.sensitivity else (None, None))
     if table is not None:
         print("learning curves with the quantization-sensitivity feature:", flush=True)
-        curves += learning_curves(pool.space, train, test, sizes, args.seed, sensitivity=table)
+        curves += learning_curves(pool.space, splits, sizes, args.seed, sensitivity=table)
     ceiling, truth, base, transfer = None, None, [], None
     if not args.no_transfer:
         base = pool.sample(n_base, seed=args.seed + 1, quant=False, fp=True, exclude=[g.key for g in genomes])
         tsizes = tuple(n for n in tsizes if n <= n_train)
         print("transfer vs scratch:", flush=True)
-        transfer = transfer_vs_scratch(pool.space, base, train, test, tsizes, args.seed)
+        transfer = transfer_vs_scratch(pool.space, base, splits, tsizes, args.seed)
     if table is not None and not args.no_transfer:
         print("transfer vs scratch, both with the sensitivity feature:", flush=True)
-        transfer += transfer_vs_scratch(pool.space, base, train, test, tsizes, args.seed, sensitivity=table)
+        transfer += transfer_vs_scratch(pool.space, base, splits, tsizes, args.seed, sensitivity=table)
     if not on_test and args.calib == 256:
         print("measurement noise ceiling (100 test subnets re-measured on test images):", flush=True)
         again = MeasuredPool(args.checkpoint, args.dataset,  # cached: a rerun does not measure them again
@@ -210,7 +248,8 @@ def main() -> None:
               f"{truth['validation_measurement_tau']:.3f}", flush=True)
     accs = np.array([r["acc_q"] for r in rows])
     result = {"dataset": args.dataset, "checkpoint": str(args.checkpoint), "pool": len(rows), "base": len(base),
-              "eval_samples": args.eval_samples, "labels": args.labels, "calib": args.calib, "n_train": n_train, "n_test": n_test,
+              "eval_samples": args.eval_samples, "labels": args.labels, "calib": args.calib, "repeats": len(splits),
+              "n_train": n_train, "n_test": n_test,
               "accuracy_range": [float(accs.min()), float(accs.max())], "accuracy_std": float(accs.std()),
               "seconds_per_measurement": float(np.mean(pool.seconds)) if pool.seconds else None,
               "learning_curves": curves, "transfer": transfer, "noise_ceiling": ceiling, "truth": truth,

@@ -1,5 +1,6 @@
-"""Genomes → feature matrices: the space's one-hot encoding plus standardised log analytic costs
-(and, given a :class:`~predictors.accuracy.QuantSensitivity` table, the genome's summed sensitivity).
+"""Genomes → feature matrices: the space's one-hot encoding plus standardised log analytic costs, the
+genome's bit-width histogram (and, given a :class:`~predictors.accuracy.QuantSensitivity` table, the
+genome's summed sensitivity).
 
 The search refits and queries predictors on thousands of genomes per round, so encoding is the hot
 path: for spaces that keep :meth:`SearchSpace.encode` and :meth:`SearchSpace.costs` as inherited,
@@ -19,7 +20,7 @@ from search_spaces.costs import block_costs
 
 from .sensitivity import QuantSensitivity
 
-__all__ = ["FeatureEncoder", "COST_FEATURES", "gene_columns"]
+__all__ = ["FeatureEncoder", "COST_FEATURES", "bit_count_map", "gene_columns"]
 
 #: Analytic features and the :class:`Costs` field each one takes the log of.
 COST_FEATURES = ("macs", "bitops", "size_bytes")
@@ -36,15 +37,36 @@ def gene_columns(space: SearchSpace, kinds: Sequence[str]) -> np.ndarray:
     return np.asarray(cols, dtype=np.int64)
 
 
+def bit_count_map(space: SearchSpace) -> tuple[list[str], np.ndarray]:
+    """Names ``count_<kind>=<bits>`` and the ``(one-hot width, counts)`` 0/1 matrix that maps the one-hot
+    rows of :meth:`SearchSpace.encode` (zero for inactive genes) to the bit-width histogram."""
+    index: dict[tuple[str, object], int] = {}
+    entries, offset = [], 0
+    for gene in space.genes:
+        for i, choice in enumerate(gene.choices):
+            if gene.kind == "quant":
+                key = (gene.name.rsplit(".", 1)[-1], choice)
+                entries.append((offset + i, index.setdefault(key, len(index))))
+        offset += len(gene.choices)
+    matrix = np.zeros((offset, len(index)), dtype=np.float32)
+    for row, col in entries:
+        matrix[row, col] = 1.0
+    return [f"count_{kind}={bits}" for kind, bits in index], matrix
+
+
 class FeatureEncoder:
-    """Encode genomes of one space as float32 rows: ``[one-hot genes | log costs | sensitivity]``, the
-    last two z-scored.
+    """Encode genomes of one space as float32 rows: ``[one-hot genes | log costs | bit counts |
+    sensitivity]``, all but the one-hot part z-scored.
 
     Args:
         space: the search space the genomes belong to.
         kinds: which genes to one-hot encode (``("arch",)`` for a full-precision base predictor).
         costs: which analytic costs to add as standardised logs, from :data:`COST_FEATURES`
             (log MACs, log BitOps, log bytes: accuracy grows roughly with the log of capacity).
+        bit_counts: add the bit-width histogram: per kind of quantization gene (the last part of its name,
+            e.g. ``w_bits``, ``a_bits``) and per bit-width, how many *active* genes use it. How many layers
+            sit at 3 bits is what the one-hot columns spread over many genes; a few dozen measured genomes
+            cannot learn that sum gene by gene (only with ``"quant"`` in ``kinds``).
         sensitivity: a quantization-sensitivity table of the space: adds ZeroQ's summed sensitivity of
             the genome's bit-widths (only with ``"quant"`` in ``kinds``: it describes quantization).
         cache_size: genomes whose rows are remembered (by value) before the cache is cleared
@@ -52,8 +74,8 @@ class FeatureEncoder:
     """
 
     def __init__(self, space: SearchSpace, *, kinds: Sequence[str] = KINDS,
-                 costs: Sequence[str] = COST_FEATURES, sensitivity: QuantSensitivity | None = None,
-                 cache_size: int = 20_000) -> None:
+                 costs: Sequence[str] = COST_FEATURES, bit_counts: bool = False,
+                 sensitivity: QuantSensitivity | None = None, cache_size: int = 20_000) -> None:
         unknown = [k for k in kinds if k not in KINDS] + [c for c in costs if c not in COST_FEATURES]
         if unknown:
             raise ValueError(f"unknown kinds/costs {unknown}; kinds from {KINDS}, costs from {COST_FEATURES}")
@@ -61,7 +83,9 @@ class FeatureEncoder:
             raise ValueError("the sensitivity table belongs to another space")
         self.space, self.kinds, self.costs = space, tuple(kinds), tuple(costs)
         self.sensitivity = sensitivity if "quant" in self.kinds else None
-        self._n_extra = len(self.costs) + (self.sensitivity is not None)
+        self.bit_counts = bit_counts and "quant" in self.kinds
+        self._count_names, self._count_map = bit_count_map(space) if self.bit_counts else ([], None)
+        self._n_extra = len(self.costs) + len(self._count_names) + (self.sensitivity is not None)
         self._columns = gene_columns(space, self.kinds)
         self._plan = self._make_plan(space)
         self._width = sum(len(g.choices) for g in space.genes)
@@ -86,11 +110,12 @@ class FeatureEncoder:
 
     @property
     def names(self) -> list[str]:
-        """Column names: ``gene=value`` for the one-hot part, ``log_<cost>`` for the analytic part, then
-        ``quant_sensitivity``."""
+        """Column names: ``gene=value`` for the one-hot part, ``log_<cost>`` for the analytic part,
+        ``count_<kind>=<bits>`` for the bit counts, then ``quant_sensitivity``."""
         all_names = self.space.feature_names()
         extra = ["quant_sensitivity"] if self.sensitivity is not None else []
-        return [all_names[i] for i in self._columns] + [f"log_{c}" for c in self.costs] + extra
+        return ([all_names[i] for i in self._columns] + [f"log_{c}" for c in self.costs] + self._count_names
+                + extra)
 
     @property
     def n_features(self) -> int:
@@ -136,6 +161,8 @@ class FeatureEncoder:
         if self.costs:
             logs = np.log(np.maximum(np.array([self._cost_row(g) for g in genomes], dtype=np.float64), 1.0))
             parts.append(logs.astype(np.float32))
+        if self._count_map is not None:  # like the sensitivity, a linear map of the one-hot rows
+            parts.append(onehot @ self._count_map)
         if self.sensitivity is not None:  # the table's score, from the one-hot rows already built
             parts.append((onehot.astype(np.float64) @ self.sensitivity.weights).astype(np.float32)[:, None])
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]

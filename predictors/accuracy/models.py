@@ -168,7 +168,7 @@ class MeanEnsemble:
 
 # ---- the predictor ------------------------------------------------------------------------------
 class RegressorPredictor(AccuracyPredictor):
-    """One-hot genes (+ log costs) → registered scikit-learn model(s); see :func:`make_predictor`."""
+    """One-hot genes (+ log costs and bit counts) → registered scikit-learn model(s); see :func:`make_predictor`."""
 
     def __init__(self, space: SearchSpace, *, model: str = "ensemble", candidates: Sequence[str] = AUTO_CANDIDATES,
                  members: Sequence[str] = ENSEMBLE_MEMBERS, analytic_features: bool = True,
@@ -185,7 +185,7 @@ class RegressorPredictor(AccuracyPredictor):
         self.model, self.candidates, self.members = model, tuple(candidates), tuple(members)
         self.analytic_features = analytic_features
         self.encoder = FeatureEncoder(space, costs=COST_FEATURES if analytic_features else (),
-                                      sensitivity=sensitivity)
+                                      bit_counts=analytic_features, sensitivity=sensitivity)
 
     def _encode(self, genomes: Sequence[Genome], *, fit: bool) -> np.ndarray:
         return self.encoder.fit_transform(genomes) if fit else self.encoder.transform(genomes)
@@ -224,7 +224,8 @@ def make_predictor(space: SearchSpace, model: str = "ensemble", *, analytic_feat
         space: the search space.
         model: ``"ensemble"`` (mean of ``members``; the default), a name from :func:`list_models`, or
             ``"auto"`` (best cross-validated Kendall τ among ``candidates``).
-        analytic_features: add standardised log MACs, log BitOps and log size to the one-hot genes.
+        analytic_features: add standardised log MACs, log BitOps, log size and the bit-width histogram
+            (how many active layers use each weight / activation bit-width) to the one-hot genes.
         seed: seeds folds and models.
         candidates: the models ``"auto"`` compares.
         members: the models ``"ensemble"`` averages.

@@ -133,7 +133,8 @@ class TransferPredictor(AccuracyPredictor):
         base_model, residual_model: registered model names for the ``"residual"`` method (``base_model``
             is also the base of ``"stacked"``).
         members: the registered models ``"stacked"`` averages.
-        analytic_features: add log MACs to the arch input and log BitOps, log size to the quant input.
+        analytic_features: add log MACs to the arch input and log BitOps, log size and the bit-width
+            histogram to the quant input.
         sensitivity: a quantization-sensitivity table: its sum over the genome's bit-widths joins the
             quant input.
         compare_scratch: also cross-validate the same model trained from scratch and keep the better
@@ -167,7 +168,7 @@ class TransferPredictor(AccuracyPredictor):
         self.arch_encoder = FeatureEncoder(space, kinds=("arch",), costs=("macs",) if analytic_features else ())
         self.quant_encoder = FeatureEncoder(space, kinds=("quant",),
                                             costs=("bitops", "size_bytes") if analytic_features else (),
-                                            sensitivity=sensitivity)
+                                            bit_counts=analytic_features, sensitivity=sensitivity)
         if self.quant_encoder.n_features == 0:
             raise InputError(f"space {space.name!r} has no quantization genes to transfer to", field="space")
         self._base: Any = None
