@@ -64,6 +64,7 @@ class PredictorsSection(BaseModel):
     model: str = "ensemble"
     candidates: list[str] = Field(default_factory=lambda: ["ridge", "svr", "gp"], min_length=1)
     analytic_features: bool = True
+    interactions: bool = True
     n_folds: int = Field(5, ge=2, le=20)
     dataset: ExistingPath | None = None
     quant_sensitivity: bool | Path = False
@@ -79,7 +80,8 @@ class PredictorsSection(BaseModel):
 
     def predictor_options(self) -> dict[str, object]:
         """Keyword options of ``predictors.accuracy.make_predictor`` besides the model name."""
-        return {"analytic_features": self.analytic_features, "candidates": tuple(self.candidates),
+        return {"analytic_features": self.analytic_features, "interactions": self.interactions,
+                "candidates": tuple(self.candidates),
                 "n_folds": self.n_folds}
 
 

@@ -144,6 +144,20 @@ def write_predictor_artifacts(run_dir: Path, searcher: Any, result: SearchResult
     return lines
 
 
+def feature_summary(reports: Any) -> str:
+    """What the predictors of the last round saw, in words (from their reports)."""
+    reports = list(reports)
+    parts = ["one-hot genes"]
+    if any(rep.get("interactions") for rep in reports):
+        parts.append("the space's gene interactions (joint one-hot of declared pairs)")
+    if any(rep.get("analytic_features") for rep in reports):
+        parts += ["log costs", "the bit-width histogram"]
+    if any(rep.get("quant_sensitivity") for rep in reports):
+        parts.append("each genome's summed per-layer quantization sensitivity (ZeroQ's output KL, "
+                     "`quant_sensitivity.json`)")
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
 def _report_lines(report: dict[str, Any]) -> list[str]:
     lines = ["## Predictors", "", f"`{report['searcher']}` measured {report['n_measured']} candidates "
              f"({report['n_startup_trials']} random to start) and predicted {', '.join(report['predicted_metrics'])} "
@@ -156,10 +170,8 @@ def _report_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"| {metric} | {m['n']} | {m['kendall_tau']:.3f} | {m['spearman']:.3f} | {m['rmse']:.4f} | "
                      f"{m['mape']:.2f} | {m.get('coverage', float('nan')):.3f} |")
     last = next((r for r in reversed(report["rounds"]) if r.get("predictors")), None)
-    if last is not None and any(rep.get("quant_sensitivity") for rep in last["predictors"].values()):
-        lines += ["", "Features: one-hot genes, log costs and each genome's summed per-layer quantization "
-                      "sensitivity (ZeroQ's output KL, `quant_sensitivity.json`)."]
     if last is not None:
+        lines += ["", f"Features: {feature_summary(last['predictors'].values())}."]
         lines += ["", f"Last round ({last['n_train']} training samples), cross-validated:", "",
                   "| metric | model | Kendall τ | Spearman ρ | RMSE | MAPE % |", "|---|---|---|---|---|---|"]
         for metric, rep in last["predictors"].items():

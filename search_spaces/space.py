@@ -185,6 +185,12 @@ class SearchSpace(ABC):
             parts.append(onehot)
         return np.concatenate(parts)
 
+    def feature_interactions(self) -> list[tuple[str, str]]:
+        """Pairs ``(context gene, gene)`` whose joint value predictors should see as one categorical
+        feature, because the gene's effect on accuracy depends on the context gene's value in a way a
+        few hundred measured genomes cannot learn from the two one-hots alone. Default: none."""
+        return []
+
     def to_indices(self, genome: Genome) -> np.ndarray:
         """Choice index of every gene (for optimisers that work on integer vectors)."""
         return np.array([g.choices.index(genome[g.name]) for g in self._genes], dtype=np.int64)

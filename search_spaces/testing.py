@@ -88,6 +88,13 @@ class SearchSpaceConformance:
             assert code.sum() == sum(space.is_active(genome, g) for g in space.genes)
         assert len({c.tobytes() for c in codes}) == len(genomes)
 
+    def test_feature_interactions_name_distinct_genes(self, space: SearchSpace) -> None:
+        pairs = space.feature_interactions()
+        names = {g.name for g in space.genes}
+        assert len(set(pairs)) == len(pairs)
+        for context, gene in pairs:
+            assert context in names and gene in names and context != gene, (context, gene)
+
     def test_index_round_trip(self, space: SearchSpace) -> None:
         for genome in _samples(space):
             assert space.from_indices(space.to_indices(genome)) == genome

@@ -1,4 +1,5 @@
-"""Genomes → feature matrices: the space's one-hot encoding plus standardised log analytic costs, the
+"""Genomes → feature matrices: the space's one-hot encoding (optionally with the joint one-hot of the
+gene pairs the space declares in ``feature_interactions``) plus standardised log analytic costs, the
 genome's bit-width histogram (and, given a :class:`~predictors.accuracy.QuantSensitivity` table, the
 genome's summed sensitivity).
 
@@ -20,7 +21,7 @@ from search_spaces.costs import block_costs
 
 from .sensitivity import QuantSensitivity
 
-__all__ = ["FeatureEncoder", "COST_FEATURES", "bit_count_map", "gene_columns"]
+__all__ = ["FeatureEncoder", "COST_FEATURES", "bit_count_map", "gene_columns", "interaction_plan"]
 
 #: Analytic features and the :class:`Costs` field each one takes the log of.
 COST_FEATURES = ("macs", "bitops", "size_bytes")
@@ -35,6 +36,25 @@ def gene_columns(space: SearchSpace, kinds: Sequence[str]) -> np.ndarray:
             cols.extend(range(start, start + len(gene.choices)))
         start += len(gene.choices)
     return np.asarray(cols, dtype=np.int64)
+
+
+def interaction_plan(space: SearchSpace, kinds: Sequence[str]) -> tuple[list, list[str]]:
+    """Column slices (of :meth:`SearchSpace.encode`) of each declared pair whose second gene is of one of
+    ``kinds``, and the names of their joint columns; a pair naming an unknown gene is the space's bug."""
+    start, offset = {}, 0
+    for gene in space.genes:
+        start[gene.name] = (offset, offset + len(gene.choices))
+        offset += len(gene.choices)
+    pairs, names = [], []
+    for context, name in space.feature_interactions():
+        for gene in (context, name):
+            if gene not in start:
+                raise ValueError(f"space {space.name!r} declares an interaction with unknown gene {gene!r}")
+        if space.gene(name).kind not in kinds:
+            continue
+        pairs.append((start[context], start[name]))
+        names += [f"{context}={a}&{name}={b}" for a in space.gene(context).choices for b in space.gene(name).choices]
+    return pairs, names
 
 
 def bit_count_map(space: SearchSpace) -> tuple[list[str], np.ndarray]:
@@ -55,14 +75,16 @@ def bit_count_map(space: SearchSpace) -> tuple[list[str], np.ndarray]:
 
 
 class FeatureEncoder:
-    """Encode genomes of one space as float32 rows: ``[one-hot genes | log costs | bit counts |
-    sensitivity]``, all but the one-hot part z-scored.
+    """Encode genomes of one space as float32 rows: ``[one-hot genes | interactions | log costs | bit
+    counts | sensitivity]``, the last three z-scored.
 
     Args:
         space: the search space the genomes belong to.
         kinds: which genes to one-hot encode (``("arch",)`` for a full-precision base predictor).
         costs: which analytic costs to add as standardised logs, from :data:`COST_FEATURES`
             (log MACs, log BitOps, log bytes: accuracy grows roughly with the log of capacity).
+        interactions: add the joint one-hot of each pair of :meth:`SearchSpace.feature_interactions`
+            (zero while either gene is inactive) whose second gene is of one of ``kinds``.
         bit_counts: add the bit-width histogram: per kind of quantization gene (the last part of its name,
             e.g. ``w_bits``, ``a_bits``) and per bit-width, how many *active* genes use it. How many layers
             sit at 3 bits is what the one-hot columns spread over many genes; a few dozen measured genomes
@@ -74,7 +96,7 @@ class FeatureEncoder:
     """
 
     def __init__(self, space: SearchSpace, *, kinds: Sequence[str] = KINDS,
-                 costs: Sequence[str] = COST_FEATURES, bit_counts: bool = False,
+                 costs: Sequence[str] = COST_FEATURES, interactions: bool = False, bit_counts: bool = False,
                  sensitivity: QuantSensitivity | None = None, cache_size: int = 20_000) -> None:
         unknown = [k for k in kinds if k not in KINDS] + [c for c in costs if c not in COST_FEATURES]
         if unknown:
@@ -87,6 +109,8 @@ class FeatureEncoder:
         self._count_names, self._count_map = bit_count_map(space) if self.bit_counts else ([], None)
         self._n_extra = len(self.costs) + len(self._count_names) + (self.sensitivity is not None)
         self._columns = gene_columns(space, self.kinds)
+        self._pairs, self._pair_names = interaction_plan(space, self.kinds) if interactions else ([], [])
+        self.interactions = bool(self._pairs)
         self._plan = self._make_plan(space)
         self._width = sum(len(g.choices) for g in space.genes)
         self._fast_encode = type(space).encode is SearchSpace.encode and type(space).is_active is SearchSpace.is_active
@@ -110,21 +134,22 @@ class FeatureEncoder:
 
     @property
     def names(self) -> list[str]:
-        """Column names: ``gene=value`` for the one-hot part, ``log_<cost>`` for the analytic part,
+        """Column names: ``gene=value`` for the one-hot part, ``a=x&b=y`` for the interactions,
+        ``log_<cost>`` for the analytic part,
         ``count_<kind>=<bits>`` for the bit counts, then ``quant_sensitivity``."""
         all_names = self.space.feature_names()
         extra = ["quant_sensitivity"] if self.sensitivity is not None else []
-        return ([all_names[i] for i in self._columns] + [f"log_{c}" for c in self.costs] + self._count_names
-                + extra)
+        return ([all_names[i] for i in self._columns] + self._pair_names + [f"log_{c}" for c in self.costs]
+                + self._count_names + extra)
 
     @property
     def n_features(self) -> int:
-        return len(self._columns) + self._n_extra
+        return len(self._columns) + len(self._pair_names) + self._n_extra
 
     def fit(self, genomes: Sequence[Genome]) -> FeatureEncoder:
         """Learn the mean and spread of the extra columns (so every model sees them on a unit scale)."""
         if self._n_extra:
-            raw = self._raw(genomes)[:, len(self._columns):].astype(np.float64)
+            raw = self._raw(genomes)[:, self.n_features - self._n_extra:].astype(np.float64)
             self.mean_ = raw.mean(axis=0)
             self.scale_ = np.where(raw.std(axis=0) > 1e-12, raw.std(axis=0), 1.0)
         return self
@@ -133,7 +158,7 @@ class FeatureEncoder:
         """Feature matrix ``(n, n_features)`` (float32)."""
         out = self._raw(genomes)
         if self._n_extra:
-            k = len(self._columns)
+            k = self.n_features - self._n_extra
             out[:, k:] = (out[:, k:] - self.mean_) / self.scale_
         return out
 
@@ -158,6 +183,8 @@ class FeatureEncoder:
     def _compute(self, genomes: list[Genome]) -> np.ndarray:
         onehot = self._onehot(genomes)
         parts = [onehot[:, self._columns]]
+        for (c0, c1), (g0, g1) in self._pairs:  # joint one-hot: outer product of the two genes' one-hot slices
+            parts.append((onehot[:, c0:c1, None] * onehot[:, None, g0:g1]).reshape(len(genomes), -1))
         if self.costs:
             logs = np.log(np.maximum(np.array([self._cost_row(g) for g in genomes], dtype=np.float64), 1.0))
             parts.append(logs.astype(np.float32))

@@ -172,7 +172,8 @@ class RegressorPredictor(AccuracyPredictor):
 
     def __init__(self, space: SearchSpace, *, model: str = "ensemble", candidates: Sequence[str] = AUTO_CANDIDATES,
                  members: Sequence[str] = ENSEMBLE_MEMBERS, analytic_features: bool = True,
-                 sensitivity: QuantSensitivity | None = None, n_folds: int = 5, seed: int = 0) -> None:
+                 interactions: bool = True, sensitivity: QuantSensitivity | None = None, n_folds: int = 5,
+                 seed: int = 0) -> None:
         super().__init__(space, n_folds=n_folds, seed=seed)
         if model not in _STRATEGIES:
             _check_names([model], field="model")
@@ -185,7 +186,8 @@ class RegressorPredictor(AccuracyPredictor):
         self.model, self.candidates, self.members = model, tuple(candidates), tuple(members)
         self.analytic_features = analytic_features
         self.encoder = FeatureEncoder(space, costs=COST_FEATURES if analytic_features else (),
-                                      bit_counts=analytic_features, sensitivity=sensitivity)
+                                      interactions=interactions, bit_counts=analytic_features,
+                                      sensitivity=sensitivity)
 
     def _encode(self, genomes: Sequence[Genome], *, fit: bool) -> np.ndarray:
         return self.encoder.fit_transform(genomes) if fit else self.encoder.transform(genomes)
@@ -207,6 +209,7 @@ class RegressorPredictor(AccuracyPredictor):
 
     def _extra_report(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"requested": self.model, "analytic_features": self.analytic_features,
+                                 "interactions": self.encoder.interactions,
                                  "quant_sensitivity": self.encoder.sensitivity is not None}
         if self.model == "auto":
             extra["candidates"] = list(self.candidates)
@@ -215,9 +218,10 @@ class RegressorPredictor(AccuracyPredictor):
         return extra
 
 
-def make_predictor(space: SearchSpace, model: str = "ensemble", *, analytic_features: bool = True, seed: int = 0,
-                   candidates: Sequence[str] = AUTO_CANDIDATES, members: Sequence[str] = ENSEMBLE_MEMBERS,
-                   n_folds: int = 5, sensitivity: QuantSensitivity | None = None) -> RegressorPredictor:
+def make_predictor(space: SearchSpace, model: str = "ensemble", *, analytic_features: bool = True,
+                   interactions: bool = True, seed: int = 0, candidates: Sequence[str] = AUTO_CANDIDATES,
+                   members: Sequence[str] = ENSEMBLE_MEMBERS, n_folds: int = 5,
+                   sensitivity: QuantSensitivity | None = None) -> RegressorPredictor:
     """An unfitted accuracy predictor for ``space``.
 
     Args:
@@ -226,6 +230,9 @@ def make_predictor(space: SearchSpace, model: str = "ensemble", *, analytic_feat
             ``"auto"`` (best cross-validated Kendall τ among ``candidates``).
         analytic_features: add standardised log MACs, log BitOps, log size and the bit-width histogram
             (how many active layers use each weight / activation bit-width) to the one-hot genes.
+        interactions: add the joint one-hot of the gene pairs the space declares in
+            :meth:`SearchSpace.feature_interactions` (e.g. a stage's depth and the activation bits of
+            the next stage's first block).
         seed: seeds folds and models.
         candidates: the models ``"auto"`` compares.
         members: the models ``"ensemble"`` averages.
@@ -234,5 +241,5 @@ def make_predictor(space: SearchSpace, model: str = "ensemble", *, analytic_feat
             its sum over the genome's bit-widths becomes one more feature.
     """
     return RegressorPredictor(space, model=model, candidates=candidates, members=members,
-                              analytic_features=analytic_features, sensitivity=sensitivity, n_folds=n_folds,
-                              seed=seed)
+                              analytic_features=analytic_features, interactions=interactions,
+                              sensitivity=sensitivity, n_folds=n_folds, seed=seed)

@@ -135,6 +135,8 @@ class TransferPredictor(AccuracyPredictor):
         members: the registered models ``"stacked"`` averages.
         analytic_features: add log MACs to the arch input and log BitOps, log size and the bit-width
             histogram to the quant input.
+        interactions: add the space's declared gene-pair interactions whose second gene is a quantization
+            gene to the quant input.
         sensitivity: a quantization-sensitivity table: its sum over the genome's bit-widths joins the
             quant input.
         compare_scratch: also cross-validate the same model trained from scratch and keep the better
@@ -145,7 +147,8 @@ class TransferPredictor(AccuracyPredictor):
     def __init__(self, space: SearchSpace, *, method: str = "mlp", hidden: Sequence[int] = (128, 128, 128),
                  pretrain_epochs: int = 200, finetune_epochs: int = 100, lr: float = 1e-3,
                  finetune_lr: float = 1e-3, weight_decay: float = 1e-2, base_model: str = "svr",
-                 residual_model: str = "ridge", analytic_features: bool = True, compare_scratch: bool = False,
+                 residual_model: str = "ridge", analytic_features: bool = True, interactions: bool = True,
+                 compare_scratch: bool = False,
                  sensitivity: QuantSensitivity | None = None, members: Sequence[str] = ENSEMBLE_MEMBERS,
                  n_folds: int = 5, seed: int = 0) -> None:
         super().__init__(space, n_folds=n_folds, seed=seed)
@@ -168,7 +171,8 @@ class TransferPredictor(AccuracyPredictor):
         self.arch_encoder = FeatureEncoder(space, kinds=("arch",), costs=("macs",) if analytic_features else ())
         self.quant_encoder = FeatureEncoder(space, kinds=("quant",),
                                             costs=("bitops", "size_bytes") if analytic_features else (),
-                                            bit_counts=analytic_features, sensitivity=sensitivity)
+                                            interactions=interactions, bit_counts=analytic_features,
+                                            sensitivity=sensitivity)
         if self.quant_encoder.n_features == 0:
             raise InputError(f"space {space.name!r} has no quantization genes to transfer to", field="space")
         self._base: Any = None

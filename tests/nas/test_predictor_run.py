@@ -40,6 +40,8 @@ def test_predictor_report_has_rounds_and_held_out_quality(first):
     assert len(guided) == 3 and all(r["held_out"]["accuracy"]["n"] == 4 for r in guided)
     assert report["held_out_pooled"]["accuracy"]["n"] == 12
     assert "## Predictors" in (first.run_dir / "report.md").read_text()
+    assert ("Features: one-hot genes, the space's gene interactions (joint one-hot of declared pairs), log costs "
+            "and the bit-width histogram.") in (first.run_dir / "report.md").read_text()
 
 
 def test_predictor_dataset_is_written_and_reusable(first, tmp_path):
