@@ -38,14 +38,19 @@ def gene_columns(space: SearchSpace, kinds: Sequence[str]) -> np.ndarray:
     return np.asarray(cols, dtype=np.int64)
 
 
-def interaction_plan(space: SearchSpace, kinds: Sequence[str]) -> tuple[list, list[str]]:
+Span = tuple[int, int]  # [start, stop) of one gene's columns in SearchSpace.encode
+
+
+def interaction_plan(space: SearchSpace, kinds: Sequence[str]) -> tuple[list[tuple[Span, Span]], list[str]]:
     """Column slices (of :meth:`SearchSpace.encode`) of each declared pair whose second gene is of one of
     ``kinds``, and the names of their joint columns; a pair naming an unknown gene is the space's bug."""
-    start, offset = {}, 0
+    start: dict[str, Span] = {}
+    offset = 0
     for gene in space.genes:
         start[gene.name] = (offset, offset + len(gene.choices))
         offset += len(gene.choices)
-    pairs, names = [], []
+    pairs: list[tuple[Span, Span]] = []
+    names: list[str] = []
     for context, name in space.feature_interactions():
         for gene in (context, name):
             if gene not in start:
@@ -134,9 +139,8 @@ class FeatureEncoder:
 
     @property
     def names(self) -> list[str]:
-        """Column names: ``gene=value`` for the one-hot part, ``a=x&b=y`` for the interactions,
-        ``log_<cost>`` for the analytic part,
-        ``count_<kind>=<bits>`` for the bit counts, then ``quant_sensitivity``."""
+        """Column names: ``gene=value`` (one-hot), ``a=x&b=y`` (interactions), ``log_<cost>``,
+        ``count_<kind>=<bits>`` (bit counts), then ``quant_sensitivity``."""
         all_names = self.space.feature_names()
         extra = ["quant_sensitivity"] if self.sensitivity is not None else []
         return ([all_names[i] for i in self._columns] + self._pair_names + [f"log_{c}" for c in self.costs]
