@@ -114,15 +114,16 @@ def quant_sensitivity(setting: bool | Path, space: SearchSpace, subnets: Any, ru
         return QuantSensitivity.load(path, space)
     import torch
 
-    from supernets.sensitivity import measure_quant_sensitivity
+    from supernets.sensitivity import measure_context_sensitivity, measure_quant_sensitivity
 
     start = time.perf_counter()
-    values = measure_quant_sensitivity(subnets.supernet, torch.cat(subnets.calib), subnets.eval_x[:SENSITIVITY_IMAGES],
-                                       batch_size=subnets.batch_size)
-    table = QuantSensitivity(space, values)
+    images = (subnets.supernet, torch.cat(subnets.calib), subnets.eval_x[:SENSITIVITY_IMAGES])
+    values = measure_quant_sensitivity(*images, batch_size=subnets.batch_size)
+    contexts = measure_context_sensitivity(*images, batch_size=subnets.batch_size)
+    table = QuantSensitivity(space, values, contexts=contexts)
     table.save(path)
-    log(f"quantization sensitivity of {len(values)} genes measured in {time.perf_counter() - start:.1f} s "
-        f"({SENSITIVITY_IMAGES} validation images): {path}")
+    log(f"quantization sensitivity of {len(values)} genes (+ {len(contexts)} contexts of declared interactions) "
+        f"measured in {time.perf_counter() - start:.1f} s ({SENSITIVITY_IMAGES} validation images): {path}")
     return table
 
 

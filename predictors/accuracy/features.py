@@ -195,7 +195,7 @@ class FeatureEncoder:
         if self._count_map is not None:  # like the sensitivity, a linear map of the one-hot rows
             parts.append(onehot @ self._count_map)
         if self.sensitivity is not None:  # the table's score, from the one-hot rows already built
-            parts.append((onehot.astype(np.float64) @ self.sensitivity.weights).astype(np.float32)[:, None])
+            parts.append(self.sensitivity.score_onehot(onehot.astype(np.float64)).astype(np.float32)[:, None])
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
     def _onehot(self, genomes: list[Genome]) -> np.ndarray:

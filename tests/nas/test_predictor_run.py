@@ -87,8 +87,10 @@ def test_quant_sensitivity_is_measured_saved_and_reused(first, tmp_path):
                                                          "predictors": {"model": "ridge", "quant_sensitivity": True}}))
     table = measured.run_dir / "quant_sensitivity.json"
     space = get_space("mbv3", **BASE["search_space"]["options"])
-    values = QuantSensitivity.load(table, space).values
+    loaded = QuantSensitivity.load(table, space)
+    values = loaded.values
     assert set(values) == {g.name for g in space.genes if g.kind == "quant"}
+    assert list(loaded.contexts) == [("s1.depth", 1)]  # the space's declared interaction, in its other context
     assert max(v for row in values.values() for v in row.values()) > 0
     report = json.loads((measured.run_dir / "predictor_report.json").read_text())
     guided = [r for r in report["rounds"] if r.get("predictors")]

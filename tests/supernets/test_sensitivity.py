@@ -6,7 +6,7 @@ import torch
 from predictors.accuracy import QuantSensitivity
 from search_spaces import get_space
 from supernets.data import load_dataset
-from supernets.sensitivity import measure_quant_sensitivity
+from supernets.sensitivity import measure_context_sensitivity, measure_quant_sensitivity
 from supernets.supernet import QuantSupernet
 
 TINY = dict(in_channels=1, image_size=8, stem_channels=8, stage_channels=[16, 24], stage_strides=[1, 2],
@@ -50,3 +50,19 @@ def test_another_reference_is_zero_at_its_own_choices(setup):
         measure_quant_sensitivity(net, data.train_x[:64], data.val_x[:32], reference=shallow)
     with pytest.raises(ValueError, match="calibration and evaluation images"):
         measure_quant_sensitivity(net, data.train_x[:0], data.val_x[:32])
+
+
+def test_declared_interactions_are_measured_in_every_other_context(setup):
+    space, net, data = setup
+    assert space.feature_interactions() == [("s1.depth", "s2.b1.a_bits")]
+    net.train()
+    contexts = measure_context_sensitivity(net, data.train_x[:128], data.val_x[:64], batch_size=64)
+    assert net.training
+    assert list(contexts) == ["s1.depth=1"] and list(contexts["s1.depth=1"]) == ["s2.b1.a_bits"]
+    row = contexts["s1.depth=1"]["s2.b1.a_bits"]
+    assert row[8] == 0.0 and row[2] > 0.0 and row[2] >= row[4] >= 0.0
+    plain = measure_quant_sensitivity(net, data.train_x[:128], data.val_x[:64], batch_size=64)
+    assert row[2] != plain["s2.b1.a_bits"][2]  # another block feeds the quantizer in this context
+    table = QuantSensitivity(space, plain, contexts=contexts)
+    shallow = space.make({**space.largest().as_dict(), "s1.depth": 1, "s2.b1.a_bits": 2})
+    assert table.score([shallow])[0] == pytest.approx(row[2])
