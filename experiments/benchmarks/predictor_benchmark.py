@@ -120,18 +120,23 @@ def transfer_vs_scratch(space, base: list[dict], splits, sizes, seed: int, sensi
 
 
 def sensitivity_table(pool: MeasuredPool, path: Path):
-    """ZeroQ per-layer sensitivity of the pool's supernet on 256 validation images (cached in ``path``)."""
+    """ZeroQ per-layer sensitivity of the pool's supernet on 256 validation images, with the contexts of the
+    space's declared interactions (cached in ``path``; a cached table without contexts gets them added)."""
     from predictors.accuracy import QuantSensitivity
-    from supernets.sensitivity import measure_quant_sensitivity
+    from supernets.sensitivity import measure_context_sensitivity, measure_quant_sensitivity
 
-    if path.exists():
-        return QuantSensitivity.load(path, pool.space), None
+    images = (pool.net, pool.data.train_x[:pool.calib], pool.data.val_x[:256])
+    cached = QuantSensitivity.load(path, pool.space) if path.exists() else None
+    if cached is not None and (cached.contexts or not pool.space.feature_interactions()):
+        return cached, None
     start = time.perf_counter()
-    values = measure_quant_sensitivity(pool.net, pool.data.train_x[:pool.calib], pool.data.val_x[:256])
+    values = cached.values if cached is not None else measure_quant_sensitivity(*images)
+    contexts = measure_context_sensitivity(*images)
     seconds = time.perf_counter() - start
-    table = QuantSensitivity(pool.space, values)
+    table = QuantSensitivity(pool.space, values, contexts=contexts)
     table.save(path)
-    print(f"quantization sensitivity measured in {seconds:.0f} s: {path}", flush=True)
+    print(f"quantization sensitivity {'contexts ' if cached is not None else ''}measured in {seconds:.0f} s: {path}",
+          flush=True)
     return table, seconds
 
 
