@@ -13,6 +13,7 @@ small batch per (gene, choice), not a measured subnet. Genes the space declares 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -66,12 +67,13 @@ def _lowered_one_at_a_time(space: SearchSpace, log_probs: Callable[[Genome], Ten
 
 
 def _ticker(total: int, progress: Callable[[int, int], None] | None) -> Callable[[], None]:
-    done = [0]
+    """A callback reporting ``(done, total)`` to ``progress`` (if any) each time it is called."""
+    done = itertools.count(1)
 
     def tick() -> None:
-        done[0] += 1
+        count = next(done)
         if progress is not None:
-            progress(done[0], total)
+            progress(count, total)
 
     return tick
 

@@ -92,11 +92,11 @@ class QuantSensitivity:
         """``{"ctx=value": {gene: {choice: value}}}`` → ``{(ctx, value): {gene: row}}``; each (ctx, gene) must
         be one of the space's declared interactions."""
         declared = self.space.feature_interactions()
+        options = sorted({c for c, _ in declared})
         out: dict[tuple[str, Any], dict[str, dict[Any, float]]] = {}
         for key, genes in contexts.items():
             field = f"contexts.{key}"
             context, _, raw = str(key).rpartition("=")
-            options = sorted({c for c, _ in declared})
             if context not in options:
                 raise InputError(f"expected 'gene=value' with a context gene the space declares {options}",
                                  source=self._src, field=field)

@@ -56,8 +56,10 @@ def test_declared_interactions_are_measured_in_every_other_context(setup):
     space, net, data = setup
     assert space.feature_interactions() == [("s1.depth", "s2.b1.a_bits")]
     net.train()
-    contexts = measure_context_sensitivity(net, data.train_x[:128], data.val_x[:64], batch_size=64)
-    assert net.training
+    seen = []
+    contexts = measure_context_sensitivity(net, data.train_x[:128], data.val_x[:64], batch_size=64,
+                                           progress=lambda done, total: seen.append((done, total)))
+    assert net.training and seen == [(1, 2), (2, 2)]  # 2 and 4 bits lowered in the one context
     assert list(contexts) == ["s1.depth=1"] and list(contexts["s1.depth=1"]) == ["s2.b1.a_bits"]
     row = contexts["s1.depth=1"]["s2.b1.a_bits"]
     assert row[8] == 0.0 and row[2] > 0.0 and row[2] >= row[4] >= 0.0
