@@ -140,9 +140,7 @@ class StagedCnnSpace(SearchSpace):
         0.03-0.05 at every sample size."""
         if len(self.depths) < 2 or len(self.a_bits) < 2:
             return []
-        names = {g.name for g in self.genes}
-        pairs = [(f"s{i}.depth", f"s{i + 1}.b1.a_bits") for i in range(1, len(self.stage_channels))]
-        return [pair for pair in pairs if pair[0] in names and pair[1] in names]
+        return [(f"s{i}.depth", f"s{i + 1}.b1.a_bits") for i in range(1, len(self.stage_channels))]
 
     def _quant(self, genome: Genome, prefix: str) -> dict[str, Any]:
         quant: dict[str, Any] = {"w_bits": genome[f"{prefix}.w_bits"], "a_bits": genome[f"{prefix}.a_bits"]}

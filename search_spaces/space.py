@@ -175,6 +175,14 @@ class SearchSpace(ABC):
         """Names of the columns of :meth:`encode`: ``gene=value``."""
         return [f"{g.name}={c}" for g in self._genes for c in g.choices]
 
+    def encode_spans(self) -> dict[str, tuple[int, int]]:
+        """``[start, stop)`` of each gene's columns in :meth:`encode` (and :meth:`feature_names`)."""
+        spans, offset = {}, 0
+        for gene in self._genes:
+            spans[gene.name] = (offset, offset + len(gene.choices))
+            offset += len(gene.choices)
+        return spans
+
     def encode(self, genome: Genome) -> np.ndarray:
         """One-hot per gene, all zeros for inactive genes (the OFA/APQ predictor encoding)."""
         parts = []

@@ -115,7 +115,7 @@ def measure_context_sensitivity(supernet, calib_x: Tensor, x: Tensor, *, batch_s
     """
     space: SearchSpace = supernet.space
     big = space.largest()
-    jobs: list[tuple[str, Genome, Gene]] = []
+    jobs: dict[str, tuple[Genome, list[Gene]]] = {}  # one reference per context, however many genes share it
     for context, name in space.feature_interactions():
         gene = space.gene(name)
         if gene.kind != "quant":
@@ -123,12 +123,9 @@ def measure_context_sensitivity(supernet, calib_x: Tensor, x: Tensor, *, batch_s
         for value in space.gene(context).choices:
             ref = space.make({**big.as_dict(), context: value})
             if value != big[context] and space.is_active(ref, gene):
-                jobs.append((f"{context}={value}", ref, gene))
-    out: dict[str, dict] = {}
+                jobs.setdefault(f"{context}={value}", (ref, []))[1].append(gene)
     if not jobs:
-        return out
-    tick = _ticker(sum(len(gene.choices) - 1 for _, _, gene in jobs), progress)
+        return {}
+    tick = _ticker(sum(len(g.choices) - 1 for _, genes in jobs.values() for g in genes), progress)
     with _probe(supernet, calib_x, x, batch_size) as log_probs:
-        for key, ref, gene in jobs:
-            out.setdefault(key, {}).update(_lowered_one_at_a_time(space, log_probs, ref, [gene], tick))
-    return out
+        return {key: _lowered_one_at_a_time(space, log_probs, ref, genes, tick) for key, (ref, genes) in jobs.items()}

@@ -30,11 +30,8 @@ KINDS = ("arch", "quant")
 
 def gene_columns(space: SearchSpace, kinds: Sequence[str]) -> np.ndarray:
     """Indices of the columns of ``space.encode`` that belong to genes of the given kinds."""
-    cols, start = [], 0
-    for gene in space.genes:
-        if gene.kind in kinds:
-            cols.extend(range(start, start + len(gene.choices)))
-        start += len(gene.choices)
+    spans = space.encode_spans()
+    cols = [i for gene in space.genes if gene.kind in kinds for i in range(*spans[gene.name])]
     return np.asarray(cols, dtype=np.int64)
 
 
@@ -44,11 +41,7 @@ Span = tuple[int, int]  # [start, stop) of one gene's columns in SearchSpace.enc
 def interaction_plan(space: SearchSpace, kinds: Sequence[str]) -> tuple[list[tuple[Span, Span]], list[str]]:
     """Column slices (of :meth:`SearchSpace.encode`) of each declared pair whose second gene is of one of
     ``kinds``, and the names of their joint columns; a pair naming an unknown gene is the space's bug."""
-    start: dict[str, Span] = {}
-    offset = 0
-    for gene in space.genes:
-        start[gene.name] = (offset, offset + len(gene.choices))
-        offset += len(gene.choices)
+    start = space.encode_spans()
     pairs: list[tuple[Span, Span]] = []
     names: list[str] = []
     for context, name in space.feature_interactions():
@@ -65,15 +58,15 @@ def interaction_plan(space: SearchSpace, kinds: Sequence[str]) -> tuple[list[tup
 def bit_count_map(space: SearchSpace) -> tuple[list[str], np.ndarray]:
     """Names ``count_<kind>=<bits>`` and the ``(one-hot width, counts)`` 0/1 matrix that maps the one-hot
     rows of :meth:`SearchSpace.encode` (zero for inactive genes) to the bit-width histogram."""
+    spans = space.encode_spans()
     index: dict[tuple[str, object], int] = {}
-    entries, offset = [], 0
+    entries = []
     for gene in space.genes:
-        for i, choice in enumerate(gene.choices):
-            if gene.kind == "quant":
+        if gene.kind == "quant":
+            for i, choice in enumerate(gene.choices):
                 key = (gene.name.rsplit(".", 1)[-1], choice)
-                entries.append((offset + i, index.setdefault(key, len(index))))
-        offset += len(gene.choices)
-    matrix = np.zeros((offset, len(index)), dtype=np.float32)
+                entries.append((spans[gene.name][0] + i, index.setdefault(key, len(index))))
+    matrix = np.zeros((sum(len(g.choices) for g in space.genes), len(index)), dtype=np.float32)
     for row, col in entries:
         matrix[row, col] = 1.0
     return [f"count_{kind}={bits}" for kind, bits in index], matrix
@@ -130,11 +123,11 @@ class FeatureEncoder:
     def _make_plan(space: SearchSpace) -> list[tuple[int, dict, int | None, object]]:
         """Per gene: first column, value → choice index, controller position, controller minimum."""
         index = {g.name: i for i, g in enumerate(space.genes)}
-        plan, offset = [], 0
+        spans = space.encode_spans()
+        plan = []
         for gene in space.genes:
             ctrl, minimum = (None, None) if gene.active_if is None else (index[gene.active_if[0]], gene.active_if[1])
-            plan.append((offset, {c: i for i, c in enumerate(gene.choices)}, ctrl, minimum))
-            offset += len(gene.choices)
+            plan.append((spans[gene.name][0], {c: i for i, c in enumerate(gene.choices)}, ctrl, minimum))
         return plan
 
     @property

@@ -118,12 +118,12 @@ class QuantSensitivity:
 
     def _correction_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(context column, gene column, Ω in context − Ω in the reference) for each context entry."""
-        column, offset = {}, 0
-        for gene in self.space.genes:
-            for i, choice in enumerate(gene.choices):
-                column[(gene.name, choice)] = offset + i
-            offset += len(gene.choices)
-        rows = [(column[(ctx, value)], column[(name, choice)], v - self.values[name][choice])
+        spans = self.space.encode_spans()
+
+        def column(name: str, choice: Any) -> int:
+            return spans[name][0] + self.space.gene(name).choices.index(choice)
+
+        rows = [(column(ctx, value), column(name, choice), v - self.values[name][choice])
                 for (ctx, value), genes in self.contexts.items() for name, row in genes.items()
                 for choice, v in row.items()]
         ctx_cols, gene_cols, deltas = zip(*rows) if rows else ((), (), ())
