@@ -7,16 +7,19 @@ A batch is ``batch_size`` trials asked at once; trials that map to the same cano
 one evaluation. A failed evaluation (NaN objective or constraint metric) is told as a FAIL trial.
 
 With ``storage_dir`` the study lives in ``storage_dir/optuna.db`` (study ``qnas``), so
-``optuna-dashboard sqlite:///.../optuna.db`` can watch it; otherwise it is in memory. Resume state is
-the pickled sampler (its RNG and caches) plus the trial bookkeeping; in-memory studies also carry
-their trials, which are copied into a fresh study on load.
+``optuna-dashboard sqlite:///.../optuna.db`` can watch it; otherwise it is in memory.
+
+Resume state is the list of told batches (genome indices and the metrics the searcher reads), not
+the sampler: samplers hold locks and caches that do not pickle and change between Optuna releases.
+Loading a state builds a fresh sampler from the seed, starts the study afresh and replays every
+batch through ``ask``/``tell``; seeded samplers then propose exactly what the original did (checked
+batch by batch: a divergence is an error, never a silent different search).
 """
 
 from __future__ import annotations
 
-import pickle
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,7 +80,7 @@ def _fast_sqlite(connection: Any, _record: Any) -> None:
 class OptunaSearcher(Searcher):
     """Base of the Optuna searchers: study, storage, batch bookkeeping and resume.
 
-    Subclasses call ``super().__init__`` and then :meth:`_open` with their sampler.
+    Subclasses call ``super().__init__`` and then :meth:`_open` with a function that makes their sampler.
     ``conditional`` samplers suggest only the genes active for the values drawn so far
     (define-by-run, as Optuna intends for conditional spaces); the others suggest every gene.
     """
@@ -93,14 +96,20 @@ class OptunaSearcher(Searcher):
         self._db = None if storage_dir is None else Path(storage_dir) / DB_NAME
         self._dists = {g.name: CategoricalDistribution(list(range(len(g.choices)))) for g in space.genes}
         self._trials: list[Trial] = []
+        self._told: list[tuple[list[list[int]], list[dict[str, float]]]] = []
 
-    def _open(self, sampler: BaseSampler) -> None:
+    def _open(self, make_sampler: Callable[[], BaseSampler], *, fresh: bool = False) -> None:
         """Create (or attach to) the study; refuse a stored study of another space or objectives.
 
         Attaching to a stored study without :meth:`load_state_dict` continues it loosely: its
-        finished trials inform the sampler. Resuming exactly needs the saved state.
+        finished trials inform the sampler. Resuming exactly needs the saved state, which replays
+        into a ``fresh`` study (a stored one is deleted first).
         """
-        self._sampler = sampler
+        self._make_sampler = make_sampler
+        with _quiet():
+            self._sampler = make_sampler()
+        if fresh and self._db is not None and self._db.exists():
+            optuna.delete_study(study_name=STUDY_NAME, storage=_sqlite_storage(self._db))
         self._study = self._create_study(self._db)
         attrs = self._study.user_attrs
         if not attrs:
@@ -161,6 +170,9 @@ class OptunaSearcher(Searcher):
                     trial.set_constraint(str(constraint), float(value))
                 self._study.tell(trial, F[i].tolist())
         self._trials = []
+        read = [o.metric for o in self.objectives] + [c.metric for c in self.constraints]
+        self._told.append(([self.space.to_indices(g).tolist() for g in genomes],
+                           [{m: float(r[m]) for m in read} for r in results]))
 
     def _genome_of(self, trial: Trial) -> Genome:
         params = trial.params
@@ -168,45 +180,26 @@ class OptunaSearcher(Searcher):
 
     # ---- resume -------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        trials = self._study.get_trials(deepcopy=False)
-        return {"sampler": pickle.dumps(self._sampler), "n_trials": len(trials),
-                "pending": [t.number for t in self._trials],
-                "trials": None if self._db is not None else pickle.dumps(trials),
-                # GA samplers cache each generation's parents (by trial id) in the study's system attrs
-                "study_attrs": None if self._db is not None else pickle.dumps(
-                    (self._study.user_attrs, self._study._storage.get_study_system_attrs(self._study._study_id)))}
+        return {"told": [(list(indices), [dict(r) for r in results]) for indices, results in self._told]}
 
     def _load_state(self, body: dict[str, Any]) -> None:
-        self._sampler = pickle.loads(body["sampler"])
-        if self._db is None:
-            self._study = self._create_study(None)
-            user_attrs, system_attrs = pickle.loads(body["study_attrs"])
-            for key, value in user_attrs.items():
-                self._study.set_user_attr(key, value)
-            for key, value in system_attrs.items():
-                self._study._storage.set_study_system_attr(self._study._study_id, key, value)
-            with _quiet():
-                self._study.add_trials(pickle.loads(body["trials"]))
-        else:
-            self._study.sampler = self._sampler
-            self._drop_later_trials(body["n_trials"])
-        by_number = {t.number: t for t in self._study.get_trials(deepcopy=False)}
-        self._trials = [Trial(self._study, by_number[n]._trial_id) for n in body["pending"]]
+        """Replay the told batches into a fresh sampler and study, then ask the pending batch again."""
+        pending, self._pending = self._pending, None
+        self._trials, self._told = [], []
+        self._open(self._make_sampler, fresh=True)
+        for number, (indices, results) in enumerate(body["told"]):
+            asked = self._ask_again([self.space.from_indices(i) for i in indices], number)
+            self.tell(asked, results)
+        if pending is not None:
+            self._ask_again(pending, len(body["told"]))
 
-    def _drop_later_trials(self, n_trials: int) -> None:
-        """Trials asked after the saved state (a crash mid-batch) are failed so samplers ignore them.
-
-        Optuna cannot delete trials; finished ones stay and the samplers will see them, so resuming
-        is exactly identical only when the state was saved after the last tell (as the loop does).
-        """
-        trials = self._study.get_trials(deepcopy=False)
-        if len(trials) < n_trials:
-            raise InputError(f"the study has {len(trials)} trials but the saved state expects {n_trials}",
-                             source=str(self._db), field="search.resume")
-        with _quiet():
-            for trial in trials[n_trials:]:
-                if trial.state == TrialState.RUNNING:
-                    self._study.tell(trial.number, state=TrialState.FAIL)
+    def _ask_again(self, expected: Sequence[Genome], batch: int) -> list[Genome]:
+        """Ask the next batch during a replay; it must be the one the original run asked."""
+        asked = self.ask()
+        if asked != list(expected):
+            raise InputError(f"replaying the saved state diverged at batch {batch}: the sampler proposed other "
+                             "genomes than the original run (another Optuna release or seed?)", field="search.resume")
+        return asked
 
 
 @register_searcher("optuna-nsga2")
@@ -225,7 +218,7 @@ class OptunaNsga2Searcher(OptunaSearcher):
                             ("swapping_prob", swapping_prob)):
             ok = (value is None and name == "mutation_prob") or (isinstance(value, (int, float)) and 0 <= value <= 1)
             check_option(name, ok, value, "a number in [0, 1]" + (" or null" if name == "mutation_prob" else ""))
-        self._open(optuna.samplers.NSGAIISampler(
+        self._open(lambda: optuna.samplers.NSGAIISampler(
             population_size=population_size, mutation_prob=mutation_prob, crossover_prob=crossover_prob,
             swapping_prob=swapping_prob, seed=self.seed))
 
@@ -246,11 +239,9 @@ class OptunaTpeSearcher(OptunaSearcher):
                          batch_size=batch_size)
         for name, value in (("n_startup_trials", n_startup_trials), ("n_ei_candidates", n_ei_candidates)):
             check_option(name, isinstance(value, int) and value >= 1, value, "a positive integer")
-        with _quiet():
-            sampler = optuna.samplers.TPESampler(
-                n_startup_trials=n_startup_trials, n_ei_candidates=n_ei_candidates, seed=self.seed,
-                multivariate=True, group=True, constant_liar=False)
-        self._open(sampler)
+        self._open(lambda: optuna.samplers.TPESampler(
+            n_startup_trials=n_startup_trials, n_ei_candidates=n_ei_candidates, seed=self.seed,
+            multivariate=True, group=True, constant_liar=False))
 
 
 @register_searcher("optuna-gp")
@@ -270,7 +261,5 @@ class OptunaGpSearcher(OptunaSearcher):
                          batch_size=batch_size)
         check_option("n_startup_trials", isinstance(n_startup_trials, int) and n_startup_trials >= 1,
                      n_startup_trials, "a positive integer")
-        with _quiet():
-            sampler = optuna.samplers.GPSampler(n_startup_trials=n_startup_trials, seed=self.seed,
-                                                warn_independent_sampling=False)
-        self._open(sampler)
+        self._open(lambda: optuna.samplers.GPSampler(n_startup_trials=n_startup_trials, seed=self.seed,
+                                                     warn_independent_sampling=False))

@@ -200,8 +200,21 @@ def test_optuna_sqlite_storage_resumes_identically(tmp_path):
     assert run_batches(resumed, 2) == later
 
     stale = build(tmp_path / "b")
-    stale.load_state_dict(saved)  # the database ran ahead of the state: resumes, though not identically
-    assert len(run_batches(stale, 1)[0]) == 4
+    stale.load_state_dict(saved)  # the database ran ahead of the state: the replay starts the study afresh
+    assert run_batches(stale, 2) == later
+    assert len(stale._study.get_trials()) == 12
+
+
+def test_optuna_state_holds_no_sampler_and_a_diverging_replay_is_refused():
+    searcher = make_searcher("optuna-nsga2", seed=2, population_size=8, batch_size=8)
+    run_batches(searcher, 2)
+    state = searcher.state_dict()
+    assert set(state["body"]) == {"told"} and len(state["body"]["told"]) == 2
+    indices, results = state["body"]["told"][1]
+    state["body"]["told"][1] = (indices[::-1], results[::-1])  # not what the seeded sampler proposes
+    with pytest.raises(InputError, match="diverged at batch 1") as info:
+        make_searcher("optuna-nsga2", seed=2, population_size=8, batch_size=8).load_state_dict(state)
+    assert info.value.field == "search.resume"
 
 
 def test_optuna_storage_of_another_search_is_refused(tmp_path):
