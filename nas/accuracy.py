@@ -8,7 +8,7 @@ same split, must agree) and on the held-out test split (``accuracy_test``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from search_spaces import Genome, InputError, SearchSpace
@@ -38,7 +38,12 @@ class SupernetAccuracyEvaluator:
         return dict(self.metrics_declared)
 
     def evaluate(self, genomes: Sequence[Genome]) -> list[dict[str, float]]:
-        return [{"accuracy": self.subnets.accuracy(g)} for g in genomes]
+        return [metrics for _, metrics in self.evaluate_iter(genomes)]
+
+    def evaluate_iter(self, genomes: Sequence[Genome]) -> Iterator[tuple[int, dict[str, float]]]:
+        """One subnet after another, each result as soon as it is measured (the loop journals it then)."""
+        for position, genome in enumerate(genomes):
+            yield position, {"accuracy": self.subnets.accuracy(genome)}
 
 
 def supernet_evaluator(section: SupernetSection, space: SearchSpace, data: ImageSplits, run_dir: Path, *,

@@ -5,18 +5,23 @@ latency and analytic size must say so, or users deploy a subnet on the strength 
 evaluator declares its metrics as ``{name: source}`` with source one of :data:`SOURCES`; the search
 loop writes that provenance into every journal line and the report.
 
-Only the analytic evaluator exists now; the supernet (``measured`` accuracy), predictors
-(``predicted``) and latency tables join through :class:`CompositeEvaluator`.
+The analytic evaluator is here; the supernet (``measured`` accuracy) and latency tables
+(``predicted``) join through :class:`CompositeEvaluator`.
+
+Why results can stream: an expensive evaluator (a supernet in this process or on Ray workers) may
+take minutes per batch. One that also has ``evaluate_iter(genomes)`` yields ``(position, metrics)``
+as each candidate finishes, so the search loop journals every result the moment it exists and a
+crash loses only the evaluations still in flight (:func:`evaluate_each`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from search_spaces import Genome, SearchSpace
 
-__all__ = ["SOURCES", "ANALYTIC_METRICS", "Evaluator", "AnalyticEvaluator", "CompositeEvaluator"]
+__all__ = ["SOURCES", "ANALYTIC_METRICS", "Evaluator", "AnalyticEvaluator", "CompositeEvaluator", "evaluate_each"]
 
 SOURCES = ("measured", "predicted", "analytic")
 ANALYTIC_METRICS = ("macs", "params", "size_kb", "bitops")
@@ -36,6 +41,23 @@ class Evaluator(Protocol):
     def metrics(self) -> Mapping[str, str]: ...
 
     def evaluate(self, genomes: Sequence[Genome]) -> list[dict[str, float]]: ...
+
+
+def evaluate_each(evaluator: Evaluator, genomes: Sequence[Genome]) -> Iterator[tuple[int, dict[str, float]]]:
+    """``(position, metrics)`` of every genome as soon as it is known, each position exactly once.
+
+    Evaluators with ``evaluate_iter`` stream (in completion order); the others give the batch at once.
+    """
+    stream = getattr(evaluator, "evaluate_iter", None)
+    pairs = stream(list(genomes)) if stream is not None else enumerate(evaluator.evaluate(list(genomes)))
+    seen: set[int] = set()
+    for position, metrics in pairs:
+        if position in seen or not 0 <= position < len(genomes):
+            raise RuntimeError(f"{type(evaluator).__name__} yielded position {position} twice or out of range")
+        seen.add(position)
+        yield position, metrics
+    if len(seen) != len(genomes):
+        raise RuntimeError(f"{type(evaluator).__name__} returned {len(seen)} results for {len(genomes)} genomes")
 
 
 class AnalyticEvaluator:
@@ -96,28 +118,56 @@ class CompositeEvaluator:
         self._cache[genome_key] = {m: float(metrics[m]) for m in self._metrics}
 
     def evaluate(self, genomes: Sequence[Genome]) -> list[dict[str, float]]:
-        todo = list({g.key: g for g in genomes if g.key not in self._cache}.values())
-        if todo:
-            merged: list[dict[str, float]] = [{} for _ in todo]
-            for evaluator in self.evaluators:
-                results = evaluator.evaluate(todo)
-                _check(evaluator, todo, results)
-                for row, result in zip(merged, results):
-                    row.update({m: float(result[m]) for m in evaluator.metrics})
-            for genome, row in zip(todo, merged):
-                self._cache[genome.key] = row
-        return [dict(self._cache[g.key]) for g in genomes]
+        found = dict(self.evaluate_iter(genomes))
+        return [found[i] for i in range(len(genomes))]
+
+    def evaluate_only(self, genomes: Sequence[Genome], metrics: Sequence[str]) -> list[dict[str, float]]:
+        """``metrics`` (and whatever their evaluators give besides) without running the other evaluators and
+        without caching: e.g. the size of the space's extremes, without measuring their accuracy."""
+        unknown = sorted(set(metrics) - set(self._metrics))
+        if unknown:
+            raise KeyError(f"no evaluator provides {unknown}")
+        rows: list[dict[str, float]] = [{} for _ in genomes]
+        for evaluator in self.evaluators:
+            if set(evaluator.metrics) & set(metrics):
+                for position, result in evaluate_each(evaluator, genomes):
+                    rows[position].update(_checked(evaluator, result))
+        return rows
+
+    def evaluate_iter(self, genomes: Sequence[Genome]) -> Iterator[tuple[int, dict[str, float]]]:
+        """Cached genomes first, then the new ones as the last streaming evaluator finishes each.
+
+        Evaluators without ``evaluate_iter`` (analytic costs, tables: instant) run on the whole batch
+        first, so a streamed result is complete when it is yielded.
+        """
+        where: dict[str, list[int]] = {}
+        for position, genome in enumerate(genomes):
+            if genome.key in self._cache:
+                yield position, dict(self._cache[genome.key])
+            else:
+                where.setdefault(genome.key, []).append(position)
+        todo = [genomes[positions[0]] for positions in where.values()]
+        if not todo:
+            return
+        ordered = sorted(self.evaluators, key=lambda e: hasattr(e, "evaluate_iter"))  # stable: batch ones first
+        merged: list[dict[str, float]] = [{} for _ in todo]
+        for evaluator in ordered[:-1]:
+            for row, (_, result) in zip(merged, sorted(evaluate_each(evaluator, todo), key=lambda pair: pair[0])):
+                row.update(_checked(evaluator, result))
+        for j, result in evaluate_each(ordered[-1], todo):
+            row = merged[j] | _checked(ordered[-1], result)
+            self._cache[todo[j].key] = row
+            for position in where[todo[j].key]:
+                yield position, dict(row)
 
 
-def _check(evaluator: Evaluator, genomes: Sequence[Genome], results: Sequence[Mapping[str, float]]) -> None:
-    """A broken evaluator is a bug: say which one and what it returned, not a KeyError later."""
+def _checked(evaluator: Evaluator, result: Mapping[str, float]) -> dict[str, float]:
+    """The evaluator's declared metrics of one result as floats; a broken evaluator is a bug: say which one."""
     name = type(evaluator).__name__
-    if len(results) != len(genomes):
-        raise RuntimeError(f"{name} returned {len(results)} results for {len(genomes)} genomes")
-    for result in results:
-        missing = [m for m in evaluator.metrics if m not in result]
-        if missing:
-            raise RuntimeError(f"{name} did not return the metrics {missing}")
-        bad = [m for m in evaluator.metrics if isinstance(result[m], bool) or not isinstance(result[m], (int, float))]
-        if bad:
-            raise RuntimeError(f"{name} returned non-numeric values for {bad}")
+    missing = [m for m in evaluator.metrics if m not in result]
+    if missing:
+        raise RuntimeError(f"{name} did not return the metrics {missing}")
+    bad = [m for m in evaluator.metrics if isinstance(result[m], bool) or not isinstance(result[m], (int, float))]
+    if bad:
+        raise RuntimeError(f"{name} returned non-numeric values for {bad}")
+    return {m: float(result[m]) for m in evaluator.metrics}

@@ -86,13 +86,19 @@ def normalization_from_extremes(space: Any, evaluator: Any, objectives: Sequence
     """The box spanned by the space's smallest and largest subnets (two evaluations, not journaled).
 
     Metrics with natural bounds declared by their evaluator (``evaluator.bounds``, e.g. accuracy in
-    [0, 1]) use those instead: the extremes of the space need not bound them.
+    [0, 1]) use those instead: the extremes of the space need not bound them, and an evaluator that
+    can give some metrics alone (``evaluate_only``) is asked for just the others, so the box never
+    costs an expensive measurement (or a second one when a run resumes) when only cheap metrics need it.
     """
     bounds: Mapping[str, tuple[float, float]] = getattr(evaluator, "bounds", {}) or {}
-    if all(o.metric in bounds for o in objectives):
+    needed = [o.metric for o in objectives if o.metric not in bounds]
+    extremes = [space.smallest(), space.largest()]
+    if not needed:
         rows: list[Mapping[str, float]] = []
+    elif hasattr(evaluator, "evaluate_only"):
+        rows = evaluator.evaluate_only(extremes, needed)
     else:
-        rows = evaluator.evaluate([space.smallest(), space.largest()])
+        rows = evaluator.evaluate(extremes)
     ideal, nadir = [], []
     for i, o in enumerate(objectives):
         if o.metric in bounds:

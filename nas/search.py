@@ -9,6 +9,8 @@ subtly wrong, and every searcher (random, NSGA-II, Optuna, ...) must get them th
   journal of the interrupted run) are answered from it instead of being evaluated. Their metrics are
   bit-identical floats, so the searcher takes the same path and the final front equals the
   uninterrupted run's, and nothing is evaluated twice.
+- Each result is journaled as soon as the evaluator yields it (:func:`nas.evaluators.evaluate_each`),
+  not at the end of its batch: a kill at any instant loses only the evaluations in flight.
 - A searcher that proposes nothing new for ``stall_limit`` batches in a row stops the search with a
   message instead of looping forever (a tiny space, or a converged population).
 """
@@ -22,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from nas.evaluators import Evaluator
+from nas.evaluators import Evaluator, evaluate_each
 from nas.objectives import Constraint, Objective, objective_matrix
 from nas.pareto import Normalization, front_indices, hypervolume, normalization_from_extremes, total_violation
 from search_spaces import Genome, SearchSpace
@@ -151,20 +153,20 @@ class _Loop:
         self._update_front([self.trials[g.key] for g in genomes])
 
     def _evaluate(self, genomes: list[Genome], batch: int) -> list[Trial]:
-        if not genomes:
-            return []
-        start = time.perf_counter()
-        results = self.evaluator.evaluate(genomes)
-        seconds = (time.perf_counter() - start) / len(genomes)
+        """Evaluate ``genomes``, journaling each one the moment its result exists (a crash loses only those in
+        flight); ``seconds`` is the wall time since the previous result of the batch (its own, when sequential)."""
         sources = self.evaluator.metrics
-        trials = []
-        for genome, metrics in zip(genomes, results):
+        trials: dict[int, Trial] = {}
+        last = time.perf_counter()
+        for position, metrics in evaluate_each(self.evaluator, genomes):
+            now = time.perf_counter()
             values = {m: float(v) for m, v in metrics.items()}
-            trial = Trial(genome, values, {m: sources[m] for m in values}, seconds, batch, self.clock())
+            trial = Trial(genomes[position], values, {m: sources[m] for m in values}, now - last, batch, self.clock())
+            last = now
             if self.journal is not None:
                 self.journal.append(trial.to_record())
-            trials.append(trial)
-        return trials
+            trials[position] = trial
+        return [trials[i] for i in range(len(genomes))]
 
     def _update_front(self, added: list[Trial]) -> None:
         pool = self.front + added

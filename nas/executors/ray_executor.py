@@ -3,8 +3,10 @@
 Design (the numbers are in ``/work/shared/RAY.md`` and ``experiments/benchmarks/ray_throughput.py``):
 
 - The factory (supernet weights, calibration and validation tensors) is ``ray.put`` once; each actor
-  builds its evaluator from that object in ``__init__``. Plain tasks that rebuild the model per call
-  cost ~40 ms each; an actor call ~12 ms, so each batch is split into one call per actor.
+  builds its evaluator from that object in ``__init__``: plain tasks would rebuild the model per call.
+- One actor call per candidate, dealt round-robin, collected with ``ray.wait`` as they finish: the
+  search journals each result as it arrives, so a crash of the driver loses only calls in flight.
+  A call costs milliseconds; a subnet evaluation (BN recalibration + a validation pass) far more.
 - Faults: actors restart (``max_restarts``) and their calls are retried (``max_task_retries``) when
   a worker process dies; the object ref is kept alive so a restarted actor rebuilds from it. Work may
   run twice, so results are collected by genome key, and the search journals each candidate once.
@@ -16,13 +18,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from search_spaces import Genome
 from search_spaces.errors import InputError
 
-from .base import EvaluatorFactory, split_even
+from .base import EvaluatorFactory
 from .ray_env import RaySession
 
 __all__ = ["EvaluatorActor", "RayEvaluator", "RayExecutor", "worker_demand", "workers_that_fit", "check_fits"]
@@ -91,7 +93,7 @@ class EvaluatorActor:
 
 
 class RayEvaluator:
-    """An Evaluator whose ``evaluate`` splits each batch over ``num_workers`` Ray actors (results in input order)."""
+    """An Evaluator whose batches are spread over ``num_workers`` Ray actors, results streamed as they finish."""
 
     def __init__(self, factory: EvaluatorFactory, *, session: RaySession, num_workers: int = 2,
                  cpus_per_worker: float = 0.5, resources: Mapping[str, float] | None = None, threads: int = 1,
@@ -127,19 +129,29 @@ class RayEvaluator:
         return len(self._actors)
 
     def evaluate(self, genomes: Sequence[Genome]) -> list[dict[str, float]]:
-        """One call per worker with a contiguous slice of the distinct genomes; results by key."""
+        """Every genome's metrics, in input order (see :meth:`evaluate_iter`)."""
+        found = dict(self.evaluate_iter(genomes))
+        return [found[i] for i in range(len(genomes))]
+
+    def evaluate_iter(self, genomes: Sequence[Genome]) -> Iterator[tuple[int, dict[str, float]]]:
+        """``(position, metrics)`` as each worker call finishes: one call per distinct genome, round-robin."""
         if not self._actors:
             raise RuntimeError("this RayEvaluator is closed")
-        unique = list({g.key: g for g in genomes}.values())
-        chunks = split_even(unique, len(self._actors))
-        refs = [actor.evaluate.remote(chunk) for actor, chunk in zip(self._actors, chunks)]
-        try:
-            parts = self._ray.get(refs)
-        except self._ray.exceptions.RayActorError as err:
-            raise RuntimeError(f"a Ray worker died more than {self.max_retries} times (its restarts are used up); "
-                               "see the Ray logs of the cluster") from err
-        found = {key: metrics for part in parts for key, metrics in part}
-        return [dict(found[g.key]) for g in genomes]
+        where: dict[str, list[int]] = {}
+        for position, genome in enumerate(genomes):
+            where.setdefault(genome.key, []).append(position)
+        unique = [genomes[positions[0]] for positions in where.values()]
+        pending = [self._actors[i % len(self._actors)].evaluate.remote([g]) for i, g in enumerate(unique)]
+        while pending:
+            done, pending = self._ray.wait(pending, num_returns=1)
+            try:
+                parts = self._ray.get(done)
+            except self._ray.exceptions.RayActorError as err:
+                raise RuntimeError(f"a Ray worker died more than {self.max_retries} times (its restarts are used "
+                                   "up); see the Ray logs of the cluster") from err
+            for key, metrics in (pair for part in parts for pair in part):
+                for position in where[key]:
+                    yield position, dict(metrics)
 
     def pids(self) -> list[int]:
         """Process ids of the workers (tests use them to kill one)."""

@@ -222,6 +222,69 @@ def test_composite_rejects_clashes_and_broken_evaluators(space):
         CompositeEvaluator([BadSource()])
 
 
+class Streaming:
+    """An expensive evaluator that yields each result as it finishes, in reverse order, and can die mid-batch."""
+
+    metrics = {"answer": "measured"}
+
+    def __init__(self, die_after: int | None = None) -> None:
+        self.die_after, self.done = die_after, 0
+
+    def evaluate(self, genomes):
+        raise AssertionError("a streaming evaluator is read through evaluate_iter")
+
+    def evaluate_iter(self, genomes):
+        for position in reversed(range(len(genomes))):
+            if self.done == self.die_after:
+                raise KeyboardInterrupt("killed mid-batch")
+            self.done += 1
+            yield position, {"answer": float(position)}
+
+
+class ListJournal:
+    def __init__(self) -> None:
+        self.records = []
+
+    def append(self, record):
+        self.records.append(record)
+
+
+def test_composite_streams_the_expensive_evaluator_with_complete_rows(space):
+    composite = CompositeEvaluator([Streaming(), AnalyticEvaluator(space)])
+    genomes = [space.sample(np.random.default_rng(i)) for i in range(4)]
+    composite.remember(genomes[1].key, {"answer": -1.0, **AnalyticEvaluator(space).evaluate([genomes[1]])[0]})
+    pairs = list(composite.evaluate_iter(genomes + [genomes[0]]))
+    assert [p for p, _ in pairs] == [1, 3, 2, 0, 4], "cached first, then as finished; a repeat with its twin"
+    assert all(set(row) == set(composite.metrics) for _, row in pairs)
+    assert composite.evaluate(genomes)[3]["answer"] == 2.0  # position within the evaluated batch, now cached
+
+
+def test_each_result_is_journaled_before_the_batch_ends(space):
+    """A crash mid-batch keeps every result that was already returned (the journal is written per candidate)."""
+    journal, searcher = ListJournal(), StandInSearcher(space, OBJECTIVES, population_size=8)
+    evaluator = CompositeEvaluator([AnalyticEvaluator(space), Streaming(die_after=11)])
+    with pytest.raises(KeyboardInterrupt):
+        run_search(space, evaluator, searcher, objectives=OBJECTIVES, budget=16, journal=journal,
+                   normalization=normalization_from_extremes(space, AnalyticEvaluator(space), OBJECTIVES))
+    assert len(journal.records) == 11 and [r["batch"] for r in journal.records] == [0] * 8 + [1] * 3
+    assert all(r["metrics"]["answer"] >= 0 and r["seconds"] >= 0 for r in journal.records)
+
+
+def test_the_hypervolume_box_measures_nothing_expensive_when_only_cheap_metrics_need_it(space):
+    class Bounded(Streaming):
+        bounds = {"answer": (0.0, 1.0)}
+
+        def evaluate_iter(self, genomes):
+            raise AssertionError("the box needs no measurement of a bounded metric")
+
+    composite = CompositeEvaluator([AnalyticEvaluator(space), Bounded()])
+    box = normalization_from_extremes(space, composite, (Objective("answer", "max"), Objective("size_kb")))
+    sizes = sorted(space.costs(g).size_kb for g in (space.smallest(), space.largest()))
+    assert box.ideal == (-1.0, sizes[0]) and box.nadir == (0.0, sizes[1])
+    with pytest.raises(KeyError, match="no evaluator provides"):
+        composite.evaluate_only([space.smallest()], ["latency_ms"])
+
+
 # ---- every registered searcher: budget, distinctness and replay (tests generated from the registry) ----
 def _registered() -> list[str]:
     return searchers.list_searchers()
