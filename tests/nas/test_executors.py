@@ -1,10 +1,11 @@
 """Executors: local and Ray give identical results, a killed worker's work is retried and journaled once,
 and bad input (unreachable address, missing resources, no Ray) fails before any run folder exists.
 
-The Ray tests share ONE local cluster (a head on 127.0.0.2 plus a second node on 127.0.0.3 with its
-own resource), started with the settings of /work/shared/RAY.md and shut down at the end. They run
-only inside a loopback-only network namespace (``make test`` makes one with ``unshare -n`` where it
-can) unless ``QNAS_RAY_TESTS=host`` says the host network may be used.
+The Ray tests share ONE local cluster (a head and a second node with its own resource, both on
+127.0.0.1 with their own ports, token auth with a random token), started with the settings of
+/work/shared/RAY.md and shut down at the end; no Ray process may listen on a wildcard address. They
+run only inside a loopback-only network namespace (``make test`` makes one with ``unshare -n`` where
+it can) unless ``QNAS_RAY_TESTS=host`` says the host network may be used.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,30 +112,40 @@ def no_run_folder(folder: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """ONE two-node Ray cluster on loopback for every Ray test here; shut down (only its own processes) after."""
+    """ONE two-node Ray cluster on 127.0.0.1 for every Ray test here; shut down (only its own processes) after.
+
+    It stands for a user's cluster: token auth, with the token in this process's environment as a
+    user would export it, so the tests join it with the user's own settings.
+    """
     if not _loopback_only() and os.environ.get("QNAS_RAY_TESTS") != "host":
         pytest.skip("the Ray tests start a local cluster and run only in a loopback-only network namespace "
                     "(`make test` wraps pytest in `unshare -n` where it can; QNAS_RAY_TESTS=host overrides)")
     pytest.importorskip("ray", reason="ray is not installed")
     from ray.cluster_utils import Cluster
 
-    from nas.executors.ray_env import pinned_node_ip, ray_environment
+    from nas.executors.ray_env import SINGLE_MACHINE_ENV, pinned_node_ip, ray_environment, token_auth
 
     tmp = Path(tempfile.mkdtemp(prefix="qt", dir="/tmp"))  # short: Unix socket paths
     cluster = None
-    try:
-        with ray_environment(tmp / "home", tmp / "rt"), pinned_node_ip("127.0.0.2"):
-            cluster = Cluster(initialize_head=True, head_node_args={
-                "num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.2"})
-            cluster.add_node(num_cpus=1, resources={"second": 1}, node_ip_address="127.0.0.3")
-            cluster.wait_for_nodes()
-    except Exception as err:  # noqa: BLE001 - any failure to start means "cannot test Ray here"
-        if cluster is not None:
-            cluster.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
-        pytest.skip(f"Ray cannot start a local cluster here: {type(err).__name__}: {err}")
-    yield cluster.address
-    cluster.shutdown()
+    with ExitStack() as stack:
+        stack.enter_context(token_auth())  # RAY_AUTH_MODE=token, a random RAY_AUTH_TOKEN, for the whole module
+        stack.enter_context(pinned_node_ip("127.0.0.1"))  # joining 127.0.0.1:PORT must not become the outward IP
+        env = stack.enter_context(pytest.MonkeyPatch.context())
+        for key, value in SINGLE_MACHINE_ENV.items():
+            env.setenv(key, value)
+        try:
+            with ray_environment(tmp / "home", tmp / "rt"):
+                cluster = Cluster(initialize_head=True, head_node_args={
+                    "num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
+                cluster.add_node(num_cpus=1, resources={"second": 1}, node_ip_address="127.0.0.1")
+                cluster.wait_for_nodes()
+        except Exception as err:  # noqa: BLE001 - any failure to start means "cannot test Ray here"
+            if cluster is not None:
+                cluster.shutdown()
+            shutil.rmtree(tmp, ignore_errors=True)
+            pytest.skip(f"Ray cannot start a local cluster here: {type(err).__name__}: {err}")
+        yield cluster.address
+        cluster.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -148,8 +160,8 @@ def test_ray_run_equals_local_run(tmp_path, checkpoint, ray_cluster):
     local = start_run(write_config(tmp_path, checkpoint, {"kind": "local"}))
     remote = start_run(write_config(tmp_path, checkpoint, {"kind": "ray", "address": ray_cluster, "num_workers": 2}))
     assert _ray_is_closed()  # the run disconnected when its search ended
-    rows = [[(r["key"], r["metrics"], r["sources"]) for r in read_journal(run.run_dir / "trials.jsonl").records]
-            for run in (local, remote)]
+    rows = [sorted((r["key"], r["metrics"], r["sources"]) for r in read_journal(run.run_dir / "trials.jsonl").records)
+            for run in (local, remote)]  # by key: a streaming executor journals in the order results arrive
     assert len(rows[0]) == 12 and rows[0] == rows[1]
     fronts = [json.loads((run.run_dir / "pareto.json").read_text()) for run in (local, remote)]
     assert [t["key"] for t in fronts[0]["front"]] == [t["key"] for t in fronts[1]["front"]]
@@ -158,7 +170,11 @@ def test_ray_run_equals_local_run(tmp_path, checkpoint, ray_cluster):
 
 @dataclass(frozen=True)
 class KillOnceFactory:
-    """Wraps a factory; the first worker to get a batch of several genomes SIGKILLs itself halfway through it."""
+    """Wraps a factory; the first worker to get a second call SIGKILLs itself in it (after one genome if several).
+
+    The second call, not the first: the worker has done work before it dies, whether the executor
+    sends one call per batch or one per genome.
+    """
 
     inner: Any
     marker: str
@@ -177,19 +193,21 @@ class KillOnceFactory:
 
 class _KillOnce:
     def __init__(self, inner, marker):
-        self.inner, self.marker = inner, marker
+        self.inner, self.marker, self.calls = inner, marker, 0
 
     @property
     def metrics(self):
         return self.inner.metrics
 
     def evaluate(self, genomes):
-        if len(genomes) > 1:
+        self.calls += 1  # per worker process: a restarted worker starts again at 0
+        if self.calls == 2:
             try:
                 fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # exactly one worker dies
             except FileExistsError:
                 return self.inner.evaluate(genomes)
-            self.inner.evaluate(genomes[:1])
+            if len(genomes) > 1:
+                self.inner.evaluate(genomes[:1])
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
             os.kill(os.getpid(), signal.SIGKILL)
@@ -237,19 +255,117 @@ def test_killed_worker_is_retried_and_journal_has_each_candidate_once(tmp_path, 
     assert [r["metrics"]["accuracy"] for r in records] == [m["accuracy"] for m in local]
 
 
-def test_private_ray_starts_on_loopback_and_is_removed_on_close(ray_cluster):
-    from nas.executors.ray_env import RaySession
+def _worker_view() -> dict[str, Any]:
+    """What a Ray worker sees of the settings qnas gave it (run remotely)."""
+    keys = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    return {"pid": os.getpid(), **{key: os.environ.get(key) for key in keys}}
+
+
+def _remote_worker_view(ray: Any) -> Any:
+    """``_worker_view`` as a Ray remote function (workers cannot import this test module: sent by value)."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return ray.remote(_worker_view)
+
+
+def _files_containing(folder: Path, text: str) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file() and text.encode() in path.read_bytes()]
+
+
+def test_private_ray_is_loopback_only_with_a_fresh_token_and_is_removed_on_close(ray_cluster, tmp_path, monkeypatch,
+                                                                                 caplog):
+    """A private Ray whatever the user's environment says: stale auth settings, a stale ~/.ray/auth_token."""
+    import ray._private.services as services
+    import ray._private.worker as ray_worker
+
+    from nas.executors.ray_env import RaySession, listening_sockets, session_pids, wildcard_listeners
     from nas.executors.ray_executor import RayExecutor
+
+    stale = {"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": "stale" * 8, "RAY_AUTH_TOKEN_PATH": str(tmp_path / "t"),
+             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    (tmp_path / "t").write_text("path" * 8)
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("file" * 8)
+    for key, value in {**stale, "HOME": str(tmp_path)}.items():
+        monkeypatch.setenv(key, value)
+    asked: list[Any] = []  # Ray's "my IP" before a node is up: on a machine with a network, the outward IP
+
+    def my_ip(address: str | None = None) -> str:
+        if ray_worker._global_node is not None:
+            return ray_worker._global_node.node_ip_address
+        asked.append(address)  # qnas must answer this itself
+        return "127.0.0.1"
+
+    monkeypatch.setattr(services, "get_node_ip_address", my_ip)  # (replaces the fixture's answer meanwhile)
 
     session = RaySession(None, num_cpus=1)  # address null: qnas starts (and stops) its own Ray
     tmp, executor = session._tmp, RayExecutor(session, num_workers=2)
     try:
-        assert [n["NodeManagerAddress"] for n in session.ray.nodes()] == ["127.0.0.2"]
+        token = os.environ["RAY_AUTH_TOKEN"]
+        worker = session.ray.get(_remote_worker_view(session.ray).options(num_cpus=0.5).remote())
+        listeners = listening_sockets(session_pids())
+        assert wildcard_listeners(listeners) == []  # "listening sockets of a private Ray: none on a wildcard address"
+        names = {item.name for item in listeners}
+        assert {"gcs_server", "raylet"} <= names and worker["pid"] in {item.pid for item in listeners}
+        assert [n["NodeManagerAddress"] for n in session.ray.nodes()] == ["127.0.0.1"] and asked == []
+        assert len(token) == 48 and token not in "".join(stale.values()) + "path" * 8 + "file" * 8
+        assert worker == {"pid": worker["pid"], "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+                          "RAY_AUTH_TOKEN_PATH": None, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         executor.check()  # 2 workers x 0.5 CPU fit on its 1 CPU
         assert "private Ray" in executor.describe()
+        assert _files_containing(tmp, token) == [] and token not in caplog.text + executor.describe()
     finally:
         executor.close()
     assert _ray_is_closed() and not tmp.exists()
+    assert {key: os.environ.get(key) for key in stale} == stale  # the user's settings are back
+
+
+def test_test_cluster_and_its_workers_listen_on_loopback_only(ray_cluster):
+    from nas.executors.ray_env import RaySession, listening_sockets, session_pids, wildcard_listeners
+
+    session = RaySession(ray_cluster)
+    try:
+        task = _remote_worker_view(session.ray)
+        views = session.ray.get([task.options(num_cpus=0.5, resources=r).remote() for r in ({}, {"second": 0.5})])
+        nodes = [n["NodeManagerAddress"] for n in session.ray.nodes()]
+        listeners = listening_sockets(session_pids())  # this process is the driver; the cluster is its descendant
+    finally:
+        session.close()
+    assert nodes == ["127.0.0.1", "127.0.0.1"] and all(view["RAY_AUTH_MODE"] == "token" for view in views)
+    names = [item.name for item in listeners]
+    assert names.count("raylet") >= 2 and "gcs_server" in names
+    assert {view["pid"] for view in views} <= {item.pid for item in listeners}
+    assert wildcard_listeners(listeners) == []
+
+
+def test_joining_keeps_the_users_auth_settings(ray_cluster):
+    from nas.executors.ray_env import AUTH_VARS, RaySession
+
+    users = {key: os.environ.get(key) for key in AUTH_VARS}
+    session = RaySession(ray_cluster)
+    try:
+        assert {key: os.environ.get(key) for key in AUTH_VARS} == users  # not replaced by a token of qnas
+        assert session.ray.get(_remote_worker_view(session.ray).options(num_cpus=0.5).remote())["RAY_AUTH_MODE"] \
+            == "token"
+    finally:
+        session.close()
+    assert {key: os.environ.get(key) for key in AUTH_VARS} == users
+
+
+@pytest.mark.parametrize("auth", [{"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_TOKEN": "0" * 48}, {"RAY_AUTH_MODE": None}],
+                         ids=["auth-disabled", "wrong-token", "mode-unset"])
+def test_joining_without_the_clusters_token_is_one_clear_error(tmp_path, checkpoint, ray_cluster, monkeypatch, auth):
+    for key, value in auth.items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+    path = write_config(tmp_path, checkpoint, {"kind": "ray", "address": ray_cluster})
+    with pytest.raises(InputError) as info:
+        start_run(path)
+    message = str(info.value)
+    assert "executor.address" in message and "presents no token it accepts" in message
+    assert "RAY_AUTH_TOKEN" in message and "\n" not in message and "0" * 48 not in message
+    assert no_run_folder(tmp_path) and _ray_is_closed()
 
 
 def test_profiling_fans_out_over_nodes_in_order(ray_cluster):
