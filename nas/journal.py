@@ -3,7 +3,8 @@
 Why a journal: a search may run for hours; each line is flushed and ``fsync``'d as it is written, so
 a crash (even SIGKILL or a power cut) loses at most the line being written. The reader tolerates
 exactly that: a torn *last* line is dropped and reported; damage anywhere else is an error naming
-the line, because silently skipping it would re-evaluate (or lose) a candidate.
+the line, because silently skipping it would re-evaluate (or lose) a candidate. A journal that is a
+symbolic link is refused (reading and writing): a run folder's records live in the folder itself.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from search_spaces.atomic import open_no_follow
 from search_spaces.errors import InputError
 
 __all__ = ["RECORD_KEYS", "Journal", "JournalContents", "DroppedLine", "read_journal"]
@@ -29,7 +31,8 @@ class Journal:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()/__exit__
+        fd = open_no_follow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")  # closed by close()/__exit__
         try:  # one writer per run: a second `qnas run --resume` on the same folder must not interleave lines
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -96,9 +99,10 @@ def read_journal(path: str | Path, *, repair: bool = False) -> JournalContents:
     newline) so that appending can continue safely.
     """
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return JournalContents(())
-    raw = path.read_bytes()
+    with os.fdopen(open_no_follow(path, os.O_RDONLY), "rb") as file:
+        raw = file.read()
     chunks = raw.split(b"\n")
     records: list[dict[str, Any]] = []
     good_end, dropped = 0, None
@@ -126,7 +130,7 @@ def _cut(path: Path, raw: bytes, end: int) -> None:
     keep = keep + b"\n" if keep else b""
     if keep == raw:
         return
-    with open(path, "r+b") as file:
+    with os.fdopen(open_no_follow(path, os.O_RDWR), "r+b") as file:
         file.truncate(len(keep))
         file.seek(0)
         file.write(keep)

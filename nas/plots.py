@@ -18,7 +18,7 @@ import numpy as np
 from nas.rundir import atomic_write_bytes
 from nas.search import HypervolumePoint, SearchResult
 
-__all__ = ["plot_pareto", "plot_hypervolume"]
+__all__ = ["plot_pareto", "plot_hypervolume", "save_figure"]
 
 
 def _figure(n_panels: int) -> tuple[object, list[object]]:
@@ -31,7 +31,8 @@ def _figure(n_panels: int) -> tuple[object, list[object]]:
     return fig, axes
 
 
-def _save(fig: object, path: str | Path) -> None:
+def save_figure(fig: object, path: str | Path) -> None:
+    """Render ``fig`` to PNG and write it atomically (a kill mid-write leaves the old plot or none)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)  # attaches an Agg canvas to the figure
@@ -72,7 +73,7 @@ def plot_pareto(result: SearchResult, path: str | Path, *, title: str = "") -> N
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title or f"{len(result.trials)} candidates, {len(result.front)} on the front")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_hypervolume(history: Sequence[HypervolumePoint], path: str | Path, *, title: str = "") -> None:
@@ -85,4 +86,4 @@ def plot_hypervolume(history: Sequence[HypervolumePoint], path: str | Path, *, t
     ax.set_ylabel("hypervolume (normalised box)")
     ax.grid(True, alpha=0.3)
     fig.suptitle(title or "hypervolume after every batch")
-    _save(fig, path)
+    save_figure(fig, path)

@@ -21,6 +21,7 @@ from nas.config import LoadedConfig
 from nas.rundir import atomic_write_json
 from nas.search import SearchResult
 from search_spaces import SearchSpace
+from search_spaces.atomic import append_jsonl, read_partial_records
 from search_spaces.errors import nearest
 
 __all__ = ["uses_predictors", "check_predictors", "search_context", "write_predictor_artifacts", "DATASET_CSV"]
@@ -118,13 +119,36 @@ def quant_sensitivity(setting: bool | Path, space: SearchSpace, subnets: Any, ru
 
     start = time.perf_counter()
     images = (subnets.supernet, torch.cat(subnets.calib), subnets.eval_x[:SENSITIVITY_IMAGES])
-    values = measure_quant_sensitivity(*images, batch_size=subnets.batch_size)
-    contexts = measure_context_sensitivity(*images, batch_size=subnets.batch_size)
+    partial = path.with_name(path.name + ".partial.jsonl")
+    memo = RecordedMemo(partial, {"space": space.fingerprint(), "images": SENSITIVITY_IMAGES,
+                                  "calib_images": len(images[1])})
+    values = measure_quant_sensitivity(*images, batch_size=subnets.batch_size, memo=memo)
+    contexts = measure_context_sensitivity(*images, batch_size=subnets.batch_size, memo=memo)
     table = QuantSensitivity(space, values, contexts=contexts)
     table.save(path)
+    partial.unlink(missing_ok=True)
     log(f"quantization sensitivity of {len(values)} genes (+ {len(contexts)} contexts of declared interactions) "
         f"measured in {time.perf_counter() - start:.1f} s ({SENSITIVITY_IMAGES} validation images): {path}")
     return table
+
+
+class RecordedMemo:
+    """Sensitivity variants measured so far, one fsync'd line each (``<table>.partial.jsonl``, first line the
+    settings): a run killed mid-measurement re-measures only the variant in flight when it resumes."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        records, _ = read_partial_records(path, meta)  # made with other settings: deleted, measured afresh
+        self.path = path
+        self.values = {str(r["key"]): float(r["kl"]) for r in records if "key" in r and "kl" in r}
+        if not path.exists():
+            append_jsonl(path, [meta])
+
+    def get(self, key: str) -> float | None:
+        return self.values.get(key)
+
+    def put(self, key: str, value: float) -> None:
+        append_jsonl(self.path, [{"key": key, "kl": value}])
+        self.values[key] = value
 
 
 def write_predictor_artifacts(run_dir: Path, searcher: Any, result: SearchResult, space: SearchSpace,

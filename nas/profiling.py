@@ -25,12 +25,12 @@ import numpy as np
 
 from predictors.latency import Entry, LatencyPredictor, LatencyTable, SlotPlan, TableHeader, fit_calibration, map_bits
 from search_spaces import BlockSpec, Genome, SearchSpace
-from search_spaces.atomic import read_partial_records
+from search_spaces.atomic import append_jsonl, read_partial_records
 from supernets import deploy
 from supernets.deploy import Timing
 
-__all__ = ["bits_measured_as", "distinct_blocks", "profile_space", "cached_table", "recalibrate", "measure_subnet",
-           "measure_subnets", "calibration_genomes", "default_cpus", "DEFAULT_CACHE"]
+__all__ = ["bits_measured_as", "distinct_blocks", "profile_space", "cached_table", "cached_table_path", "recalibrate",
+           "measure_subnet", "measure_subnets", "calibration_genomes", "default_cpus", "DEFAULT_CACHE"]
 
 MeasureFn = Callable[..., list[Timing]]
 DEFAULT_CACHE = Path("~/.cache/qnas/latency")
@@ -87,14 +87,6 @@ def _load_partial(path: Path, meta: dict[str, Any], resume: bool) -> dict[str, T
         except (KeyError, TypeError):
             continue
     return done
-
-
-def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 @contextmanager
@@ -158,13 +150,13 @@ def _measure_resumably(blocks: list[BlockSpec], partial: Path, meta: dict[str, A
     partial.parent.mkdir(parents=True, exist_ok=True)
     done = _load_partial(partial, meta, resume)
     if not partial.exists():
-        _append(partial, [meta])
+        append_jsonl(partial, [meta])
     todo = [b for b in blocks if b.key() not in done]
     advance(len(blocks) - len(todo))
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start:start + chunk_size]
         timings = measure(chunk, start)
-        _append(partial, [{"key": b.key(), "mean_ms": t.mean_ms, "std_ms": t.std_ms, "count": t.count,
+        append_jsonl(partial, [{"key": b.key(), "mean_ms": t.mean_ms, "std_ms": t.std_ms, "count": t.count,
                            "pass_ms": list(t.pass_ms)} for b, t in zip(chunk, timings)])
         done.update({b.key(): t for b, t in zip(chunk, timings)})
         advance(len(chunk))
@@ -182,8 +174,7 @@ def cached_table(space: SearchSpace, backend: str, *, threads: int = 1, batch: i
     CPU, torch subnets re-measured minutes after the table was built read 5-9% off its calibration, and a
     refit in the same session brought 96-100% of 100 validation subnets within ±10%
     (``experiments/benchmarks/latency_validation.py``, "same-session" column)."""
-    name = f"{space.name}-{space.fingerprint()}-{backend}-t{threads}-b{batch}.csv"
-    path = Path(cache_dir).expanduser() / name
+    path = cached_table_path(space, backend, threads=threads, batch=batch, cache_dir=cache_dir)
     if path.exists():
         table = LatencyTable.load(path, space=space)
         table.check_target(backend=backend, device=deploy.device_name(), threads=threads, batch=batch,
@@ -193,6 +184,13 @@ def cached_table(space: SearchSpace, backend: str, *, threads: int = 1, batch: i
         return table
     return profile_space(space, backend, out_path=path, threads=threads, batch=batch, progress=progress,
                          **profile_kwargs)
+
+
+def cached_table_path(space: SearchSpace, backend: str, *, threads: int = 1, batch: int = 1,
+                      cache_dir: str | Path = DEFAULT_CACHE) -> Path:
+    """Where :func:`cached_table` keeps the table of ``space`` on ``backend`` with these settings."""
+    name = f"{space.name}-{space.fingerprint()}-{backend}-t{threads}-b{batch}.csv"
+    return Path(cache_dir).expanduser() / name
 
 
 def _calibrate(table: LatencyTable, space: SearchSpace, backend: str, n: int, seed: int, batch: int,

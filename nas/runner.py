@@ -24,6 +24,7 @@ from nas.journal import Journal, read_journal
 from nas.objectives import Constraint, Objective
 from nas.rundir import (CONFIG, JOURNAL, atomic_write_text, check_run_dir, create_run_dir, new_manifest, now_iso,
                         read_manifest, update_manifest)
+from nas.runlock import run_lock
 from nas.search import SearchResult, Trial, run_search
 from search_spaces import InputError, SearchSpace, get_space
 from search_spaces.errors import nearest
@@ -370,14 +371,15 @@ def start_run(config_path: str | Path, *, overrides: Sequence[str] = (), out: st
     exp = prepare(loaded, reporter)
     config = loaded.config
     run_dir = create_run_dir(config.output.root, config.name, out=out)
-    reporter.info(f"run folder {run_dir}")
-    atomic_write_text(run_dir / CONFIG, config_to_yaml(config))
-    update_manifest(run_dir, **new_manifest(seed=config.seed, space=_space_info(exp)))
-    if config.kind != "search":
-        _execute_kind(exp, run_dir, reporter)
-        return RunOutcome(run_dir, None, time.perf_counter() - start)
-    with Journal(run_dir / JOURNAL) as journal:
-        result = _execute(exp, run_dir, journal, reporter, {})
+    with run_lock(run_dir):
+        reporter.info(f"run folder {run_dir}")
+        atomic_write_text(run_dir / CONFIG, config_to_yaml(config))
+        update_manifest(run_dir, **new_manifest(seed=config.seed, space=_space_info(exp)))
+        if config.kind != "search":
+            _execute_kind(exp, run_dir, reporter)
+            return RunOutcome(run_dir, None, time.perf_counter() - start)
+        with Journal(run_dir / JOURNAL) as journal:
+            result = _execute(exp, run_dir, journal, reporter, {})
     return RunOutcome(run_dir, result, time.perf_counter() - start)
 
 
@@ -425,6 +427,12 @@ def resume_run(run_dir: str | Path, *, config_path: str | Path | None = None, ov
     """``qnas run --resume RUN_DIR``: replay the seeded search with the journal as cache, then finish."""
     reporter, start = reporter or SilentReporter(), time.perf_counter()
     run = check_run_dir(run_dir)
+    with run_lock(run):  # first: another process may still be running this folder
+        return _resume_locked(run, config_path, overrides, reporter, start)
+
+
+def _resume_locked(run: Path, config_path: str | Path | None, overrides: Sequence[str], reporter: Reporter,
+                   start: float) -> RunOutcome:
     stored = load_config(run / CONFIG)
     if config_path is not None or overrides:
         given = load_config(config_path if config_path is not None else run / CONFIG, overrides)
@@ -436,7 +444,7 @@ def resume_run(run_dir: str | Path, *, config_path: str | Path | None = None, ov
     if stored.config.kind != "search":
         _execute_kind(exp, run, reporter)
         return RunOutcome(run, None, time.perf_counter() - start)
-    with Journal(run / JOURNAL) as journal:  # the lock comes first: another process may still be writing
+    with Journal(run / JOURNAL) as journal:
         contents = read_journal(run / JOURNAL, repair=True)
         if contents.dropped is not None:
             reporter.warn(str(contents.dropped))

@@ -1,8 +1,11 @@
-"""Atomic file writes shared by every package: readers never see a half-written file.
+"""Atomic file writes and durable appends shared by every package: readers never see a half-written file.
 
 A temporary file in the target's folder is written, fsync'd, given the usual permissions (mkstemp
 makes private 0600 files; artifacts are meant to be shared) and moved over the target with
 ``os.replace``. On any error the temporary file is removed and the old target is left intact.
+
+Append-only record files (journals, partial results that let a long job resume) are appended with
+:func:`append_jsonl`: flushed and fsync'd before it returns, and never written through a symbolic link.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "read_partial_records"]
+from .errors import InputError
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "open_no_follow", "append_jsonl",
+           "read_partial_records"]
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -46,6 +52,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically (newlines as given)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def open_no_follow(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that refuses a symbolic link at ``path`` with an InputError naming it."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as err:
+        if Path(path).is_symlink():
+            raise InputError("is a symbolic link; qnas writes record files only in place, never through a link",
+                             source=str(path)) from None
+        raise InputError(f"cannot open: {err.strerror}", source=str(path)) from None
+
+
+def append_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Append one JSON line per record; on disk (fsync'd) when this returns."""
+    fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(record) + "\n" for record in records))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def read_partial_records(path: str | Path, meta: dict) -> tuple[list[dict], bool]:

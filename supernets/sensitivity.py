@@ -9,6 +9,9 @@ with BN recalibrated per variant as every subnet evaluation does. The sum is a p
 take as one more feature (``predictors.accuracy.QuantSensitivity``); it costs one evaluation of a
 small batch per (gene, choice), not a measured subnet. Genes the space declares in
 ``feature_interactions`` are measured again in each context (``measure_context_sensitivity``).
+
+A ``memo`` (``get``/``put`` of a variant's divergence by key) lets a caller keep each variant as it is
+measured and skip those already known: a run killed mid-measurement re-measures only the variant in flight.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +29,15 @@ from search_spaces import Gene, Genome, SearchSpace
 
 from .evaluate import batches, bn_recalibrated
 
-__all__ = ["measure_context_sensitivity", "measure_quant_sensitivity"]
+__all__ = ["Memo", "measure_context_sensitivity", "measure_quant_sensitivity"]
+
+
+class Memo(Protocol):
+    """Known divergences by variant key (``"<context>|<gene>=<choice>"``; the context is empty for the largest)."""
+
+    def get(self, key: str) -> float | None: ...
+
+    def put(self, key: str, value: float) -> None: ...
 
 
 @contextmanager
@@ -50,9 +62,10 @@ def _probe(supernet, calib_x: Tensor, x: Tensor, batch_size: int) -> Iterator[Ca
 
 
 def _lowered_one_at_a_time(space: SearchSpace, log_probs: Callable[[Genome], Tensor], ref: Genome,
-                           genes: list[Gene], tick: Callable[[], None]) -> dict[str, dict]:
+                           genes: list[Gene], tick: Callable[[], None], memo: Memo | None = None,
+                           context: str = "") -> dict[str, dict]:
     """``{gene: {choice: KL(ref ‖ ref with that gene at choice)}}`` (0 at the reference's own choice)."""
-    base = log_probs(ref)
+    base: Tensor | None = None  # measured only when some variant is not in the memo
     out: dict[str, dict] = {}
     for gene in genes:
         out[gene.name] = {}
@@ -60,8 +73,15 @@ def _lowered_one_at_a_time(space: SearchSpace, log_probs: Callable[[Genome], Ten
             if choice == ref[gene.name]:
                 out[gene.name][choice] = 0.0
                 continue
-            lp = log_probs(space.make({**ref.as_dict(), gene.name: choice}))
-            out[gene.name][choice] = max(0.0, float((base.exp() * (base - lp)).sum(dim=1).mean()))
+            key = f"{context}|{gene.name}={choice}"
+            value = None if memo is None else memo.get(key)
+            if value is None:
+                base = log_probs(ref) if base is None else base
+                lp = log_probs(space.make({**ref.as_dict(), gene.name: choice}))
+                value = max(0.0, float((base.exp() * (base - lp)).sum(dim=1).mean()))
+                if memo is not None:
+                    memo.put(key, value)
+            out[gene.name][choice] = value
             tick()
     return out
 
@@ -80,8 +100,8 @@ def _ticker(total: int, progress: Callable[[int, int], None] | None) -> Callable
 
 @torch.no_grad()
 def measure_quant_sensitivity(supernet, calib_x: Tensor, x: Tensor, *, batch_size: int = 256,
-                              reference: Genome | None = None,
-                              progress: Callable[[int, int], None] | None = None) -> dict[str, dict]:
+                              reference: Genome | None = None, progress: Callable[[int, int], None] | None = None,
+                              memo: Memo | None = None) -> dict[str, dict]:
     """``{quant gene: {choice: mean KL(reference ‖ reference with that gene at choice)}}``.
 
     Args:
@@ -90,6 +110,7 @@ def measure_quant_sensitivity(supernet, calib_x: Tensor, x: Tensor, *, batch_siz
         x: images the output divergence is averaged over (a few hundred suffice: it ranks layers).
         reference: the subnet the genes are lowered in (default ``space.largest()``: ZeroQ's full model).
         progress: called with ``(done, total)`` after each variant.
+        memo: divergences already measured (skipped) and the place each new one is put.
     """
     space: SearchSpace = supernet.space
     ref = reference if reference is not None else space.largest()
@@ -99,12 +120,13 @@ def measure_quant_sensitivity(supernet, calib_x: Tensor, x: Tensor, *, batch_siz
     genes = [g for g in space.genes if g.kind == "quant"]
     tick = _ticker(sum(len(g.choices) - 1 for g in genes), progress)
     with _probe(supernet, calib_x, x, batch_size) as log_probs:
-        return _lowered_one_at_a_time(space, log_probs, ref, genes, tick)
+        return _lowered_one_at_a_time(space, log_probs, ref, genes, tick, memo)
 
 
 @torch.no_grad()
 def measure_context_sensitivity(supernet, calib_x: Tensor, x: Tensor, *, batch_size: int = 256,
-                                progress: Callable[[int, int], None] | None = None) -> dict[str, dict]:
+                                progress: Callable[[int, int], None] | None = None,
+                                memo: Memo | None = None) -> dict[str, dict]:
     """The same divergence for the quantization genes of the space's declared interactions, in the context
     of every *other* value of their context gene: ``{"ctx=value": {gene: {choice: KL}}}``.
 
@@ -128,4 +150,5 @@ def measure_context_sensitivity(supernet, calib_x: Tensor, x: Tensor, *, batch_s
         return {}
     tick = _ticker(sum(len(g.choices) - 1 for _, genes in jobs.values() for g in genes), progress)
     with _probe(supernet, calib_x, x, batch_size) as log_probs:
-        return {key: _lowered_one_at_a_time(space, log_probs, ref, genes, tick) for key, (ref, genes) in jobs.items()}
+        return {key: _lowered_one_at_a_time(space, log_probs, ref, genes, tick, memo, key)
+                for key, (ref, genes) in jobs.items()}

@@ -9,7 +9,6 @@ combinations are appended to ``<lut>.partial.jsonl``, so an interrupted build re
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces import BlockSpec
-from search_spaces.atomic import read_partial_records
+from search_spaces.atomic import append_jsonl, read_partial_records
 from search_spaces.meta import MACROS, all_combos, stage_input_sizes
 
 from .lut import LutEntry, QtLut, combo_name
@@ -91,7 +90,7 @@ def _distill_all(macro: str, data: Any, settings: LutBuildSettings, partial: Pat
     meta = {"macro": macro, "dataset": data.name, **asdict(settings)}
     done = _load_partial(partial, meta)
     if not partial.exists():
-        partial.write_text(json.dumps(meta) + "\n", encoding="utf-8")
+        append_jsonl(partial, [meta])
     train = features_for(teacher, data.train_x[: settings.n_features])
     held = features_for(teacher, data.val_x[: settings.n_eval])
     cfg = DistillSettings(steps=settings.distill_steps, rows=settings.rows, seed=settings.seed)
@@ -103,8 +102,7 @@ def _distill_all(macro: str, data: Any, settings: LutBuildSettings, partial: Pat
         rows = distill_combo(arch, s, b, w, (train[s], held[s]), (train[s + 1], held[s + 1]), cfg)
         done[combo] = [{"config": r.substage.key, "nsr": r.nsr, "macs": r.macs, "params": r.params,
                         "blocks": [replace(x, slot="").to_dict() for x in r.blocks]} for r in rows]
-        with open(partial, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"combo": list(combo), "rows": done[combo]}) + "\n")
+        append_jsonl(partial, [{"combo": list(combo), "rows": done[combo]}])
         if log:
             best = min(r.nsr for r in rows)
             log(f"distilled {combo_name(combo)}: best NSR {best:.3f} ({time.perf_counter() - start:.0f}s)")

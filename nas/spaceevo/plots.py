@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nas.plots import save_figure
+
 from .qt_score import QtScore, QtSettings
 
 __all__ = ["plot_scores"]
@@ -43,6 +45,5 @@ def plot_scores(ranking: Sequence[QtScore], qt: QtSettings, path: str | Path, *,
         ax.legend(fontsize=8)
         ax.set_title("aging evolution")
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from search_spaces import BlockSpec, InputError
+from search_spaces.atomic import atomic_write_with
 from search_spaces.meta import BLOCK_TYPES, MACROS, MacroArch, stage_block
 
 from ..augment import augment_batch
@@ -105,9 +106,9 @@ def train_teacher(macro: str, data: ImageSplits, config: TeacherConfig, *, check
         if log:
             log(f"teacher epoch {epoch + 1}/{config.epochs}: loss {float(loss.detach()):.3f}, val acc {acc:.3f} "
                 f"({time.perf_counter() - start:.0f}s)")
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": TEACHER_FORMAT, "macro": macro, "dataset": data.name, "image_size": data.image_size,
-                "config": config.__dict__, "val_accuracy": acc, "model": net.state_dict()}, checkpoint)
+    state = {"format": TEACHER_FORMAT, "macro": macro, "dataset": data.name, "image_size": data.image_size,
+             "config": config.__dict__, "val_accuracy": acc, "model": net.state_dict()}
+    atomic_write_with(checkpoint, lambda tmp: torch.save(state, tmp))  # a kill mid-write leaves no torn teacher
     return net.eval(), acc
 
 

@@ -68,3 +68,35 @@ def test_declared_interactions_are_measured_in_every_other_context(setup):
     table = QuantSensitivity(space, plain, contexts=contexts)
     shallow = space.make({**space.largest().as_dict(), "s1.depth": 1, "s2.b1.a_bits": 2})
     assert table.score([shallow])[0] == pytest.approx(row[2])
+
+
+class _Interrupting(dict):
+    """A memo that dies after ``stop`` new variants (a kill mid-measurement)."""
+
+    def __init__(self, stop=None):
+        super().__init__()
+        self.stop, self.measured = stop, 0
+
+    def put(self, key, value):
+        if self.measured == self.stop:
+            raise KeyboardInterrupt
+        self.measured += 1
+        self[key] = value
+
+
+def test_a_memo_keeps_each_variant_and_skips_known_ones(setup):
+    space, net, data = setup
+    images = (net, data.train_x[:128], data.val_x[:64])
+    memo = _Interrupting(stop=5)
+    with pytest.raises(KeyboardInterrupt):
+        measure_quant_sensitivity(*images, batch_size=64, memo=memo)
+    assert len(memo) == 5 and all(key.startswith("|") for key in memo)
+    memo.stop = None
+    values = measure_quant_sensitivity(*images, batch_size=64, memo=memo)
+    contexts = measure_context_sensitivity(*images, batch_size=64, memo=memo)
+    variants = sum(len(g.choices) - 1 for g in space.genes if g.kind == "quant")
+    assert memo.measured == len(memo) == variants + sum(len(row) - 1 for c in contexts.values() for row in c.values())
+    assert values == measure_quant_sensitivity(*images, batch_size=64)  # identical to one uninterrupted pass
+    assert contexts == measure_context_sensitivity(*images, batch_size=64)
+    memo.stop = 0  # everything is known now: nothing is measured again
+    assert measure_quant_sensitivity(*images, batch_size=64, memo=memo) == values
