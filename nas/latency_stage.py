@@ -5,6 +5,11 @@ with several tables, e.g. two devices), ``predicted`` from the table's calibrate
 ``<metric>_fallback`` (1 when a block was missing from the table and the learned fallback filled it).
 After the search, the Pareto subnets of every table measured on *this* machine are timed for real
 end to end (same protocol as the tables): ``latency_pred_ms`` / ``latency_measured_ms`` columns.
+
+Why a run keeps its own copy of every table (``latency/<metric>.csv``): a profiled table's calibration
+is refitted at run start on this machine's current speed, and a user's table file may be edited
+later. A resumed run must predict exactly what the interrupted one did, so it reads the copy, and
+the manifest records where each copy came from and whether its calibration was refitted.
 """
 
 from __future__ import annotations
@@ -12,14 +17,18 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nas.config import LoadedConfig
 from nas.config_sections import LatencyTableSpec
 from search_spaces import Genome, SearchSpace
 
-__all__ = ["LoadedTable", "latency_metrics", "check_latency", "load_tables", "TableLatencyEvaluator",
+__all__ = ["LoadedTable", "RUN_TABLES", "latency_metrics", "check_latency", "load_tables", "TableLatencyEvaluator",
            "measure_front"]
+
+RUN_TABLES = "latency"
+"""Folder of a run holding the copy of every latency table it predicts with."""
 
 
 @dataclass(frozen=True)
@@ -81,26 +90,66 @@ def check_latency(loaded: LoadedConfig, space: SearchSpace) -> list[str]:
 
 
 def load_tables(loaded: LoadedConfig, space: SearchSpace, *, progress: bool,
-                log: Callable[[str], None] | None = None) -> list[LoadedTable]:
-    """Every configured table, profiling the ``profile`` ones on first use (cached)."""
-    from nas.profiling import DEFAULT_CACHE, cached_table
+                log: Callable[[str], None] | None = None, run_dir: Path | None = None) -> list[LoadedTable]:
+    """Every configured table, profiling the ``profile`` ones on first use (cached).
 
-    section = loaded.config.latency
-    out: list[LoadedTable] = []
+    With ``run_dir``, a table the run has already copied is read from its copy; otherwise the table
+    is copied there and the manifest's ``latency_tables`` says where it came from.
+    """
+    from predictors.latency import LatencyTable
+
+    section, out = loaded.config.latency, []
     for index, (metric, spec) in enumerate(section.specs() if section is not None else []):
-        if spec.table is not None:
-            out.append(LoadedTable(metric, spec, _load_file(loaded, index, spec, space), str(spec.table)))
-            continue
-        p = spec.profile
-        if log:
-            log(f"{metric}: latency table for {p.backend} on this machine (profiled on first use, then cached)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # device/threads notes of a cached table: same machine
-            table = cached_table(space, p.backend, threads=p.threads, batch=p.batch, progress=progress,
-                                 cache_dir=p.cache_dir or DEFAULT_CACHE, runs=p.runs, passes=p.passes,
-                                 refresh_calibration=p.recalibrate)
-        out.append(LoadedTable(metric, spec, table, f"profiled table ({p.backend})"))
+        copy = None if run_dir is None else Path(run_dir) / RUN_TABLES / f"{metric}.csv"
+        if copy is not None and copy.is_file():
+            if log:
+                log(f"{metric}: the run's copy {copy.relative_to(run_dir)} (as the run started)")
+            table, source, _ = LatencyTable.load(copy, space=space), _source(spec), {}
+        else:
+            table, source, record = _fresh_table(loaded, index, metric, spec, space, progress, log)
+            if copy is not None:
+                table.save(copy)
+                _record_copy(Path(run_dir), metric, copy, table, record)
+        out.append(LoadedTable(metric, spec, table, source))
     return out
+
+
+def _source(spec: LatencyTableSpec) -> str:
+    return str(spec.table) if spec.table is not None else f"profiled table ({spec.profile.backend})"
+
+
+def _fresh_table(loaded: LoadedConfig, index: int, metric: str, spec: LatencyTableSpec, space: SearchSpace,
+                 progress: bool, log: Callable[[str], None] | None) -> tuple[Any, str, dict[str, Any]]:
+    """The table from its file, or profiled / loaded from the cache (calibration refitted when configured)."""
+    from nas.profiling import DEFAULT_CACHE, cached_table, cached_table_path
+
+    if spec.table is not None:
+        return _load_file(loaded, index, spec, space), _source(spec), {"from": str(spec.table),
+                                                                        "calibration": "as in the file"}
+    p = spec.profile
+    path = cached_table_path(space, p.backend, threads=p.threads, batch=p.batch, cache_dir=p.cache_dir or DEFAULT_CACHE)
+    cached = path.is_file()
+    if log:
+        log(f"{metric}: latency table for {p.backend} on this machine (profiled on first use, then cached)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # device/threads notes of a cached table: same machine
+        table = cached_table(space, p.backend, threads=p.threads, batch=p.batch, progress=progress,
+                             cache_dir=p.cache_dir or DEFAULT_CACHE, runs=p.runs, passes=p.passes,
+                             refresh_calibration=p.recalibrate)
+    calibration = ("refitted at run start" if p.recalibrate else "as cached") if cached else "fitted when profiled"
+    return table, _source(spec), {"from": str(path), "calibration": calibration}
+
+
+def _record_copy(run_dir: Path, metric: str, copy: Path, table: Any, record: dict[str, Any]) -> None:
+    """The manifest's ``latency_tables.<metric>``: the copy, its origin and the calibration it holds."""
+    from nas.rundir import now_iso, read_manifest, update_manifest
+
+    h = table.header
+    entry = {"copy": str(copy.relative_to(run_dir)), **record, "backend": h.backend, "device": h.device,
+             "calibration_scale": h.calibration_scale, "calibration_offset_ms": h.calibration_offset_ms,
+             "calibration_subnets": h.calibration_subnets, "at": now_iso()}
+    tables = {**read_manifest(run_dir).get("latency_tables", {}), metric: entry}
+    update_manifest(run_dir, latency_tables=tables)
 
 
 class TableLatencyEvaluator:

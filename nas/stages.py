@@ -120,7 +120,8 @@ def build_stages(exp: Any, run_dir: Path, reporter: Any) -> Stages:
     if config.latency is not None:
         from nas.latency_stage import TableLatencyEvaluator, load_tables
 
-        tables = load_tables(exp.loaded, exp.space, progress=not getattr(reporter, "quiet", True), log=reporter.info)
+        tables = load_tables(exp.loaded, exp.space, progress=not getattr(reporter, "quiet", True), log=reporter.info,
+                             run_dir=run_dir)
         evaluators += [TableLatencyEvaluator(exp.space, t) for t in tables]
     stages = Stages(CompositeEvaluator(evaluators), CompositeEvaluator(list(evaluators)), exp.space, exp.data,
                     tables=tables)

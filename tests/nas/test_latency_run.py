@@ -108,3 +108,38 @@ def test_latency_objective_without_a_section_says_how(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(InputError, match="add a `latency:` section"):
         prepare(load_config(path))
+
+
+# ---- reproducible latencies: the run's own copy of every table ------------------------------------------------
+def _latencies(run_dir, metric="latency_ms"):
+    rows = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    return {r["key"]: r["metrics"][metric] for r in rows}
+
+
+def test_a_resume_predicts_with_the_runs_copy_not_the_edited_table(tmp_path):
+    from nas.runner import resume_run
+
+    table = npu_table(tmp_path / "npu.csv")
+    outcome = start_run(config(tmp_path, {"table": str(table)}))
+    run, before = outcome.run_dir, _latencies(outcome.run_dir)
+    entry = json.loads((run / "manifest.json").read_text())["latency_tables"]["latency_ms"]
+    assert entry["copy"] == "latency/latency_ms.csv" and entry["from"] == str(table)
+    assert entry["calibration"] == "as in the file" and (run / entry["copy"]).is_file()
+    lines = (run / "trials.jsonl").read_text().splitlines(keepends=True)
+    (run / "trials.jsonl").write_text("".join(lines[:5]))  # a crash after 5 candidates
+    original = LatencyTable.load(table)
+    LatencyTable(original.header, [Entry(e.spec, 2 * e.mean_ms, e.std_ms, e.count) for e in original.entries.values()]
+                 ).save(table)  # the user edits the table meanwhile
+    assert resume_run(run).result.evaluated == 11
+    assert _latencies(run) == before
+
+
+def test_profiled_table_without_recalibration_gives_bit_identical_latencies(tmp_path):
+    profile = {"backend": "torch-fp32", "runs": 5, "passes": 2, "cache_dir": str(tmp_path / "cache")}
+    first = start_run(config(tmp_path, {"profile": profile})).run_dir  # profiles and caches the table
+    again = [start_run(config(tmp_path, {"profile": {**profile, "recalibrate": recalibrate}})).run_dir
+             for recalibrate in (False, True)]
+    assert _latencies(again[0]) == _latencies(first)
+    calibrations = [json.loads((run / "manifest.json").read_text())["latency_tables"]["latency_ms"]["calibration"]
+                    for run in (first, *again)]
+    assert calibrations == ["fitted when profiled", "as cached", "refitted at run start"]
