@@ -26,7 +26,26 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["WRAPPER", "Kill", "KillOutcome", "FaultReport", "kill_and_resume", "journal_keys"]
+__all__ = ["TINY_RUN", "PHASES", "WRAPPER", "Kill", "KillOutcome", "FaultReport", "kill_and_resume", "journal_keys"]
+
+TINY_RUN = {
+    "name": "faults", "seed": 3,
+    "dataset": {"name": "digits", "options": {"max_train": 256}},
+    "search_space": {"name": "mbv3", "options": {
+        "in_channels": 1, "image_size": 8, "stem_channels": 8, "stage_channels": [16, 24], "stage_strides": [1, 2],
+        "stage_se": [False, True], "stage_act": ["relu", "hswish"], "depths": [1, 2], "kernels": [3, 5],
+        "expands": [2, 4], "head_channels": 32, "w_bits": [4, 8], "a_bits": [4, 8]}},
+    "supernet": {"warmup_epochs": 1, "epochs": 2, "batch_size": 64, "bn_calib_samples": 128, "random_subnets": 1},
+    "predictors": {"quant_sensitivity": True},
+    "search": {"algorithm": "predictor-nsga2", "budget": 20,
+               "options": {"n_startup_trials": 10, "batch_size": 4, "population_size": 16, "generations": 5},
+               "objectives": [{"metric": "accuracy", "direction": "max"}, {"metric": "size_kb", "direction": "min"}]},
+    "output": {"export_top": 2},
+}
+"""A run with every phase in seconds on a CPU (digits, tiny supernet, sensitivity, predictor in the loop, export)."""
+
+PHASES = ("training", "sensitivity", "search", "export")
+"""The markers :data:`WRAPPER` prints, in the order a run reaches them."""
 
 WRAPPER = textwrap.dedent("""
     import os, sys

@@ -143,3 +143,5 @@ def test_profiled_table_without_recalibration_gives_bit_identical_latencies(tmp_
     calibrations = [json.loads((run / "manifest.json").read_text())["latency_tables"]["latency_ms"]["calibration"]
                     for run in (first, *again)]
     assert calibrations == ["fitted when profiled", "as cached", "refitted at run start"]
+    fronts = [[row["key"] for row in csv.DictReader((run / "pareto.csv").open())] for run in (first, *again)]
+    assert fronts[0] and fronts[0] == fronts[1] == fronts[2], "a refitted calibration rescales, it does not reorder"
