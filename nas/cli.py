@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -30,7 +31,8 @@ from typing import Any
 
 from search_spaces.errors import InputError, QnasError
 
-__all__ = ["COMMAND_MODULES", "Command", "register_command", "build_parser", "RichReporter", "main"]
+__all__ = ["COMMAND_MODULES", "Command", "register_command", "build_parser", "RichReporter", "Parser", "positive_int",
+           "non_negative_int", "main"]
 
 COMMAND_MODULES: tuple[str, ...] = ("nas.export_cli", "nas.latency_cli:add_latency_command", "nas.qt_cli")
 """Imported by :func:`build_parser`: ``"module"`` (registers itself) or ``"module:function"`` (adds parsers)."""
@@ -62,6 +64,42 @@ def register_command(name: str, *, help: str,
         return handler
 
     return wrap
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one ``error: ...`` line (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> Any:  # argparse's signature; never returns
+        message = re.sub(r"^argument ([^:]+): ", r"\1: ", message).replace("\n", " ")
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        """argparse turns ``--flag=--`` into an empty list without calling the flag's type: refuse it here."""
+        for arg in sys.argv[1:] if args is None else args:
+            if re.fullmatch(r"--[\w-]+=--", str(arg)):
+                self.error(f"{arg[:-3]}: got '--'; expected a value")
+        return super().parse_known_args(args, namespace)
+
+
+def _int_at_least(minimum: int, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        shown = repr(text) if len(text) <= 40 else repr(text[:37] + "...")
+        raise argparse.ArgumentTypeError(f"got {shown}; expected an integer >= {minimum}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"got {value}; expected an integer >= {minimum}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` of counts and sizes: an integer >= 1 (zero or negative is a usage error)."""
+    return _int_at_least(1, text)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type`` of seeds and offsets: an integer >= 0."""
+    return _int_at_least(0, text)
 
 
 class RichReporter:
@@ -167,9 +205,11 @@ def _configure_validate(parser: argparse.ArgumentParser) -> None:
 @register_command("validate", help="check a config and print what a run would do", configure=_configure_validate)
 def _validate(args: argparse.Namespace) -> int:
     from nas.config import load_config
-    from nas.runner import prepare, summary
+    from nas.runner import check_destination, prepare, summary
 
-    exp = prepare(load_config(args.config, args.overrides), RichReporter(quiet=args.quiet))
+    loaded = load_config(args.config, args.overrides)
+    check_destination(loaded)
+    exp = prepare(loaded, RichReporter(quiet=args.quiet))
     out = _stdout()
     width = max(len(label) for label, _ in summary(exp))
     for label, text in summary(exp):
@@ -186,17 +226,18 @@ def _configure_pareto(parser: argparse.ArgumentParser) -> None:
 @register_command("pareto", help="print the Pareto front of a run (from its journal)", configure=_configure_pareto)
 def _pareto(args: argparse.Namespace) -> int:
     from nas.config import load_config
-    from nas.journal import read_journal
+    from nas.journal import read_journal, require_metrics
     from nas.objectives import objective_matrix
     from nas.pareto import front_indices, total_violation
     from nas.rundir import CONFIG, JOURNAL, check_run_dir
 
     run = check_run_dir(args.run_dir)
     config = load_config(run / CONFIG, check_files=False).config
-    objectives, constraints = _objectives(config)
+    objectives, constraints = _objectives(config, run / CONFIG)
     contents = read_journal(run / JOURNAL)
     if contents.dropped is not None:
         RichReporter().warn(str(contents.dropped))
+    require_metrics(run / JOURNAL, contents.records, [m.metric for m in (*objectives, *constraints)])
     records = list({r["key"]: r for r in contents.records}.values())  # one row per candidate
     metrics = [r["metrics"] for r in records]
     violation = total_violation(metrics, constraints)
@@ -229,13 +270,14 @@ def _show_kind_outcome(run_dir: Path) -> None:
                                   f"Q-T score (all in ranking.csv)"))
 
 
-def _objectives(config: Any) -> tuple[Sequence[Any], Sequence[Any]]:
-    """The objectives and constraints a run's front is defined by (fixed for kinds with their own procedure)."""
+def _objectives(config: Any, source: Path | None = None) -> tuple[Sequence[Any], Sequence[Any]]:
+    """The objectives and constraints a run's front is defined by (fixed for kinds with their own procedure);
+    ``source`` is the run's config, named when it has no front."""
     if config.kind == "search":
         return config.search.objective_list(), config.search.constraint_list()
     if config.kind == "space-search":
         raise InputError("a space-search run ranks search spaces and has no Pareto front; see its ranking.csv "
-                         "and report.md")
+                         "and report.md", source=source, field="kind")
     from nas.lpgnas import OBJECTIVES
 
     return OBJECTIVES, ()
@@ -255,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a config value by its dotted key, e.g. --set search.budget=50 (repeatable)")
     common.add_argument("--quiet", action="store_true", help="no progress output")
     common.add_argument("--debug", action="store_true", help="show tracebacks of input errors")
-    parser = argparse.ArgumentParser(prog="qnas", description="Joint neural architecture and quantization search.")
+    parser = Parser(prog="qnas", description="Joint neural architecture and quantization search.")
     parser.add_argument("--version", action="version", version=f"qnas {_version()}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for command in _COMMANDS.values():
@@ -292,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QnasError as err:
         if getattr(args, "debug", False):
             traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + str(err).replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)  # one line
         return 2
     except KeyboardInterrupt:
         print("interrupted; continue with `qnas run --resume RUN_DIR`", file=sys.stderr)

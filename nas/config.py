@@ -18,6 +18,7 @@ entry here, and teach ``nas.stages.build_stages`` (and ``declared_metrics``) to 
 from __future__ import annotations
 
 import copy
+import math
 import re
 import types
 from collections.abc import Mapping, Sequence
@@ -34,10 +35,12 @@ from nas.lpgnas import LpgnasConfig
 from nas.spaceevo.run import SpaceSearchConfig
 from nas.objectives import Constraint, Objective, parse_constraint
 from search_spaces.errors import InputError, nearest
+from search_spaces.inputs import MAX_CONFIG_BYTES, MAX_INT, dotted as _dotted, find_bad_number, parse_yaml, read_text
 
 __all__ = ["PLANNED_SECTIONS", "ExistingPath", "DatasetConfig", "SearchSpaceConfig", "ObjectiveConfig",
            "SearchConfig", "ExecutorConfig", "OutputConfig", "ExperimentConfig", "LoadedConfig", "load_config",
-           "parse_config", "apply_overrides", "config_to_yaml", "config_diff", "translate_validation_error"]
+           "parse_config", "apply_overrides", "config_to_yaml", "config_diff", "translate_validation_error",
+           "RESERVED_OPTIONS", "MAX_BUDGET"]
 
 PLANNED_SECTIONS: dict[str, str] = {}
 
@@ -69,8 +72,14 @@ class ObjectiveConfig(_Section):
 
 
 def _check_constraint(text: str) -> str:
-    parse_constraint(text)  # its ValueError names the expected form
+    constraint = parse_constraint(text)  # its ValueError names the expected form
+    if not math.isfinite(constraint.bound):
+        raise ValueError(f"the bound of {text!r} is not a finite number")
     return text
+
+
+MAX_BUDGET = 1_000_000
+"""Most candidates one search may evaluate (``search.budget``); more is a typo, not a plan."""
 
 
 class SearchConfig(_Section):
@@ -80,7 +89,7 @@ class SearchConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
     objectives: list[ObjectiveConfig]
     constraints: list[Annotated[str, AfterValidator(_check_constraint)]] = Field(default_factory=list)
-    budget: int = Field(100, ge=1, strict=True)
+    budget: int = Field(100, ge=1, le=MAX_BUDGET, strict=True)
     seed: int | None = Field(None, ge=0, strict=True)
 
     @field_validator("objectives")
@@ -134,11 +143,11 @@ class ExecutorConfig(_Section):
 
     kind: str = "local"
     address: str | None = None
-    num_workers: int = Field(2, ge=1, strict=True)
-    cpus_per_worker: float = Field(0.5, gt=0)
+    num_workers: int = Field(2, ge=1, le=10_000, strict=True)
+    cpus_per_worker: float = Field(0.5, gt=0, le=1024)
     resources: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
-    threads: int = Field(1, ge=1, strict=True)
-    max_retries: int = Field(3, ge=0, strict=True)
+    threads: int = Field(1, ge=1, le=1024, strict=True)
+    max_retries: int = Field(3, ge=0, le=100, strict=True)
 
     @field_validator("kind")
     @classmethod
@@ -191,7 +200,7 @@ class OutputConfig(_Section):
     export_top: int = Field(5, ge=0, strict=True)
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 class ExperimentConfig(_Section):
@@ -215,7 +224,7 @@ class ExperimentConfig(_Section):
     @classmethod
     def _folder_name(cls, value: str) -> str:
         if not _NAME.match(value):
-            raise ValueError("expected letters, digits, '_', '.' or '-' (it names the run folder)")
+            raise ValueError("expected up to 100 letters, digits, '_', '.' or '-' (it names the run folder)")
         return value
 
     @property
@@ -258,7 +267,7 @@ class LoadedConfig:
         below = [t for k, t in self.overrides.items() if field == k or field.startswith((k + ".", k + "["))]
         above = [t for k, t in self.overrides.items() if k.startswith((field + ".", field + "["))]
         if below or (above and field not in self.lines):
-            return InputError(message, source=f"--set {(below or above)[0]}", field=field)
+            return InputError(message, source=f"--set {_clip((below or above)[0])}", field=field)
         line = self.lines.get(field)
         probe = field
         while line is None and ("." in probe or "[" in probe):
@@ -297,6 +306,12 @@ def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseMode
     return inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
 
 
+def _clip(text: str, limit: int = 80) -> str:
+    """``text`` on one line and at most ``limit`` characters (a ``--set`` may hold a whole list)."""
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _short(value: Any) -> str:
     return repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
 
@@ -325,8 +340,9 @@ def translate_validation_error(err: ValidationError, model: type[BaseModel],
     return field, f"got {_short(value)}; {message}"
 
 
-def yaml_lines(text: str, source: Path) -> dict[str, int]:
-    """Dotted key path -> 1-based line of every key and list item; a key given twice is an error."""
+def yaml_lines(root: yaml.Node | None, source: Path) -> dict[str, int]:
+    """Dotted key path -> 1-based line of every key and list item of a composed document (see
+    :func:`search_spaces.inputs.parse_yaml`, which bounds its size and depth); a key given twice is an error."""
     lines: dict[str, int] = {}
 
     def walk(node: yaml.Node, path: list[str | int]) -> None:
@@ -345,7 +361,6 @@ def yaml_lines(text: str, source: Path) -> dict[str, int]:
                 lines[_dotted([*path, i])] = item.start_mark.line + 1
                 walk(item, [*path, i])
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
         walk(root, [])
     return lines
@@ -354,11 +369,12 @@ def yaml_lines(text: str, source: Path) -> dict[str, int]:
 def _parse_override(text: str) -> tuple[list[str | int], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", key.strip()):
-        raise InputError("expected KEY=VALUE with a dotted key, e.g. search.budget=50", source=f"--set {text}")
+        raise InputError("expected KEY=VALUE with a dotted key, e.g. search.budget=50", source=f"--set {_clip(text)}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise InputError(f"cannot parse the value {raw!r}: {err}", source=f"--set {text}") from None
+        value = parse_yaml(raw, source=f"--set {_clip(text)}")[0] if raw.strip() else None
+    except InputError as err:
+        raise InputError(f"cannot parse the value: {err.detail}", source=f"--set {_clip(text)}",
+                         field=err.field) from None
     return [int(p) if p.isdigit() else p for p in key.strip().split(".")], value
 
 
@@ -378,25 +394,43 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> tuple[
                     node[str(part)] = {}
                 node = node[str(part)]
             else:
-                raise InputError(f"{here!r} is not a section", source=f"--set {text}")
+                raise InputError(f"{here!r} is not a section", source=f"--set {_clip(text)}")
             if not isinstance(node, (dict, list)):
-                raise InputError(f"{here!r} holds {node!r}, not a section", source=f"--set {text}")
+                raise InputError(f"{here!r} holds {_short(node)}, not a section", source=f"--set {_clip(text)}")
         last = parts[-1]
         if isinstance(node, list) and isinstance(last, int) and last < len(node):
             node[last] = value
         elif isinstance(node, dict):
             node[str(last)] = value
         else:
-            raise InputError(f"cannot set {last!r} inside a list", source=f"--set {text}")
+            raise InputError(f"cannot set {last!r} inside a list", source=f"--set {_clip(text)}")
         applied[_dotted(parts)] = text
     return out, applied
 
 
-def _dotted(parts: Sequence[str | int]) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
+RESERVED_OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("dataset", "options"): ("name", "root", "seed"),  # load_dataset(name, root=..., seed=..., **options)
+    ("search_space", "options"): ("name", "source"),  # get_space(name, source=..., **options)
+    ("search", "options"): ("name", "space", "objectives", "constraints", "seed", "storage_dir", "context"),
+}
+"""Keywords that qnas passes itself to the consumer of each free-form ``options`` mapping (get_searcher for
+``search.options``); an option of that name would reach it twice."""
+
+
+def _check_free_form(loaded: LoadedConfig, data: Mapping[str, Any]) -> None:
+    """Checks no model can make: numbers anywhere (options are free-form and reach library code that assumes
+    finite sizes) and option names that collide with what qnas passes itself."""
+    bad = find_bad_number(data)
+    if bad is not None:
+        what = "a finite number (.inf and .nan are not allowed)" if isinstance(bad[1], float) else \
+            f"a number of magnitude at most 2**53 ({MAX_INT})"
+        raise loaded.error(_dotted(bad[0]), f"got {_short(bad[1])}; expected {what}")
+    for (section, key), reserved in RESERVED_OPTIONS.items():
+        options = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        clash = [name for name in reserved if isinstance(options, dict) and name in options]
+        if clash:
+            raise loaded.error(f"{section}.{key}.{clash[0]}", f"{clash[0]!r} is set by qnas itself, not an option "
+                                                             f"(reserved here: {', '.join(reserved)}); remove it")
 
 
 def parse_config(data: Any, *, source: Path, lines: Mapping[str, int] | None = None,
@@ -407,6 +441,7 @@ def parse_config(data: Any, *, source: Path, lines: Mapping[str, int] | None = N
         raise InputError(f"expected a mapping of sections, got {type(data).__name__}", source=source)
     data = dict(data)
     data.setdefault("name", source.stem)
+    _check_free_form(LoadedConfig(ExperimentConfig.model_construct(), source, lines, overrides), data)
     try:
         config = ExperimentConfig.model_validate(
             data, context={"base_dir": source.parent, "check_files": check_files})
@@ -420,23 +455,19 @@ def parse_config(data: Any, *, source: Path, lines: Mapping[str, int] | None = N
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True) -> LoadedConfig:
-    """Read, override and validate the YAML config at ``path``; every problem is one InputError."""
+    """Read, override and validate the YAML config at ``path``; every problem is one InputError.
+
+    The file goes through :func:`search_spaces.inputs.read_text` and :func:`~search_spaces.inputs.parse_yaml`
+    (size, encoding, alias and nesting limits) before anything else looks at it."""
     source = Path(path).expanduser().resolve()
-    if not source.is_file():
+    if not source.exists():
         raise InputError(f"config file not found: {source}")
-    text = source.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise InputError(f"invalid YAML: {problem}", source=source,
-                         line=None if mark is None else mark.line + 1) from None
+    data, root = parse_yaml(read_text(source, what="config", max_bytes=MAX_CONFIG_BYTES), source=source)
     if data is None:
         raise InputError("the config is empty; expected the sections dataset, search_space and search "
                          "(or kind: lpgnas / kind: space-search with their sections)",
                          source=source)
-    lines = yaml_lines(text, source)
+    lines = yaml_lines(root, source)
     data, applied = apply_overrides(data, overrides) if isinstance(data, dict) else (data, {})
     return parse_config(data, source=source, lines=lines, overrides=applied, check_files=check_files)
 

@@ -95,9 +95,9 @@ class ProfileSpec(BaseModel):
 
     backend: str
     threads: int = Field(1, ge=1, le=64)
-    batch: int = Field(1, ge=1)
-    runs: int = Field(50, ge=5)
-    passes: int = Field(10, ge=2)
+    batch: int = Field(1, ge=1, le=4096)
+    runs: int = Field(50, ge=5, le=100_000)
+    passes: int = Field(10, ge=2, le=10_000)
     cache_dir: Path | None = None
     recalibrate: bool = Field(True, description="refit a cached table's calibration on 10 subnets measured at the "
                                                 "start of the run (the machine's speed drifts; seconds)")

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from nas.cli import RichReporter, register_command
+from nas.cli import RichReporter, positive_int, register_command
 from search_spaces import InputError
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a finished run folder with a supernet")
-    parser.add_argument("--rank", type=int, default=1, help="position on the Pareto front (pareto.csv's rank), 1-based")
+    parser.add_argument("--rank", type=positive_int, default=1,
+                        help="position on the Pareto front (pareto.csv's rank), 1-based")
     parser.add_argument("--format", dest="formats", action="append", choices=["torch", "onnx", "int8"],
                         help="repeatable; default torch")
     parser.add_argument("--out", metavar="PATH", help="folder to write (default RUN_DIR/subnets/<key>/)")
@@ -24,12 +24,17 @@ def _export(args: argparse.Namespace) -> int:
     from nas.accuracy import SUPERNET_CHECKPOINT
     from nas.config import load_config
     from nas.export import export_subnet
-    from nas.rundir import CONFIG, atomic_write_json, check_run_dir
+    from nas.rundir import CONFIG, atomic_write_json, check_output_folder, check_run_dir
     from nas.runner import build_space, check_dataset
     from supernets.checkpoint import load_supernet
     from supernets.evaluate import SubnetEvaluator
 
     run = check_run_dir(args.run_dir)
+    if args.out:
+        try:
+            check_output_folder(args.out)
+        except InputError as err:
+            raise InputError(err.detail, source=args.out, field="--out") from None
     loaded = load_config(run / CONFIG)
     section = loaded.config.supernet
     if section is None:
@@ -61,7 +66,17 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _front(run: Path) -> list[dict]:
+    """The front of a finished run's ``pareto.json``: a list of entries that each hold a genome."""
+    from search_spaces.inputs import read_json
+
     path = run / "pareto.json"
     if not path.is_file():
         raise InputError("the run has no pareto.json yet (it has not finished); resume it first", source=path)
-    return json.loads(path.read_text())["front"]
+    data = read_json(path, what="Pareto front file")
+    front = data.get("front") if isinstance(data, dict) else None
+    if not isinstance(front, list):
+        raise InputError('damaged: expected an object with a "front" list', source=path, field="front")
+    for i, entry in enumerate(front):
+        if not isinstance(entry, dict) or not isinstance(entry.get("genome"), dict):
+            raise InputError("damaged: expected an object with a genome object", source=path, field=f"front[{i}]")
+    return front

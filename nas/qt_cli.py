@@ -34,9 +34,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 def _qt_score(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from nas.rundir import check_output_folder
     from nas.spaceevo.run import load_lut, load_space_search_config, rank_spaces, write_ranking
 
     exp = load_space_search_config(args.config, args.overrides)
+    try:
+        check_output_folder(args.out)
+    except InputError as err:
+        raise InputError(err.detail, source=args.out, field="--out") from None
     path = args.lut or exp.config.lut.path
     if path is None:
         raise InputError("no lookup table: give --lut PATH or set space_search.lut.path (build one with `qnas run`)",

@@ -19,24 +19,30 @@ Layout::
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from nas.runlock import LOCK
 from search_spaces.atomic import atomic_write_bytes, atomic_write_text
 from search_spaces.errors import InputError
+from search_spaces.inputs import read_json
 
 __all__ = [
-    "CONFIG", "MANIFEST", "JOURNAL", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-    "create_run_dir", "check_run_dir", "package_versions", "git_commit", "now_iso", "new_manifest",
-    "read_manifest", "update_manifest",
+    "CONFIG", "MANIFEST", "JOURNAL", "RUN_MARKERS", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+    "create_run_dir", "check_run_dir", "check_new_run_dir", "check_output_folder", "package_versions", "git_commit",
+    "now_iso", "new_manifest", "read_manifest", "update_manifest", "MANIFEST_TYPES",
 ]
 
 CONFIG, MANIFEST, JOURNAL = "config.yaml", "manifest.json", "trials.jsonl"
+RUN_MARKERS = (CONFIG, MANIFEST, JOURNAL, LOCK)
+"""Files whose presence makes a folder a qnas run (``run.lock`` alone: a run that died while starting)."""
 _PACKAGES = ("qnas", "torch", "numpy", "pymoo", "optuna", "scikit-learn", "pydantic")
 
 
@@ -50,19 +56,62 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def check_output_folder(path: str | Path) -> Path:
+    """The resolved ``path`` if it is a folder this process can create files in (or could create); else an
+    InputError saying why (``detail`` only: the caller names the config key or flag).
+
+    Why a probe: checking permission bits is not enough (root ignores them, read-only mounts do not show
+    in them), so a temporary folder is created and removed in the nearest existing ancestor."""
+    try:
+        target = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError) as err:  # e.g. a symlink loop
+        raise InputError(f"cannot use {path} as a folder: {err}") from None
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot create {target}: {existing} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".qnas-probe-", dir=existing))
+    except OSError as err:
+        raise InputError(f"cannot write in {existing}: {err.strerror or err}") from None
+    return target
+
+
+def check_new_run_dir(out: str | Path) -> Path:
+    """The resolved ``--out`` folder if a new run may go there: absent or empty, and writable. A folder
+    holding a run, or anything else, is refused, so nothing of the user's is ever overwritten."""
+    path = Path(out).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise InputError("exists and is not a folder", source=str(path), field="--out")
+    if any((path / marker).exists() for marker in RUN_MARKERS):
+        raise InputError(f"already holds a run; continue it with `qnas run --resume {path}` or choose "
+                         "another --out", source=str(path), field="--out")
+    if path.is_dir() and any(path.iterdir()):
+        raise InputError("is not empty and holds no qnas run; nothing was written (give a new or empty folder)",
+                         source=str(path), field="--out")
+    try:
+        return check_output_folder(path)
+    except InputError as err:
+        raise InputError(err.detail, source=str(path), field="--out") from None
+
+
 def create_run_dir(root: str | Path, name: str, *, out: str | Path | None = None) -> Path:
-    """A fresh run folder: ``out`` if given (must not hold a run), else ``root/<name>-<timestamp>[-n]``."""
+    """A fresh run folder: ``out`` if given (see :func:`check_new_run_dir`), else ``root/<name>-<timestamp>[-n]``."""
     if out is not None:
-        path = Path(out).expanduser().resolve()
-        if path.exists() and not path.is_dir():
-            raise InputError("exists and is not a folder", source=str(path), field="--out")
-        if (path / CONFIG).exists() or (path / JOURNAL).exists():
-            raise InputError(f"already holds a run; continue it with `qnas run --resume {path}` or choose "
-                             "another --out", source=str(path), field="--out")
-        path.mkdir(parents=True, exist_ok=True)
+        path = check_new_run_dir(out)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"cannot create the run folder: {err.strerror or err}", source=str(path),
+                             field="--out") from None
         return path
-    base = Path(root).expanduser().resolve()
-    base.mkdir(parents=True, exist_ok=True)
+    try:
+        base = check_output_folder(root)
+        base.mkdir(parents=True, exist_ok=True)
+    except (InputError, OSError) as err:
+        detail = err.detail if isinstance(err, InputError) else err.strerror or str(err)
+        raise InputError(detail, source=str(root), field="output.root") from None
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for n in range(1, 1000):
         path = base / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
@@ -71,6 +120,9 @@ def create_run_dir(root: str | Path, name: str, *, out: str | Path | None = None
             return path
         except FileExistsError:
             continue
+        except OSError as err:
+            raise InputError(f"cannot create a run folder: {err.strerror or err}", source=str(path),
+                             field="output.root") from None
     raise InputError(f"cannot create a new run folder under {base}", source=str(base))
 
 
@@ -131,15 +183,30 @@ def _installed(name: str) -> bool:
         return False
 
 
+MANIFEST_TYPES: dict[str, type] = {"versions": dict, "command": list, "space": dict, "status": str, "resumes": list,
+                                     "latency_tables": dict}
+"""Keys of a manifest that code reads, and the type each must have (a damaged one is refused by name)."""
+_JSON_NAMES: dict[type, str] = {dict: "object", list: "array", str: "string", int: "number", float: "number",
+                                bool: "boolean", type(None): "null"}
+
+
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    """The run's manifest (an empty one when the run died before writing it)."""
+    """The run's manifest (an empty one when the run died before writing it); a damaged one is an InputError."""
     path = Path(run_dir) / MANIFEST
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(f"damaged manifest: {err}", source=path) from None
+        manifest = read_json(path, what="run manifest")
+    except InputError as err:
+        raise InputError(f"damaged manifest: {err.detail}", source=path, line=err.line) from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"damaged manifest: expected a JSON object, got {type(manifest).__name__}", source=path)
+    for key, kind in MANIFEST_TYPES.items():
+        if key in manifest and not isinstance(manifest[key], kind):
+            raise InputError(f"damaged manifest: expected a JSON {_JSON_NAMES[kind]}, got "
+                             f"{_JSON_NAMES.get(type(manifest[key]), type(manifest[key]).__name__)}", source=path,
+                             field=key)
+    return manifest
 
 
 def update_manifest(run_dir: str | Path, **changes: Any) -> dict[str, Any]:

@@ -31,13 +31,17 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, shown
 
 __all__ = ["BlockSpec", "OP_TYPES", "ACTIVATIONS", "SHORTCUTS", "make_divisible", "se_channels"]
 
 OP_TYPES = ("conv", "mbconv", "bottleneck", "head", "dsconv_dual", "fused_mbconv")
 ACTIVATIONS = ("relu", "hswish")
 SHORTCUTS = ("none", "identity", "proj")
+MAX_BLOCK_SIZE = 4096
+"""Largest input resolution of a block (the spaces' ``image_size`` bound)."""
+MAX_BLOCK_CHANNELS = 2**20
+"""Largest channel count of a block: a table row beyond it is damaged, not measured."""
 
 
 def make_divisible(value: float, divisor: int = 8, round_limit: float = 0.9) -> int:
@@ -105,18 +109,18 @@ class BlockSpec:
             ("op", self.op in OP_TYPES, f"one of {OP_TYPES}"),
             ("act", self.act in ACTIVATIONS, f"one of {ACTIVATIONS}"),
             ("shortcut", self.shortcut in SHORTCUTS, f"one of {SHORTCUTS}"),
-            ("in_size", self.in_size >= 1, "a positive integer"),
-            ("in_ch", self.in_ch >= 1, "a positive integer"),
-            ("out_ch", self.out_ch >= 1, "a positive integer"),
-            ("kernel", self.kernel >= 1 and self.kernel % 2 == 1, "a positive odd integer"),
-            ("stride", self.stride >= 1, "a positive integer"),
-            ("mid_ch", self.mid_ch >= 0, "a non-negative integer"),
+            ("in_size", 1 <= self.in_size <= MAX_BLOCK_SIZE, f"an integer in 1..{MAX_BLOCK_SIZE}"),
+            ("in_ch", 1 <= self.in_ch <= MAX_BLOCK_CHANNELS, f"an integer in 1..{MAX_BLOCK_CHANNELS}"),
+            ("out_ch", 1 <= self.out_ch <= MAX_BLOCK_CHANNELS, f"an integer in 1..{MAX_BLOCK_CHANNELS}"),
+            ("kernel", 1 <= self.kernel <= 63 and self.kernel % 2 == 1, "an odd integer in 1..63"),
+            ("stride", 1 <= self.stride <= 64, "an integer in 1..64"),
+            ("mid_ch", 0 <= self.mid_ch <= MAX_BLOCK_CHANNELS, f"an integer in 0..{MAX_BLOCK_CHANNELS}"),
             ("w_bits", 1 <= self.w_bits <= 32, "an integer in 1..32"),
             ("a_bits", 1 <= self.a_bits <= 32, "an integer in 1..32"),
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise InputError(f"got {getattr(self, name)!r}, expected {expected}", source=source, field=name)
+                raise InputError(f"got {shown(getattr(self, name))}, expected {expected}", source=source, field=name)
         if self.op in ("mbconv", "bottleneck", "fused_mbconv") and self.mid_ch < 1:
             raise InputError(f"a {self.op} block needs mid_ch >= 1, got {self.mid_ch}", source=source, field="mid_ch")
         if self.shortcut == "identity" and (self.stride != 1 or self.in_ch != self.out_ch):

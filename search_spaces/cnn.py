@@ -13,39 +13,75 @@ from collections.abc import Sequence
 from typing import Any
 
 from .blocks import BlockSpec, make_divisible
-from .errors import InputError
+from .errors import InputError, shown
 from .genome import Gene, Genome
 from .space import SearchSpace
 
-__all__ = ["StagedCnnSpace", "BITS_ALLOWED"]
+__all__ = ["StagedCnnSpace", "BITS_ALLOWED", "MAX_CHOICES", "UPPER_BOUNDS"]
 
 BITS_ALLOWED = (2, 3, 4, 5, 6, 8, 32)
+
+MAX_CHOICES = 64
+"""Most values in one option list: the choices of one gene, or one entry per stage."""
+
+UPPER_BOUNDS: dict[str, int] = {
+    "image_size": 4096, "resolutions": 4096, "in_channels": 4096, "stem_channels": 8192, "stage_channels": 8192,
+    "head_channels": 8192, "num_classes": 100_000, "stem_stride": 8, "depths": 64, "expands": 16, "width_mults": 8,
+    "hidden": 8192, "heads": 64, "num_layers": 64, "in_features": 1_000_000, "num_nodes": 10**9,
+    "num_edges": 10**10,
+}
+"""Largest value of each size option of the built-in spaces: larger ones are typos, and would make
+``qnas validate``, profiling or training exhaust memory or run for days. Messages state the bound."""
 
 
 def check_option(name: str, ok: bool, got: Any, expected: str) -> None:
     """Raise the standard error for a bad space option."""
     if not ok:
-        raise InputError(f"got {got!r}, expected {expected}", field=f"search_space.options.{name}")
+        raise InputError(f"got {shown(got)}, expected {expected}", field=f"search_space.options.{name}")
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """An integer option between ``minimum`` and its :data:`UPPER_BOUNDS` entry (when it has one)."""
+    top = UPPER_BOUNDS.get(name)
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum and (top is None or value <= top)
+    kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer of at least {minimum}")
+    check_option(name, ok, value, kind if top is None else f"{kind} (at most {top})")
+    return int(value)
+
+
+def check_list(name: str, values: Any) -> None:
+    """A non-empty list of at most :data:`MAX_CHOICES` values."""
+    if isinstance(values, (list, tuple)) and len(values) > MAX_CHOICES:
+        raise InputError(f"got a list of {len(values)} values, expected at most {MAX_CHOICES}",
+                         field=f"search_space.options.{name}")
+    check_option(name, isinstance(values, (list, tuple)) and len(values) > 0, values, "a non-empty list")
 
 
 def int_tuple(name: str, values: Any, *, minimum: int = 1, allowed: Sequence[int] | None = None) -> tuple[int, ...]:
-    """Validate a non-empty list of integers (>= minimum, or within ``allowed``) and make it a tuple."""
-    ok = isinstance(values, (list, tuple)) and len(values) > 0 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in values)
-    check_option(name, ok, values, "a non-empty list of integers")
+    """Validate a non-empty list of integers (>= minimum and within :data:`UPPER_BOUNDS`, or within ``allowed``)
+    and make it a tuple."""
+    check_list(name, values)
+    check_option(name, all(isinstance(v, int) and not isinstance(v, bool) for v in values), values,
+                 "a non-empty list of integers")
     if allowed is not None:
         check_option(name, all(v in allowed for v in values), values, f"values from {list(allowed)}")
     else:
-        check_option(name, all(v >= minimum for v in values), values, f"integers >= {minimum}")
+        top = UPPER_BOUNDS.get(name)
+        check_option(name, all(minimum <= v <= (top or v) for v in values), values,
+                     f"integers >= {minimum}" if top is None else f"integers in {minimum}..{top}")
     check_option(name, len(set(values)) == len(values), values, "no repeated values")
     return tuple(values)
 
 
 def float_tuple(name: str, values: Any) -> tuple[float, ...]:
-    """Validate a non-empty list of positive numbers and make it a sorted tuple."""
-    ok = isinstance(values, (list, tuple)) and len(values) > 0 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
-    check_option(name, ok, values, "a non-empty list of positive numbers")
+    """Validate a non-empty list of positive finite numbers (within :data:`UPPER_BOUNDS`) and make it a sorted
+    tuple."""
+    check_list(name, values)
+    top = UPPER_BOUNDS.get(name, math.inf)
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= top
+             and (not isinstance(v, float) or math.isfinite(v)) for v in values)
+    check_option(name, ok, values, "a non-empty list of positive finite numbers"
+                 + (f" up to {top}" if top < math.inf else ""))
     return tuple(sorted(float(v) for v in values))
 
 
@@ -56,19 +92,19 @@ class StagedCnnSpace(SearchSpace):
                  stem_channels: int, stem_stride: int, stage_channels: Sequence[int], stage_strides: Sequence[int],
                  depths: Sequence[int], width_mults: Sequence[float], w_bits: Sequence[int], a_bits: Sequence[int],
                  first_last_bits: int, search_granularity: bool, search_symmetry: bool) -> None:
-        for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("image_size", image_size),
+        for name, value in (("in_channels", in_channels), ("image_size", image_size),
                             ("stem_channels", stem_channels), ("stem_stride", stem_stride)):
-            check_option(name, isinstance(value, int) and not isinstance(value, bool) and value >= 1, value,
-                         "a positive integer")
-        check_option("num_classes", num_classes >= 2, num_classes, "at least 2 classes")
+            check_int(name, value)
+        check_int("num_classes", num_classes, 2)
         check_option("first_last_bits", first_last_bits in BITS_ALLOWED, first_last_bits, f"one of {BITS_ALLOWED}")
         self.in_channels, self.num_classes, self.image_size = in_channels, num_classes, image_size
         self.resolutions = None if resolutions is None else tuple(sorted(int_tuple("resolutions", resolutions)))
         self.stem_channels, self.stem_stride = stem_channels, stem_stride
         self.stage_channels = int_tuple("stage_channels", stage_channels)
+        strides_ok = isinstance(stage_strides, (list, tuple)) and len(stage_strides) == len(self.stage_channels) \
+            and all(isinstance(s, int) and not isinstance(s, bool) and s in (1, 2) for s in stage_strides)
+        check_option("stage_strides", strides_ok, stage_strides, f"{len(self.stage_channels)} strides, each 1 or 2")
         self.stage_strides = tuple(stage_strides)
-        check_option("stage_strides", len(self.stage_strides) == len(self.stage_channels) and all(
-            s in (1, 2) for s in self.stage_strides), stage_strides, f"{len(self.stage_channels)} strides, each 1 or 2")
         self.depths = tuple(sorted(int_tuple("depths", depths)))
         self.width_mults = float_tuple("width_mults", width_mults)
         self.w_bits = tuple(sorted(int_tuple("w_bits", w_bits, allowed=BITS_ALLOWED)))

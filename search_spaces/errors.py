@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["QnasError", "InputError", "nearest"]
+__all__ = ["QnasError", "InputError", "nearest", "shown"]
 
 
 class QnasError(Exception):
@@ -42,7 +42,8 @@ class InputError(QnasError, ValueError):
         where = self.source or ""
         if line is not None:
             where = f"{where}:{line}" if where else f"line {line}"
-        parts = [p for p in (where, field) if p]
+        shown_field = field if field is None or len(field) <= 100 else field[:97] + "..."  # a key may be huge
+        parts = [p for p in (where, shown_field) if p]
         super().__init__(": ".join([*parts, message]))
 
 
@@ -50,3 +51,9 @@ def nearest(name: str, candidates: Iterable[str]) -> str:
     """A ``"; did you mean 'x'?"`` hint for ``name`` (empty when nothing is close)."""
     match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
     return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a bad value echoed in a message may be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .cnn import check_option, int_tuple
+from .cnn import check_list, check_int, check_option, int_tuple
 from .costs import Costs
 from .genome import Gene, Genome
 from .registry import register_space
@@ -82,17 +82,12 @@ class CostTerm:
 
 
 def _str_tuple(name: str, values: Any, allowed: Sequence[str]) -> tuple[str, ...]:
-    ok = isinstance(values, (list, tuple)) and len(values) > 0 and all(isinstance(v, str) for v in values)
-    check_option(name, ok, values, f"a non-empty list of names from {list(allowed)}")
+    check_list(name, values)
+    check_option(name, all(isinstance(v, str) for v in values), values,
+                 f"a non-empty list of names from {list(allowed)}")
     check_option(name, all(v in allowed for v in values), values, f"names from {list(allowed)}")
     check_option(name, len(set(values)) == len(values), values, "no repeated values")
     return tuple(v for v in allowed if v in values)  # canonical order
-
-
-def _positive(name: str, value: Any, minimum: int = 1) -> int:
-    check_option(name, isinstance(value, int) and not isinstance(value, bool) and value >= minimum, value,
-                 f"an integer >= {minimum}")
-    return int(value)
 
 
 @register_space("gnn")
@@ -111,11 +106,11 @@ class GnnSpace(SearchSpace):
                  hidden: Sequence[int] = (8, 16, 32, 64), heads: Sequence[int] = (1, 2, 4, 8),
                  skips: Sequence[str] = SKIPS, w_bits: Sequence[int] = GNN_BITS,
                  a_bits: Sequence[int] = GNN_BITS, c_bits: Sequence[int] = GNN_BITS) -> None:
-        self.num_layers = _positive("num_layers", num_layers)
-        self.in_features = _positive("in_features", in_features)
-        self.num_classes = _positive("num_classes", num_classes, 2)
-        self.num_nodes = _positive("num_nodes", num_nodes)
-        self.num_edges = _positive("num_edges", num_edges, 0)
+        self.num_layers = check_int("num_layers", num_layers)
+        self.in_features = check_int("in_features", in_features)
+        self.num_classes = check_int("num_classes", num_classes, 2)
+        self.num_nodes = check_int("num_nodes", num_nodes)
+        self.num_edges = check_int("num_edges", num_edges, 0)
         self.ops = _str_tuple("ops", ops, GNN_OPS)
         self.aggregations = _str_tuple("aggregations", aggregations, GNN_AGGREGATIONS)
         self.activations = _str_tuple("activations", activations, GNN_ACTIVATIONS)

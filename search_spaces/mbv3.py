@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .blocks import ACTIVATIONS, BlockSpec, make_divisible
-from .cnn import StagedCnnSpace, check_option, int_tuple
+from .cnn import StagedCnnSpace, check_int, check_option, int_tuple
 from .genome import Gene, Genome
 from .registry import register_space
 
@@ -41,9 +41,7 @@ class MobileNetV3Space(StagedCnnSpace):
         self.stage_se, self.stage_act = tuple(stage_se), tuple(stage_act)
         self.kernels = tuple(sorted(int_tuple("kernels", kernels, allowed=(3, 5, 7))))
         self.expands = tuple(sorted(int_tuple("expands", expands)))
-        check_option("head_channels", isinstance(head_channels, int) and head_channels >= 0, head_channels,
-                     "a non-negative integer (0 = no head conv)")
-        self.head_channels = head_channels
+        self.head_channels = check_int("head_channels", head_channels, 0)  # 0: no head conv
         super().__init__(in_channels=in_channels, num_classes=num_classes, image_size=image_size,
                          resolutions=resolutions, stem_channels=stem_channels, stem_stride=stem_stride,
                          stage_channels=stage_channels, stage_strides=stage_strides, depths=depths,

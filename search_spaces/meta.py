@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .blocks import BlockSpec, make_divisible
-from .cnn import StagedCnnSpace, check_option
+from .cnn import StagedCnnSpace, check_int
 from .errors import InputError, nearest
 from .genome import Gene, Genome
 from .registry import register_space
@@ -220,7 +220,7 @@ class SpaceEvoSpace(StagedCnnSpace):
         self.types = tuple(BLOCK_TYPES[b] for b in self.candidate.blocks)
         self.windows = tuple(s.widths(w) for s, w in zip(self.arch.stages, self.candidate.windows))
         n = len(self.windows)
-        check_option("image_size", isinstance(image_size, int) and image_size >= 1, image_size, "a positive integer")
+        check_int("image_size", image_size)
         # Widths come from the windows (stage_widths below); the base class only validates this placeholder.
         super().__init__(in_channels=in_channels, num_classes=num_classes, image_size=image_size, resolutions=None,
                          stem_channels=self.arch.stem_channels, stem_stride=self.arch.stem_stride,

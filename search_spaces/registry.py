@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from .errors import InputError, nearest
 from .space import SearchSpace
 
-__all__ = ["register_space", "get_space", "list_spaces", "space_class", "space_from_dict"]
+__all__ = ["register_space", "get_space", "list_spaces", "space_class", "space_from_dict", "space_from_options"]
 
 _SPACES: dict[str, type[SearchSpace]] = {}
 S = TypeVar("S", bound=type[SearchSpace])
@@ -41,14 +41,20 @@ def space_class(name: str, *, source: str | None = None) -> type[SearchSpace]:
     return _SPACES[name]
 
 
-def get_space(name: str, *, source: str | None = None, **options: Any) -> SearchSpace:
+def get_space(name: str, /, *, source: str | None = None, **options: Any) -> SearchSpace:
     """Build the registered space ``name`` with keyword options, refusing unknown options by name."""
+    return space_from_options(name, options, source=source)
+
+
+def space_from_options(name: str, options: Mapping[str, Any], *, source: str | None = None) -> SearchSpace:
+    """:func:`get_space` with the options as a mapping: any key (``name``, ``source``, ...) is checked as an
+    option instead of colliding with this function's own parameters."""
     cls = space_class(name, source=source)
     allowed = [p.name for p in inspect.signature(cls.__init__).parameters.values()
                if p.kind is inspect.Parameter.KEYWORD_ONLY]
     for key in options:
         if key not in allowed:
-            raise InputError(f"unknown option for space {name!r}{nearest(key, allowed)} (options: {allowed})",
+            raise InputError(f"unknown option for space {name!r}{nearest(str(key), allowed)} (options: {allowed})",
                              source=source, field=f"search_space.options.{key}")
     try:
         return cls(**options)
@@ -60,4 +66,4 @@ def get_space(name: str, *, source: str | None = None, **options: Any) -> Search
 
 def space_from_dict(data: Mapping[str, Any], *, source: str | None = None) -> SearchSpace:
     """Rebuild a space from ``{"name": ..., "options": {...}}`` (as stored in checkpoints and tables)."""
-    return get_space(str(data["name"]), source=source, **dict(data.get("options") or {}))
+    return space_from_options(str(data["name"]), dict(data.get("options") or {}), source=source)

@@ -30,7 +30,8 @@ class ResNetSpace(StagedCnnSpace):
                  w_bits: Sequence[int] = (4, 6, 8), a_bits: Sequence[int] = (4, 6, 8), first_last_bits: int = 8,
                  search_granularity: bool = False, search_symmetry: bool = False) -> None:
         self.expands = float_tuple("expands", expands)
-        check_option("kernel", kernel in (1, 3, 5, 7), kernel, "one of 1, 3, 5, 7")
+        check_option("kernel", isinstance(kernel, int) and not isinstance(kernel, bool) and kernel in (1, 3, 5, 7),
+                     kernel, "one of 1, 3, 5, 7")
         check_option("se", isinstance(se, bool), se, "true or false")
         self.kernel, self.se = kernel, se
         super().__init__(in_channels=in_channels, num_classes=num_classes, image_size=image_size,

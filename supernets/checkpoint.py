@@ -23,6 +23,9 @@ __all__ = ["save_checkpoint", "read_checkpoint", "load_supernet", "restore_train
 
 FORMAT = "qnas-supernet/1"
 _KEYS = ("format", "space", "fingerprint", "image_size", "config", "epoch", "model", "history")
+_TYPES: dict[str, type] = {"space": dict, "space.name": str, "space.options": dict, "fingerprint": str,
+                           "image_size": int, "config": dict, "epoch": int, "model": dict, "history": list}
+"""What each entry read back must be ("space.x": inside ``space``); anything else is a damaged or foreign file."""
 
 
 def save_checkpoint(trainer: SupernetTrainer, path: str | Path) -> Path:
@@ -47,6 +50,11 @@ def save_checkpoint(trainer: SupernetTrainer, path: str | Path) -> Path:
     return path
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message, at most 200 characters (for one-line errors)."""
+    return (str(err).splitlines() or [type(err).__name__])[0][:200]
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and structurally check a checkpoint; any problem names the file."""
     path = Path(path)
@@ -56,7 +64,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt, truncated or not a torch file at all
         raise InputError(f"cannot be read as a qnas supernet checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]})", source=path) from None
+                         f"{_first_line(err)})", source=path) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise InputError(f"not a qnas supernet checkpoint: expected format {FORMAT!r}, found {found!r}",
@@ -64,6 +72,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in _KEYS if k not in state]
     if missing:
         raise InputError(f"checkpoint is missing the entries {missing}", source=path)
+    for key, kind in _TYPES.items():  # "space" comes before "space.name", so it is a dict by then
+        outer, _, inner = key.partition(".")
+        value = state[outer].get(inner) if inner else state[outer]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise InputError(f"damaged checkpoint: expected {kind.__name__}, got {type(value).__name__}",
+                             source=path, field=key)
     return state
 
 
@@ -89,7 +103,11 @@ def load_supernet(path: str | Path, *, space: SearchSpace | None = None) -> tupl
         _check_space(state, space, path)
     built = space or space_from_dict(state["space"], source=str(path))
     net = QuantSupernet(built, image_size=state["image_size"])
-    result = net.load_state_dict(state["model"], strict=False)
+    try:
+        result = net.load_state_dict(state["model"], strict=False)
+    except (RuntimeError, TypeError, AttributeError) as err:  # shapes of another space, or not tensors
+        raise InputError(f"weights do not match the space: {_first_line(err)}", source=path,
+                         field="model") from None
     if result.missing_keys or result.unexpected_keys:
         raise InputError(f"weights do not match the space: missing {result.missing_keys[:3]}, "
                          f"unexpected {result.unexpected_keys[:3]}", source=path, field="model")
@@ -101,7 +119,11 @@ def restore_trainer(trainer: SupernetTrainer, path: str | Path) -> None:
     path = Path(path)
     state = read_checkpoint(path)
     _check_space(state, trainer.net.space, path)
-    saved_cfg = SupernetConfig(**state["config"])
+    try:
+        saved_cfg = SupernetConfig(**state["config"])
+    except (TypeError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        raise InputError(f"damaged checkpoint: its training config is invalid ({_first_line(err)})",
+                         source=path, field="config") from None
     if saved_cfg != trainer.cfg:
         now = trainer.cfg.model_dump()
         diffs = [f"{k}: checkpoint {v!r} vs config {now[k]!r}" for k, v in saved_cfg.model_dump().items()

@@ -15,7 +15,6 @@ string. ``latency_ms`` is the sub-stage's INT8 latency (block entries minus the 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import numpy as np
 
 from nas.rundir import atomic_write_json
 from search_spaces import InputError
+from search_spaces.inputs import read_json
 from search_spaces.meta import BLOCK_TYPES, MACROS
 
 __all__ = ["FORMAT", "LutEntry", "QtLut", "combo_name"]
@@ -99,14 +99,7 @@ class QtLut:
     @classmethod
     def load(cls, path: str | Path) -> QtLut:
         """Read and check a table; any problem is an :class:`InputError` naming the file and the entry."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("lookup table not found", source=str(path))
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise InputError(f"invalid JSON ({err.msg})", source=str(path), line=err.lineno) from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path, what="lookup table"), source=str(path))
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str | None = None) -> QtLut:
@@ -114,9 +107,12 @@ class QtLut:
             raise InputError(f"not a Q-T lookup table (expected \"format\": \"{FORMAT}\")", source=source,
                              field="format")
         for key, kind in (("macro", str), ("backend", str), ("device", str), ("fixed_ms", (int, float)),
-                          ("entries", list)):
+                          ("entries", list), ("info", (dict, type(None)))):
             if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
                 raise InputError(f"missing or invalid {key!r}", source=source, field=key)
+        if not math.isfinite(data["fixed_ms"]) or data["fixed_ms"] < 0:
+            raise InputError(f"expected a finite non-negative number, got {data['fixed_ms']!r}", source=source,
+                             field="fixed_ms")
         if data["macro"] not in MACROS:
             raise InputError(f"unknown macro-architecture {data['macro']!r} (known: {sorted(MACROS)})",
                              source=source, field="macro")

@@ -52,21 +52,22 @@ class LutConfig(_Section):
                                                         "the run")
     teacher_checkpoint: ConfigPath | None = Field(None, description="cached teacher (default: RUN_DIR/teacher.pt)")
     backend: Literal["onnxruntime-int8", "torch-int8"] = "onnxruntime-int8"
-    teacher_epochs: int = Field(10, ge=1)
-    distill_steps: int = Field(40, ge=1)
-    rows: int = Field(24, ge=2, description="sampled sub-stages per (stage, block, window)")
-    n_features: int = Field(2048, ge=64, description="training images whose teacher features are distilled")
-    n_eval: int = Field(256, ge=16, description="validation images the NSR is measured on")
-    runs: int = Field(20, ge=1)
-    passes: int = Field(4, ge=1)
+    teacher_epochs: int = Field(10, ge=1, le=10_000)
+    distill_steps: int = Field(40, ge=1, le=1_000_000)
+    rows: int = Field(24, ge=2, le=10_000, description="sampled sub-stages per (stage, block, window)")
+    n_features: int = Field(2048, ge=64, le=10_000_000, description="training images whose teacher features are "
+                                                                     "distilled")
+    n_eval: int = Field(256, ge=16, le=1_000_000, description="validation images the NSR is measured on")
+    runs: int = Field(20, ge=1, le=100_000)
+    passes: int = Field(4, ge=1, le=10_000)
 
 
 class QtConfig(_Section):
     """The Q-T score (METHODS.md): constraints, N, top-k, t and a."""
 
-    latency_constraints_ms: list[float] = Field(min_length=1)
-    n_subnets: int = Field(100_000, ge=1)
-    top_k: int = Field(50, ge=1)
+    latency_constraints_ms: list[float] = Field(min_length=1, max_length=64)
+    n_subnets: int = Field(100_000, ge=1, le=10_000_000)
+    top_k: int = Field(50, ge=1, le=10_000_000)
     t: float = Field(0.1, gt=0)
     a: float = Field(0.01, ge=0)
 
@@ -82,9 +83,10 @@ class QtConfig(_Section):
 
 
 class EvolutionConfig(_Section):
-    population: int = Field(500, ge=1)
-    sample: int = Field(125, ge=1)
-    total: int = Field(5000, ge=1, description="spaces scored in all, the initial population included")
+    population: int = Field(500, ge=1, le=100_000)
+    sample: int = Field(125, ge=1, le=100_000)
+    total: int = Field(5000, ge=1, le=1_000_000, description="spaces scored in all, the initial population "
+                                                              "included")
 
     @model_validator(mode="after")
     def _sample_fits(self) -> EvolutionConfig:
@@ -100,7 +102,7 @@ class SpaceSearchConfig(_Section):
     lut: LutConfig = Field(default_factory=LutConfig)
     qt: QtConfig
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
-    top: int = Field(10, ge=1, description="spaces shown in the report and the plot")
+    top: int = Field(10, ge=1, le=10_000, description="spaces shown in the report and the plot")
 
     @field_validator("macro")
     @classmethod

@@ -25,6 +25,7 @@ import numpy as np
 from search_spaces import Gene, Genome, InputError, SearchSpace
 from search_spaces.atomic import atomic_write_text
 from search_spaces.errors import nearest
+from search_spaces.inputs import read_json
 
 __all__ = ["QuantSensitivity", "SENSITIVITY_JSON"]
 
@@ -165,12 +166,13 @@ class QuantSensitivity:
     def load(cls, path: str | Path, space: SearchSpace) -> QuantSensitivity:
         """Read a saved table, refusing one of another space (the message names the file and field)."""
         src = str(path)
+        if not Path(path).exists():
+            raise InputError("no such file (expected a quant_sensitivity.json written by a run)", source=src)
         try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise InputError("no such file (expected a quant_sensitivity.json written by a run)", source=src) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise InputError(f"not a JSON quantization-sensitivity table ({err})", source=src) from None
+            data = read_json(path, what="quantization-sensitivity table")
+        except InputError as err:
+            raise InputError(f"not a JSON quantization-sensitivity table ({err.detail})", source=src,
+                             line=err.line) from None
         if not isinstance(data, dict) or not isinstance(data.get("genes"), dict):
             raise InputError("expected an object with a 'genes' object {gene: {choice: value}}", source=src,
                              field="genes")

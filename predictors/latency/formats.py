@@ -13,6 +13,7 @@ from typing import Any
 
 from search_spaces import InputError
 from search_spaces.errors import nearest
+from search_spaces.inputs import parse_json as load_json
 
 __all__ = ["parse_csv", "parse_json", "SIGNATURE_COLUMNS", "STAT_COLUMNS", "COLUMNS"]
 
@@ -58,7 +59,10 @@ def parse_csv(text: str, src: str) -> tuple[Located, Rows]:
                 raise InputError("header field appears twice", source=src, field=name.strip(), line=number)
             header[name.strip()] = (value.strip(), number)
             continue
-        cells = [c.strip() for c in next(csv.reader([line]))]
+        try:
+            cells = [c.strip() for c in next(csv.reader([line]))]
+        except csv.Error as err:  # e.g. a cell beyond csv's field size limit
+            raise InputError(f"not a CSV row: {err}", source=src, line=number) from None
         if columns is None:
             columns = cells
             check_columns(columns, src, number)
@@ -96,10 +100,7 @@ def _entry_lines(text: str) -> list[int]:
 
 def parse_json(text: str, src: str) -> tuple[Located, Rows]:
     """``{"header": {...}, "entries": [{...}, ...]}``."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"invalid JSON: {err.msg}", source=src, line=err.lineno) from None
+    data = load_json(text, source=src)  # depth and number limits, one error naming the file
     if not isinstance(data, dict) or not isinstance(data.get("header"), dict) or not isinstance(
             data.get("entries"), list):
         raise InputError('expected an object {"header": {...}, "entries": [...]}', source=src, line=1)

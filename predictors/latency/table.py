@@ -34,7 +34,8 @@ from typing import Any
 from search_spaces.atomic import atomic_write_text
 from search_spaces import BlockSpec, InputError, SearchSpace
 from search_spaces.blocks import OP_TYPES
-from search_spaces.errors import nearest
+from search_spaces.errors import nearest, shown
+from search_spaces.inputs import read_text
 
 from .formats import SIGNATURE_COLUMNS, STAT_COLUMNS, parse_csv, parse_json
 
@@ -170,11 +171,11 @@ class LatencyTable:
         """Load and check a CSV or JSON table; with ``space``, refuse a table made for another space."""
         path = Path(path)
         src = str(path)
-        if not path.is_file():
+        if not path.exists():
             raise InputError("latency table not found", source=src)
         if path.suffix.lower() not in (".csv", ".json"):
             raise InputError(f"expected a .csv or .json latency table, got {path.suffix!r}", source=src)
-        text = path.read_text(encoding="utf-8-sig")  # tolerate a BOM from spreadsheet exports
+        text = read_text(path, what="latency table")  # size, binary and encoding checks; a BOM is dropped
         parse = parse_json if path.suffix.lower() == ".json" else parse_csv
         raw_header, raw_entries = parse(text, src)
         header = parse_header(raw_header, src)
@@ -203,7 +204,7 @@ def _number(value: Any, kind: type, *, src: str, name: str, line: int | None) ->
         return number
     except (ValueError, TypeError, OverflowError):
         expected = "an integer" if kind is int else "a finite number"
-        raise InputError(f"expected {expected}, got {value!r}", source=src, field=name, line=line) from None
+        raise InputError(f"expected {expected}, got {shown(value)}", source=src, field=name, line=line) from None
 
 
 def parse_header(raw: Located, src: str) -> TableHeader:
@@ -220,8 +221,8 @@ def parse_header(raw: Located, src: str) -> TableHeader:
     for name, (value, line) in raw.items():
         values[name] = _header_value(name, value, src, line)
     if values["format"] != FORMAT:
-        raise InputError(f"unsupported format {values['format']!r}, expected {FORMAT!r}", source=src, field="format",
-                         line=raw["format"][1])
+        raise InputError(f"unsupported format {shown(values['format'])}, expected {FORMAT!r}", source=src,
+                         field="format", line=raw["format"][1])
     return TableHeader(**values)
 
 
@@ -241,15 +242,18 @@ def _header_value(name: str, value: Any, src: str, line: int | None) -> Any:
         return number
     if name == "bits_measured_as":
         return _bits_mapping(value, src, line)
+    if isinstance(value, (dict, list)):
+        raise InputError(f"expected text, got a JSON {'object' if isinstance(value, dict) else 'array'}",
+                         source=src, field=name, line=line)
     text = str(value).strip()
     if name == "date" and text:
         try:
             datetime.fromisoformat(text)
         except ValueError:
-            raise InputError(f"expected an ISO date like 2025-01-31T12:00:00+00:00, got {text!r}", source=src,
+            raise InputError(f"expected an ISO date like 2025-01-31T12:00:00+00:00, got {shown(text)}", source=src,
                              field=name, line=line) from None
     if name == "space_fingerprint" and text and not re.fullmatch(r"[0-9a-f]{16}", text):
-        raise InputError(f"expected 16 hex digits, got {text!r}", source=src, field=name, line=line)
+        raise InputError(f"expected 16 hex digits, got {shown(text)}", source=src, field=name, line=line)
     return text
 
 
@@ -262,8 +266,8 @@ def _bits_mapping(value: Any, src: str, line: int | None) -> dict[int, int]:
         if any(not 1 <= b <= 32 for pair in out.items() for b in pair):
             raise ValueError
         return out
-    except (ValueError, TypeError):
-        raise InputError(f'expected a JSON object of bit-widths 1..32 like {{"4": 8}}, got {value!r}', source=src,
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise InputError(f'expected a JSON object of bit-widths 1..32 like {{"4": 8}}, got {shown(value)}', source=src,
                          field="bits_measured_as", line=line) from None
 
 
@@ -287,12 +291,12 @@ def _parse_entry(row: Located, src: str, line: int | None) -> Entry:
     get = {name: value for name, (value, _) in row.items()}
     op = str(get["op"]).strip()
     if op not in OP_TYPES:
-        raise InputError(f"unknown op type {op!r}{nearest(op, OP_TYPES)} (known: {list(OP_TYPES)})", source=src,
+        raise InputError(f"unknown op type {shown(op)}{nearest(op, OP_TYPES)} (known: {list(OP_TYPES)})", source=src,
                          field="op", line=line)
     ints = {c: _number(get[c], int, src=src, name=c, line=line) for c in _INT_COLUMNS}
     se = str(get["se"]).strip().lower()
     if se not in ("0", "1", "true", "false"):
-        raise InputError(f"expected 0/1 or true/false, got {get['se']!r}", source=src, field="se", line=line)
+        raise InputError(f"expected 0/1 or true/false, got {shown(get['se'])}", source=src, field="se", line=line)
     spec = BlockSpec(op, se=se in ("1", "true"), act=str(get["act"]).strip(), shortcut=str(get["shortcut"]).strip(),
                      **ints)
     try:
@@ -310,7 +314,7 @@ def _parse_entry(row: Located, src: str, line: int | None) -> Entry:
 def check_space(header: TableHeader, raw: Located, space: SearchSpace, src: str) -> None:
     """Refuse a table made for another space (by name, and by fingerprint when the table records one)."""
     if header.space != space.name:
-        raise InputError(f"the table is for space {header.space!r}, not {space.name!r}", source=src, field="space",
+        raise InputError(f"the table is for space {shown(header.space)}, not {space.name!r}", source=src, field="space",
                          line=raw["space"][1])
     if header.space_fingerprint and header.space_fingerprint != space.fingerprint():
         raise InputError(f"the table was made for another {space.name!r} space (fingerprint "
