@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +21,8 @@ from typing import Any
 from search_spaces.atomic import open_no_follow
 from search_spaces.errors import InputError
 
-__all__ = ["RECORD_KEYS", "Journal", "JournalContents", "DroppedLine", "read_journal"]
+__all__ = ["RECORD_KEYS", "RECORD_TYPES", "Journal", "JournalContents", "DroppedLine", "read_journal",
+           "require_metrics"]
 
 RECORD_KEYS = ("key", "genome", "metrics", "sources", "seconds", "batch", "finished_at")
 
@@ -81,21 +82,54 @@ class JournalContents:
     dropped: DroppedLine | None = None
 
 
+RECORD_TYPES: dict[str, tuple[type, ...]] = {"key": (str,), "genome": (dict,), "metrics": (dict,), "sources": (dict,),
+                                             "seconds": (int, float), "batch": (int,), "finished_at": (str,)}
+"""What each field of a record must be (a damaged record is refused by field, not met later as a TypeError)."""
+
+
+class _Torn(ValueError):
+    """A line that is not JSON at all: what a crash in the middle of writing it leaves behind."""
+
+
 def _parse(text: str, path: Path, line: int) -> dict[str, Any]:
-    record = json.loads(text)
+    """The record on one line; a line that is JSON but not a valid record is damage (InputError), never a tear."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _Torn(err.msg) from None
+    except (RecursionError, ValueError) as err:  # absurdly nested, or an integer of thousands of digits
+        raise InputError(f"not a journal record ({type(err).__name__})", source=path, line=line) from None
     if not isinstance(record, dict):
-        raise ValueError("not a JSON object")
+        raise InputError(f"not a journal record: a JSON {type(record).__name__}, not an object", source=path,
+                         line=line)
     missing = [k for k in RECORD_KEYS if k not in record]
     if missing:
         raise InputError(f"journal record lacks the keys {missing}", source=path, line=line)
+    for key, kinds in RECORD_TYPES.items():
+        if not isinstance(record[key], kinds) or isinstance(record[key], bool):
+            raise InputError(f"damaged journal record: {key} must be {' or '.join(k.__name__ for k in kinds)}, got "
+                             f"{type(record[key]).__name__}", source=path, line=line, field=key)
+    for metric, value in record["metrics"].items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"damaged journal record: metric {metric!r} must be a number, got {value!r:.40}",
+                             source=path, line=line, field="metrics")
     return record
+
+
+def require_metrics(path: str | Path, records: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> None:
+    """Every record must hold ``metrics`` (a run's objectives and constraints), else an InputError naming it."""
+    for line, record in enumerate(records, start=1):
+        missing = [m for m in metrics if m not in record["metrics"]]
+        if missing:
+            raise InputError(f"damaged journal record: no value for {missing[0]!r} (an objective or constraint of "
+                             "the run)", source=path, line=line, field="metrics")
 
 
 def read_journal(path: str | Path, *, repair: bool = False) -> JournalContents:
     """Read every complete record; drop (and with ``repair``, cut off) a torn last line.
 
-    A missing file reads as empty. A corrupt line that is not the last is an :class:`InputError`
-    naming it. ``repair=True`` truncates the file after the last good line (and ends it with a
+    A missing file reads as empty. A line that is not JSON (a tear) is an :class:`InputError` naming
+    it unless it is the last; a JSON line that is not a valid record is one wherever it is. ``repair=True`` truncates the file after the last good line (and ends it with a
     newline) so that appending can continue safely.
     """
     path = Path(path)
@@ -112,7 +146,7 @@ def read_journal(path: str | Path, *, repair: bool = False) -> JournalContents:
         if chunk.strip():
             try:
                 records.append(_parse(chunk.decode("utf-8"), path, i + 1))
-            except (ValueError, UnicodeDecodeError) as err:
+            except (_Torn, UnicodeDecodeError) as err:  # a cut multi-byte character is a tear too
                 if not is_last:
                     raise InputError(f"line {i + 1} is not a valid journal record ({err}); the file is damaged "
                                      "before its end", source=path, line=i + 1) from None

@@ -20,17 +20,17 @@ from nas.config import LoadedConfig, config_diff, config_to_yaml, load_config
 from nas.latency_stage import check_latency
 from nas.predictor_stage import check_predictors, search_context, write_predictor_artifacts
 from nas.stages import Stages, build_stages, declared_metrics
-from nas.journal import Journal, read_journal
+from nas.journal import Journal, read_journal, require_metrics
 from nas.objectives import Constraint, Objective
-from nas.rundir import (CONFIG, JOURNAL, atomic_write_text, check_run_dir, create_run_dir, new_manifest, now_iso,
-                        read_manifest, update_manifest)
+from nas.rundir import (CONFIG, JOURNAL, atomic_write_text, check_new_run_dir, check_output_folder, check_run_dir,
+                        create_run_dir, new_manifest, now_iso, read_manifest, update_manifest)
 from nas.runlock import run_lock
 from nas.search import SearchResult, Trial, run_search
 from search_spaces import InputError, SearchSpace, get_space
 from search_spaces.errors import nearest
 
 __all__ = ["PLANNED_METRICS", "Reporter", "SilentReporter", "Experiment", "RunOutcome", "prepare",
-           "summary", "start_run", "resume_run"]
+           "summary", "check_destination", "start_run", "resume_run"]
 
 PLANNED_METRICS = {"accuracy": "add a `supernet:` section to train (or load) the quantized supernet",
                    "accuracy_test": "it is measured on the final Pareto subnets only, not during the search",
@@ -363,11 +363,24 @@ def write_artifacts(exp: Experiment, run_dir: Path, result: SearchResult, stages
                  sources=stages.sources, exported=exported, notes=notes, sections=sections)
 
 
+def check_destination(loaded: LoadedConfig, out: str | Path | None = None) -> None:
+    """Where the run folder would go must be usable before any work: ``out`` new (or empty) and writable,
+    else ``output.root`` writable; one InputError naming ``--out`` or the config line otherwise."""
+    if out is not None:
+        check_new_run_dir(out)
+        return
+    try:
+        check_output_folder(loaded.config.output.root)
+    except InputError as err:
+        raise loaded.error("output.root", err.detail) from None
+
+
 def start_run(config_path: str | Path, *, overrides: Sequence[str] = (), out: str | Path | None = None,
               reporter: Reporter | None = None) -> RunOutcome:
     """``qnas run CONFIG``: check everything, create the run folder, search, write the artifacts."""
     reporter, start = reporter or SilentReporter(), time.perf_counter()
     loaded = load_config(config_path, overrides)
+    check_destination(loaded, out)
     exp = prepare(loaded, reporter)
     config = loaded.config
     run_dir = create_run_dir(config.output.root, config.name, out=out)
@@ -440,6 +453,11 @@ def _resume_locked(run: Path, config_path: str | Path | None, overrides: Sequenc
         if diff:
             raise InputError("differs from the run's config.yaml (run -> given): " + "; ".join(diff[:8])
                              + ("; ..." if len(diff) > 8 else "") + "; start a new run instead", source=given.source)
+    read_manifest(run)  # a damaged manifest or journal stops the resume before any work
+    if stored.config.kind == "search":
+        search = stored.config.search
+        needed = [o.metric for o in search.objective_list()] + [c.metric for c in search.constraint_list()]
+        require_metrics(run / JOURNAL, read_journal(run / JOURNAL).records, needed)
     exp = prepare(stored, reporter)
     if stored.config.kind != "search":
         _execute_kind(exp, run, reporter)

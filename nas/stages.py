@@ -17,6 +17,7 @@ from typing import Any
 from nas.config import ExperimentConfig
 from nas.evaluators import ANALYTIC_METRICS, AnalyticEvaluator, CompositeEvaluator
 from nas.search import SearchResult, Trial
+from search_spaces.errors import InputError
 
 __all__ = ["declared_metrics", "Stages", "build_stages"]
 
@@ -107,9 +108,12 @@ def _with_metrics(trial: Trial, metrics: Mapping[str, float], sources: Mapping[s
 
 
 def _read_genome(path: Path) -> dict[str, Any]:
-    import json
+    from search_spaces.inputs import read_json
 
-    return json.loads(path.read_text())["genome"]
+    data = read_json(path, what="subnet description")
+    if not isinstance(data, dict) or not isinstance(data.get("genome"), dict):
+        raise InputError("expected a JSON object with a 'genome' object", source=str(path), field="genome")
+    return data["genome"]
 
 
 def build_stages(exp: Any, run_dir: Path, reporter: Any) -> Stages:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import InputError
+from .inputs import parse_json
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "open_no_follow", "append_jsonl",
            "read_partial_records"]
@@ -81,20 +82,18 @@ def read_partial_records(path: str | Path, meta: dict) -> tuple[list[dict], bool
     path = Path(path)
     if not path.exists():
         return [], False
-    lines = path.read_text(encoding="utf-8").splitlines()
-    try:
-        same = bool(lines) and json.loads(lines[0]) == meta
-    except ValueError:
-        same = False
-    if not same:
+    with os.fdopen(open_no_follow(path, os.O_RDONLY), "rb") as handle:
+        parsed = [_record(line) for line in handle.read().splitlines()]
+    if not parsed or parsed[0] != meta:
         path.unlink()
-        return [], bool(lines)
-    records = []
-    for line in lines[1:]:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records, False
+        return [], bool(parsed)
+    return [record for record in parsed[1:] if record is not None], False
+
+
+def _record(line: bytes) -> dict | None:
+    """One JSON-object line, or None for a torn, mis-encoded, malformed or absurdly nested one."""
+    try:
+        record = parse_json(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and InputError are ValueErrors too
+        return None
+    return record if isinstance(record, dict) else None

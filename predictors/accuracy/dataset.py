@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from search_spaces.atomic import atomic_write_text
+from search_spaces.inputs import read_text
 from search_spaces import Genome, InputError, SearchSpace
 from search_spaces.errors import nearest
 
@@ -124,10 +125,7 @@ class PredictorDataset:
             min_rows: fewest rows accepted (default: enough to cross-validate a predictor).
         """
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise InputError(f"cannot read predictor dataset: {err.strerror}", source=path) from None
+        text = read_text(path, what="predictor dataset")
         reader = csv.reader(io.StringIO(text, newline=""))
         header = next(reader, None)
         _check_header(header, path)

@@ -129,9 +129,19 @@ def test_resume_refuses_a_different_config_with_a_diff(config, reference):
         resume_run(reference, overrides=["seed=12"])
 
 
+def test_resume_of_a_journal_lacking_an_objective_is_refused_before_any_work(reference):
+    lines = (reference / "trials.jsonl").read_text().splitlines(keepends=True)
+    record = json.loads(lines[3])
+    del record["metrics"]["bitops"]
+    (reference / "trials.jsonl").write_text("".join([*lines[:3], json.dumps(record) + "\n", *lines[4:]]))
+    with pytest.raises(InputError, match="trials.jsonl:4: metrics: damaged journal record: no value for 'bitops'"):
+        resume_run(reference)
+
+
 def test_resume_of_a_foreign_journal_is_an_error(tmp_path, reference):
     with open(reference / "trials.jsonl", "a") as file:
-        file.write(json.dumps({"key": "0" * 16, "genome": {"space": "resnet", "genes": {}}, "metrics": {},
+        metrics = {"size_kb": 1.0, "bitops": 1.0, "params": 9000.0}
+        file.write(json.dumps({"key": "0" * 16, "genome": {"space": "resnet", "genes": {}}, "metrics": metrics,
                                "sources": {}, "seconds": 0, "batch": 0, "finished_at": ""}) + "\n")
     with pytest.raises(InputError, match="genome belongs to space 'resnet'"):
         resume_run(reference)

@@ -127,7 +127,7 @@ def test_missing_columns_are_named_with_the_expected_ones(dataset, space, tmp_pa
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(InputError, match="empty file"):
         PredictorDataset.load(tmp_path / "empty.csv", space)
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="predictor dataset not found"):
         PredictorDataset.load(tmp_path / "absent.csv", space)
 
 
