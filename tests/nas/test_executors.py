@@ -252,7 +252,8 @@ def test_killed_worker_is_retried_and_journal_has_each_candidate_once(tmp_path, 
     keys = [r["key"] for r in records]
     assert len(keys) == 12 and len(set(keys)) == 12 == len(result.trials)  # ...and every candidate is there once
     local = LocalExecutor().evaluator(factory).evaluate([t.genome for t in result.trials])
-    assert [r["metrics"]["accuracy"] for r in records] == [m["accuracy"] for m in local]
+    expected = {t.key: m["accuracy"] for t, m in zip(result.trials, local)}
+    assert {r["key"]: r["metrics"]["accuracy"] for r in records} == expected  # journaled as they finished
 
 
 def _worker_view() -> dict[str, Any]:
