@@ -20,6 +20,8 @@ _EXPORTS = {
     "load_supernet": "supernets.checkpoint",
     "StaticNet": "supernets.static",
     "build_block": "supernets.static",
+    "Placement": "supernets.device",
+    "resolve_placement": "supernets.device",
 }
 
 __all__ = sorted(_EXPORTS)

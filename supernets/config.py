@@ -25,6 +25,8 @@ class SupernetConfig(BaseModel):
     random_subnets: int = Field(2, ge=0, description="random subnets per step besides largest and smallest")
     distillation: Literal["inplace", "none"] = "inplace"
     grad_clip: float = Field(1.0, gt=0)
+    quant_lr_scale: float = Field(1.0, gt=0, description="learning-rate multiplier of the LSQ steps and zero "
+                                  "points (below 1: a step of a few thousandths must not move by more than itself)")
     wdr_weight: float = Field(0.0, ge=0, description="weight of EQ-Net's WDR loss (0 = off)")
     augment: bool = True
     bn_calib_samples: int = Field(500, ge=1, description="training images used to recalibrate BN per subnet")

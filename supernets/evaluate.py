@@ -3,6 +3,9 @@
 Shared BatchNorm statistics do not fit any particular subnet, so each evaluation first
 recalibrates them on a fixed set of training batches (OFA/SpaceEvo) inside a context manager that
 restores the shared statistics afterwards.
+
+Evaluation runs wherever the supernet is: the calibration and evaluation images are moved to its
+device once, and correct predictions are counted there (one transfer per accuracy, not per batch).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from torch import Tensor, nn
 
 from search_spaces import Genome
 
+from .device import Placement, module_device, placement_of
 from .supernet import QuantSupernet
 
 __all__ = ["bn_recalibrated", "accuracy", "SubnetEvaluator", "batches"]
@@ -57,21 +61,29 @@ def bn_recalibrated(net: nn.Module, calib: Sequence[Tensor], run=None) -> Iterat
 
 @torch.no_grad()
 def accuracy(model, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model(x)`` against labels ``y`` (model must be in eval mode)."""
-    correct = 0
+    """Top-1 accuracy of ``model(x)`` against labels ``y`` (model must be in eval mode; same device)."""
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
     for xb, yb in batches(x, y, batch_size):
-        correct += int((model(xb).argmax(dim=1) == yb).sum())
-    return correct / max(1, len(x))
+        correct += (model(xb).argmax(dim=1) == yb).sum()
+    return int(correct) / max(1, len(x))
 
 
 class SubnetEvaluator:
     """Measures subnet accuracy on a fixed split, with BN recalibrated per subnet."""
 
     def __init__(self, supernet: QuantSupernet, calib_x: Tensor, eval_x: Tensor, eval_y: Tensor, *,
-                 batch_size: int = 256, quantize: bool = True) -> None:
-        self.supernet = supernet
-        self.calib = [xb for xb, _ in batches(calib_x, None, batch_size)]
-        self.eval_x, self.eval_y, self.batch_size, self.quantize = eval_x, eval_y, batch_size, quantize
+                 batch_size: int = 256, quantize: bool = True, placement: Placement | None = None) -> None:
+        """``placement``: precision (autocast) and layout to evaluate in; default fp32 on the supernet's device.
+
+        The supernet is not moved: the images are moved to wherever it is.
+        """
+        device = module_device(supernet)
+        if placement is not None and placement.device != device:
+            raise ValueError(f"the supernet is on {device} but the placement is {placement.device}")
+        self.supernet, self.placement = supernet, placement or placement_of(supernet)
+        put = self.placement.put
+        self.calib = [put(xb) for xb, _ in batches(calib_x, None, batch_size)]
+        self.eval_x, self.eval_y, self.batch_size, self.quantize = put(eval_x), put(eval_y), batch_size, quantize
         if quantize and self.calib:
             # Quantizer modes training never reached are initialised now, from fixed data, so no
             # subnet's accuracy depends on which subnet happened to be evaluated first.
@@ -80,15 +92,17 @@ class SubnetEvaluator:
     def accuracy(self, genome: Genome) -> float:
         """Accuracy of the subnet inside the supernet (fake-quantized unless ``quantize=False``)."""
         net = self.supernet
-        with net.subnet(genome, quantize=self.quantize), bn_recalibrated(net, self.calib):
+        with net.subnet(genome, quantize=self.quantize), self.placement.autocast(), bn_recalibrated(net, self.calib):
             return accuracy(net, self.eval_x, self.eval_y, self.batch_size)
 
     def extract(self, genome: Genome) -> nn.Module:
-        """The standalone subnet with its recalibrated BN statistics (eval mode)."""
+        """The standalone subnet with its recalibrated BN statistics (eval mode, on the supernet's device)."""
         net = self.supernet
-        with net.subnet(genome, quantize=self.quantize), bn_recalibrated(net, self.calib):
+        with net.subnet(genome, quantize=self.quantize), self.placement.autocast(), bn_recalibrated(net, self.calib):
             return net.extract(genome, quantize=self.quantize)
 
     def extracted_accuracy(self, genome: Genome) -> float:
         """Accuracy of the extracted standalone module (must match :meth:`accuracy`)."""
-        return accuracy(self.extract(genome), self.eval_x, self.eval_y, self.batch_size)
+        model = self.extract(genome)
+        with self.placement.autocast():
+            return accuracy(model, self.eval_x, self.eval_y, self.batch_size)

@@ -20,6 +20,9 @@ Math (shared by the learnable quantizers and :class:`FrozenFakeQuant`, see :func
   ``(s - s*g).detach() + s*g`` trick, but the forward value is *exactly* ``s`` (the trick can be
   off by one ulp), so training-mode, eval-mode and frozen outputs are bit-identical.
 * Steps are kept positive as ``max(|s|, 1e-8)`` (reflected through zero, never stuck).
+* Under bf16/fp16 autocast the quantize/round/clamp arithmetic still runs in fp32 and only the result
+  is cast back to the input's dtype: bf16 keeps 8 significant bits, so ``x * (1/s)`` rounded to
+  8-bit levels in bf16 lands on the wrong level, and the LSQ step gradient would drift with it.
 
 Our LSQ+ variant (asymmetric modes): instead of LSQ+'s real-valued offset beta we learn a float
 zero point used as ``clamp(round_ste(z), qmin, qmax)``: the effective zero point is always an
@@ -34,6 +37,7 @@ first); the others get the mean new step as a placeholder and are initialised on
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal, Sequence
 
@@ -43,6 +47,7 @@ from torch import Tensor, nn
 BITS_ALLOWED: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 32)
 GRANULARITIES: tuple[str, ...] = ("channel", "tensor")
 EPS = 1e-8  # smallest allowed step; also guards all-zero tensors at init
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -128,12 +133,42 @@ def fake_quant(
     ``scale``/``zero_point`` are scalars (``axis=None``) or 1-D per-channel vectors (``axis=0``);
     the zero point must already be integer-valued.
     """
+    low = x.dtype in _LOW_PRECISION  # autocast output: compute in fp32, hand back the input's dtype
+    xf, scale, zero_point = (x.float(), scale.float(), zero_point.float()) if low else (x, scale, zero_point)
     if not (torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad or zero_point.requires_grad)):
-        return _fake_quant_fused(x, scale, zero_point, qmin, qmax, axis)
-    s = _along_axis(scale, x, axis)
-    z = _along_axis(zero_point, x, axis)
-    q = _clamp_ste(_round_ste(x * s.reciprocal()) + z, qmin, qmax)
-    return (q - z) * s
+        out = _fake_quant_fused(xf, scale, zero_point, qmin, qmax, axis)
+    else:
+        s = _along_axis(scale, xf, axis)
+        z = _along_axis(zero_point, xf, axis)
+        q = _clamp_ste(_round_ste(xf * s.reciprocal()) + z, qmin, qmax)
+        out = (q - z) * s
+    return out.to(x.dtype) if low else out
+
+
+def _weight_kernel(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None) -> Tensor:
+    """:func:`fake_quant` for weights; its own code object, so a compiled copy keeps its own compile cache."""
+    return fake_quant(x, scale, zero_point, qmin, qmax, axis)
+
+
+def _act_kernel(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None) -> Tensor:
+    """:func:`fake_quant` for activations (see :func:`_weight_kernel`)."""
+    return fake_quant(x, scale, zero_point, qmin, qmax, axis)
+
+
+def compile_fake_quant(module: nn.Module, compile_fn: Callable[[Callable], Callable] | None) -> nn.Module:
+    """Route the fake-quant arithmetic of every LSQ quantizer in ``module`` through ``compile_fn(kernel)``.
+
+    Why this unit: a supernet runs a different architecture at every step, so compiling a whole
+    forward recompiles endlessly, while the fake-quant chain (a dozen elementwise ops forward and
+    backward, in every layer) has a handful of shapes and fuses into one kernel. ``compile_fn`` is
+    e.g. ``lambda f: torch.compile(f, dynamic=True)``; None goes back to eager.
+    """
+    kernels = {LsqWeightQuantizer: _weight_kernel, LsqActQuantizer: _act_kernel}
+    compiled = {cls: None if compile_fn is None else compile_fn(fn) for cls, fn in kernels.items()}
+    for m in module.modules():
+        if isinstance(m, _LsqBase):
+            m._kernel = compiled[type(m)] if type(m) in compiled else None
+    return module
 
 
 def _fake_quant_fused(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int,
@@ -178,6 +213,10 @@ class _LsqBase(nn.Module):
         super().__init__()
         self.step, self.zero_point = nn.ParameterDict(), nn.ParameterDict()
         self.modes: tuple[QuantMode, ...] = ()
+        # Keys whose every flag is known to be set: checked on the host, so a training step on a GPU
+        # never waits for the device to answer "initialised yet?". Forgotten whenever flags can drop.
+        self._ready: set[str] = set()
+        self._kernel: Callable | None = None  # fake_quant itself, unless compile_fake_quant set one
 
     def _register(self, key: str, shape: tuple[int, ...], symmetric: bool) -> None:
         self.step[key] = nn.Parameter(torch.ones(shape))
@@ -231,13 +270,24 @@ class _LsqBase(nn.Module):
         for param, value, _ in targets:
             param[need] = value[need]
         flags[need] = True
+        if bool(flags.all()):  # known on the host from now on (a traced forward then has no data-dependent branch)
+            self._ready.add(key)
         rest = torch.nonzero(~flags).squeeze(1)
         for param, _, placeholder in targets:
             param[rest] = placeholder
 
     def _needs_init(self, key: str, c: int | None) -> bool:
+        if key in self._ready:
+            return False
         flags = self._flags(key)
-        return not bool(flags.all() if c is None else flags[:c].all())
+        if bool(flags.all()):
+            self._ready.add(key)
+            return False
+        return c is None or not bool(flags[:c].all())
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # loaded flags may be False
+        self._ready.clear()
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _freeze(self, key: str, qmin: int, qmax: int, c: int | None, bits: int) -> FrozenFakeQuant:
         if self._needs_init(key, c):
@@ -252,6 +302,7 @@ class _LsqBase(nn.Module):
         for key in keys:
             if key is not None:
                 self._flags(key).fill_(False)
+                self._ready.discard(key)
 
 
 class LsqWeightQuantizer(_LsqBase):
@@ -285,7 +336,7 @@ class LsqWeightQuantizer(_LsqBase):
             self._init_from(w.detach(), mode)
         g = 1.0 / math.sqrt(w.numel() / (c or 1) * mode.qmax)  # N/C elements share each step
         s, z = self._effective(key, mode.qmin, mode.qmax, c, g)
-        return fake_quant(w, s, z, mode.qmin, mode.qmax, None if c is None else 0)
+        return (self._kernel or fake_quant)(w, s, z, mode.qmin, mode.qmax, None if c is None else 0)
 
     def _init_from(self, w: Tensor, mode: QuantMode) -> None:
         flat = w.reshape(w.shape[0], -1) if mode.granularity == "channel" else w.reshape(1, -1)
@@ -350,7 +401,7 @@ class LsqActQuantizer(_LsqBase):
             self._init_from(x.detach(), mode, key, qmin, qmax)
         g = 1.0 / math.sqrt(x.numel() * qmax)
         s, z = self._effective(key, qmin, qmax, None, g)
-        return fake_quant(x, s, z, qmin, qmax, None)
+        return (self._kernel or fake_quant)(x, s, z, qmin, qmax, None)
 
     def _init_from(self, x: Tensor, mode: QuantMode, key: str, qmin: int, qmax: int) -> None:
         x = x.float()
@@ -397,9 +448,12 @@ class FrozenFakeQuant(nn.Module):
             return fake_quant(x, self.scale, self.zero_point, self.qmin, self.qmax, self.axis)
         # Plain ops, the same arithmetic as torch's fused kernel (x * (1/s), half-even rounding), so the
         # model exports with torch.export and to ONNX (Mul/Round/Clip) without custom operators.
-        s = _along_axis(self.scale, x, self.axis)
-        z = _along_axis(self.zero_point, x, self.axis)
-        return (torch.clamp(torch.round(x * s.reciprocal()) + z, self.qmin, self.qmax) - z) * s
+        low = x.dtype in _LOW_PRECISION  # fp32 arithmetic under autocast, as in fake_quant
+        xf = x.float() if low else x
+        s = _along_axis(self.scale, xf, self.axis)
+        z = _along_axis(self.zero_point, xf, self.axis)
+        out = (torch.clamp(torch.round(xf * s.reciprocal()) + z, self.qmin, self.qmax) - z) * s
+        return out.to(x.dtype) if low else out
 
     def quant_params(self) -> tuple[Tensor, Tensor, int, int, int | None]:
         """(scale, int32 zero_point, qmin, qmax, axis) as torch/ONNX quantize ops expect them."""

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from search_spaces import Gene, Genome, SearchSpace
 
+from .device import placement_of
 from .evaluate import batches, bn_recalibrated
 
 __all__ = ["Memo", "measure_context_sensitivity", "measure_quant_sensitivity"]
@@ -43,8 +44,11 @@ class Memo(Protocol):
 @contextmanager
 def _probe(supernet, calib_x: Tensor, x: Tensor, batch_size: int) -> Iterator[Callable[[Genome], Tensor]]:
     """``log_probs(genome)``: the subnet's log-softmax outputs on ``x``, BN recalibrated on ``calib_x``
-    (the supernet in eval mode meanwhile, its mode restored after)."""
-    calib = [xb for xb, _ in batches(calib_x, None, batch_size)]
+    (the supernet in eval mode meanwhile, its mode restored after). Runs in fp32 on the supernet's
+    device, the images moved there once."""
+    put = placement_of(supernet).put
+    x = put(x)
+    calib = [put(xb) for xb, _ in batches(calib_x, None, batch_size)]
     if not calib or len(x) == 0:
         raise ValueError("quantization sensitivity needs calibration and evaluation images")
     supernet.init_quantizers(calib[0])

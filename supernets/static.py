@@ -13,23 +13,26 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import get_act_layer
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from search_spaces import BlockSpec
 from search_spaces.blocks import se_channels
 
-__all__ = ["ConvBNAct", "QuantLinear", "SqueezeExcite", "MBConv", "Bottleneck", "Head", "StaticNet",
-           "build_block", "register_static_block", "make_act", "strip_fake_quant"]
+from .quant import LsqActQuantizer, LsqWeightQuantizer, QuantMode
 
-_ACTS = {"relu": "relu", "hswish": "hard_swish", "hsigmoid": "hard_sigmoid"}
+__all__ = ["ConvBNAct", "QuantLinear", "SqueezeExcite", "MBConv", "Bottleneck", "Head", "StaticNet",
+           "build_block", "register_static_block", "make_act", "strip_fake_quant", "attach_lsq"]
+
+# The fused torch modules (what timm's get_act_layer returns for these names), without importing timm.
+_ACTS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "hswish": nn.Hardswish, "hsigmoid": nn.Hardsigmoid}
 
 
 def make_act(name: str | None) -> nn.Module:
-    """Activation module by qnas name (timm's factory picks the fused torch implementation)."""
+    """Activation module by qnas name."""
     if name is None:
         return nn.Identity()
-    return get_act_layer(_ACTS[name])()
+    return _ACTS[name]()
 
 
 class ConvBNAct(nn.Module):
@@ -170,6 +173,45 @@ class StaticNet(nn.Module):
         if self.resize:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return self.blocks(x)
+
+
+class _BoundActQuant(nn.Module):
+    """An LSQ activation quantizer fixed to one mode (fits a ``quant`` slot)."""
+
+    def __init__(self, mode: QuantMode) -> None:
+        super().__init__()
+        self.mode, self.quantizer = mode, LsqActQuantizer(modes=[mode], unsigned=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.quantizer(x, self.mode)
+
+
+class _BoundWeightQuant(nn.Module):
+    """An LSQ weight quantizer fixed to one mode, used as a weight parametrization."""
+
+    def __init__(self, out_channels: int, mode: QuantMode) -> None:
+        super().__init__()
+        self.mode, self.quantizer = mode, LsqWeightQuantizer(out_channels=out_channels, modes=[mode])
+
+    def forward(self, w: Tensor) -> Tensor:
+        return self.quantizer(w, self.mode)
+
+
+def attach_lsq(model: nn.Module, *, w_mode: QuantMode, a_mode: QuantMode) -> nn.Module:
+    """Quantization-aware training of one static network with the supernet's own LSQ quantizers, in place.
+
+    Every conv/linear layer with a ``quant`` slot gets a learnable activation quantizer there and a
+    learnable weight quantizer as a parametrization of its weight: the same fake-quantization
+    arithmetic a subnet runs inside the supernet, without the elastic slicing, so it is the
+    like-for-like reference for the supernet's training-step cost.
+    """
+    for module in list(model.modules()):
+        if isinstance(module, (ConvBNAct, QuantLinear)):
+            layer = module.conv if isinstance(module, ConvBNAct) else module.linear
+            module.quant = _BoundActQuant(a_mode).to(layer.weight.device)
+            weight_quant = _BoundWeightQuant(layer.weight.shape[0], w_mode).to(layer.weight.device)
+            parametrize.register_parametrization(layer, "weight", weight_quant)
+    return model
 
 
 def strip_fake_quant(model: nn.Module) -> nn.Module:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from search_spaces import BlockSpec, Genome, InputError, SearchSpace
 
+from .device import module_device
 from .elastic import act_modes
 from .elastic_blocks import build_elastic_block
 from .quant import QuantMode
@@ -101,10 +102,18 @@ class QuantSupernet(nn.Module):
 
     # ---- extraction and maintenance -----------------------------------------------------------
     def extract(self, genome: Genome, *, quantize: bool = True) -> StaticNet:
-        """A standalone module with the subnet's sliced weights and frozen quantizers (eval mode)."""
+        """A standalone module with the subnet's sliced weights and frozen quantizers (eval mode).
+
+        It lives on the supernet's device (``.cpu()`` it for export or CPU latency measurements).
+        """
         specs = self.specs(genome, quantize=quantize)
         blocks = [self.blocks[_module_key(s.slot)].extract(s) for s in specs]
-        return StaticNet(specs, blocks, image_size=self.image_size).eval()
+        return StaticNet(specs, blocks, image_size=self.image_size).to(self.device).eval()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the supernet's weights are (every block is kept on one device)."""
+        return module_device(self)
 
     @torch.no_grad()
     def init_quantizers(self, x: Tensor) -> None:

@@ -9,6 +9,12 @@ Schedule (all epochs share one cosine learning-rate curve):
    logits (KL), gradients summed, clipped, one optimizer step. From epoch ``qat_start`` on the
    subnets are fake-quantized at their genomes' bit-widths (the largest at its largest bits), i.e.
    ``qat_start: 0`` trains architecture and bit-width elasticity jointly.
+
+Device and precision come from a :class:`~supernets.device.Placement` (default: fp32 on the CPU).
+The model and the data are moved there once; batches are indexed and augmented there (random
+numbers still come from the trainer's CPU generator, so CPU and GPU runs draw the same batches);
+forward passes run under the placement's autocast and losses in fp32; fp16 scales the loss. Per-step
+losses stay on the device until the epoch ends, so a GPU step never waits for the host.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,12 +33,25 @@ from torch import Tensor, nn
 from search_spaces import Genome
 
 from .augment import augment_batch
-from .config import SupernetConfig
+from .device import CPU, Placement
 from .evaluate import SubnetEvaluator
+from .quant import compile_fake_quant
 from .supernet import QuantSupernet
 from .wdr import wdr_loss
 
+if TYPE_CHECKING:
+    from .config import SupernetConfig
+
 __all__ = ["SupernetConfig", "SupernetTrainer", "EpochLog"]
+
+
+def __getattr__(name: str) -> Any:
+    """``SupernetConfig`` on first use: training itself needs only the config's attributes, not pydantic."""
+    if name == "SupernetConfig":
+        from .config import SupernetConfig
+
+        return SupernetConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -50,14 +70,24 @@ class SupernetTrainer:
     """Owns the optimizer, schedule and sampling RNG so training can stop and resume exactly."""
 
     def __init__(self, supernet: QuantSupernet, train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
-                 config: SupernetConfig, *, standalone: Genome | None = None) -> None:
-        """``standalone``: train only this subnet (cross-entropy, same schedule) — the from-scratch baseline."""
-        self.net, self.cfg, self.standalone = supernet, config, standalone
-        self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
+                 config: SupernetConfig, *, standalone: Genome | None = None,
+                 placement: Placement | None = None) -> None:
+        """``standalone``: train only this subnet (cross-entropy, same schedule) — the from-scratch baseline.
+
+        ``placement``: device and precision (default :data:`~supernets.device.CPU`, fp32); ``supernet``
+        is moved there in place, the tensors are copied there once.
+        """
+        self.placement = placement or CPU
+        self.net, self.cfg, self.standalone = self.placement.put_module(supernet), config, standalone
+        put = self.placement.put
+        self.train_x, self.train_y, self.val_x, self.val_y = (put(t) for t in (train_x, train_y, val_x, val_y))
+        self.scaler = self.placement.grad_scaler()
+        if self.placement.compile:  # the fake-quant kernels: the only part of a sampled subnet that stays put
+            compile_fake_quant(self.net, lambda kernel: self.placement.maybe_compile(kernel, dynamic=True))
         self.steps_per_epoch = max(1, len(train_x) // config.batch_size)
         total = (config.warmup_epochs + config.epochs) * self.steps_per_epoch
-        self.optimizer = torch.optim.SGD(_param_groups(supernet, config.weight_decay), lr=config.lr,
-                                         momentum=config.momentum, nesterov=config.momentum > 0)
+        groups = _param_groups(supernet, config.weight_decay, config.lr, config.quant_lr_scale)
+        self.optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
         self.rng = np.random.default_rng(config.seed)
@@ -87,44 +117,61 @@ class SupernetTrainer:
         if phase == "qat" and self.epoch == self.cfg.warmup_epochs + self.cfg.qat_start:
             self.net.init_quantizers(self.train_x[: self.cfg.batch_size])  # every bit-width, from data
         self.net.train()
-        order = torch.randperm(len(self.train_x), generator=self.torch_gen)
-        losses = []
+        order = self.placement.put(torch.randperm(len(self.train_x), generator=self.torch_gen))  # drawn on the CPU
+        parts: list[list[Tensor]] = []
         for step in range(self.steps_per_epoch):
             idx = order[step * self.cfg.batch_size:(step + 1) * self.cfg.batch_size]
             x = augment_batch(self.train_x[idx], self.torch_gen) if self.cfg.augment else self.train_x[idx]  # (B,C,H,W)
-            losses.append(self._step(x, self.train_y[idx], phase))
-            if on_step is not None:
-                on_step(step, losses[-1])
+            parts.append(self._step(self.placement.layout(x), self.train_y[idx], phase))
+            if on_step is not None:  # the host needs this step's loss now: one sync per step
+                on_step(step, _step_loss([float(t) for t in parts[-1]]))
+        losses = _step_losses(parts)
         max_acc, min_acc = self.extreme_accuracies(quantize=phase == "qat")
         log = EpochLog(self.epoch, phase, float(np.mean(losses)), max_acc, min_acc, time.perf_counter() - start)
         self.history.append(log)
         self.epoch += 1
         return log
 
-    def _step(self, x: Tensor, y: Tensor, phase: str) -> float:
+    def _step(self, x: Tensor, y: Tensor, phase: str) -> list[Tensor]:
+        """One optimizer step; returns its loss terms as detached device scalars (summed on the host later)."""
         net, cfg, space = self.net, self.cfg, self.net.space
         quantize = phase == "qat"
         self.optimizer.zero_grad(set_to_none=True)
         teacher = self.standalone or space.largest()
-        logits = net.run(x, teacher, quantize=quantize)
+        logits = self._logits(x, teacher, quantize)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        loss.backward()
-        total = float(loss.detach())
+        self._backward(loss)
+        terms = [loss.detach()]
         if phase != "warmup" and self.standalone is None:
             soft = F.softmax(logits.detach(), dim=1)
             students = [space.smallest()] + [space.sample(self.rng) for _ in range(cfg.random_subnets)]
             for genome in students:
-                loss = self._student_loss(net.run(x, genome, quantize=quantize), soft, y)
-                loss.backward()
-                total += float(loss.detach())
+                loss = self._student_loss(self._logits(x, genome, quantize), soft, y)
+                self._backward(loss)
+                terms.append(loss.detach())
         if cfg.wdr_weight > 0 and phase == "qat":
             reg = cfg.wdr_weight * wdr_loss(net)
-            reg.backward()
-            total += float(reg.detach())
+            self._backward(reg)
+            terms.append(reg.detach())
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.scheduler.step()
-        return total
+        return terms
+
+    def _logits(self, x: Tensor, genome: Genome, quantize: bool) -> Tensor:
+        """Subnet logits in fp32: the forward under the placement's autocast, the losses after it in fp32."""
+        with self.placement.autocast():
+            logits = self.net.run(x, genome, quantize=quantize)  # (B, classes)
+        return logits.float()
+
+    def _backward(self, loss: Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
 
     def _student_loss(self, logits: Tensor, soft: Tensor, y: Tensor) -> Tensor:
         if self.cfg.distillation == "none":
@@ -135,7 +182,7 @@ class SupernetTrainer:
         """Evaluator on the validation split with BN recalibrated on fixed training images."""
         calib = self.train_x[: self.cfg.bn_calib_samples]
         return SubnetEvaluator(self.net, calib, self.val_x, self.val_y, batch_size=self.cfg.eval_batch_size,
-                               quantize=quantize)
+                               quantize=quantize, placement=self.placement)
 
     def extreme_accuracies(self, *, quantize: bool) -> tuple[float, float]:
         """Validation accuracy of the largest and the smallest subnet (or twice the standalone one)."""
@@ -146,9 +193,37 @@ class SupernetTrainer:
         return ev.accuracy(self.net.space.largest()), ev.accuracy(self.net.space.smallest())
 
 
-def _param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on BN parameters, biases and quantizer steps/zero points."""
-    decay, no_decay = [], []
+def _step_loss(terms: list[float]) -> float:
+    """A step's loss: its terms summed in order on the host, in double precision."""
+    total = terms[0]
+    for t in terms[1:]:
+        total += t
+    return total
+
+
+def _step_losses(parts: list[list[Tensor]]) -> list[float]:
+    """Every step's loss with one device-to-host transfer for the whole epoch."""
+    flat = torch.stack([t for terms in parts for t in terms]).tolist()
+    out, i = [], 0
+    for terms in parts:
+        out.append(_step_loss(flat[i:i + len(terms)]))
+        i += len(terms)
+    return out
+
+
+def _param_groups(net: nn.Module, weight_decay: float, lr: float, quant_lr_scale: float) -> list[dict]:
+    """No weight decay on BN parameters, biases and quantizer steps/zero points.
+
+    With ``quant_lr_scale != 1`` the quantizer parameters get their own group at ``lr * quant_lr_scale``
+    (otherwise the two groups of old checkpoints' optimizer states).
+    """
+    decay, no_decay, quant = [], [], []
     for name, p in net.named_parameters():
-        (no_decay if p.ndim <= 1 or "quant" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if "quant" in name and quant_lr_scale != 1.0:
+            quant.append(p)
+        else:
+            (no_decay if p.ndim <= 1 or "quant" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if quant:
+        groups.append({"params": quant, "weight_decay": 0.0, "lr": lr * quant_lr_scale})
+    return groups

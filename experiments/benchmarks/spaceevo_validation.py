@@ -41,6 +41,8 @@ from predictors.latency import LatencyPredictor
 from search_spaces import SearchSpace, get_space
 from search_spaces.meta import BLOCK_TYPES, MACROS, parse_candidate, stage_block, stage_input_sizes
 from supernets.data import load_dataset
+
+from subnet_pool import SAME_DATA
 from supernets.evaluate import SubnetEvaluator
 from supernets.fit import fit_supernet
 from supernets.training import SupernetConfig
@@ -195,7 +197,8 @@ def main() -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    data = load_dataset("cifar10", max_train=256 if q else 3000, max_test=256 if q else args.max_test)
+    data = load_dataset("cifar10", max_train=256 if q else 3000, max_test=256 if q else args.max_test,
+                        **SAME_DATA["cifar10"])
     log(f"data: {data.description}")
     lut_settings = LutBuildSettings(teacher_epochs=1 if q else 15, distill_steps=2 if q else 50, rows=4 if q else 20,
                                     n_features=128 if q else 1536, n_eval=64 if q else 128, runs=4 if q else 20,

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from subnet_pool import SAME_DATA
 from scipy.stats import kendalltau
 
 from search_spaces import Genome, SearchSpace, get_space
@@ -173,7 +175,8 @@ def main() -> None:
     if args.quick:
         train.update(warmup_epochs=1, epochs=1)
     cfg = SupernetConfig(**train)
-    data = load_dataset(args.dataset, max_train=1000 if args.quick else args.max_train)
+    data = load_dataset(args.dataset, max_train=1000 if args.quick else args.max_train,
+                        **SAME_DATA.get(args.dataset, {}))
     space_options = dict(preset["space"])
     bits = None if args.bits is None else sorted(set(args.bits))
     if bits is not None:

@@ -125,6 +125,9 @@ def make_image_splits(
 ) -> ImageSplits:
     """Subsample (``max_*``), normalise and wrap ``parts`` = {split: (x NCHW, y)} as ImageSplits.
 
+    ``x`` may be any array-like that supports ``x[index_array]`` and ``np.asarray`` (a lazily decoded
+    source then decodes only the images kept).
+
     Every split comes in a seeded order in which each prefix holds the classes in proportion: callers
     take prefixes (BN recalibration on ``train_x[:n]``, quick evaluations on ``val_x[:n]``), and source
     files are often sorted by class (the CIFAR-10 JPEG subset is: its first 1000 images are airplanes).
@@ -139,7 +142,7 @@ def make_image_splits(
         keep = keep[_stratified_order(np.asarray(y)[keep], rng)]  # every prefix class-balanced (see below)
         if len(keep) == 0:
             raise InputError("split is empty", source=name, field=split)
-        picked[split] = (x[keep], np.asarray(y[keep], dtype=np.int64))
+        picked[split] = (np.asarray(x[keep]), np.asarray(y[keep], dtype=np.int64))  # lazy sources decode here
     (trx, tr_y), (vax, va_y), (tex, te_y) = picked.values()
     if trx.ndim != 4 or trx.shape[2] != trx.shape[3]:
         raise ValueError(f"{name}: images must be (N, C, H, H), got {trx.shape}")

@@ -1,4 +1,4 @@
-"""Image datasets: digits (embedded in scikit-learn), MNIST (IDX files) and CIFAR-10 (two formats).
+"""Image datasets: digits (embedded in scikit-learn), MNIST (IDX files) and CIFAR-10 (JPEG npz or python batches).
 
 Loaders return uint8/float NCHW arrays to :func:`make_image_splits`, which subsamples and normalises.
 Decoding is validated strictly: a truncated or mislabelled file gives an InputError naming the file
@@ -10,7 +10,10 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import os
 import pickle
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -191,13 +194,114 @@ def load_mnist(
 
 
 # ------------------------------------------------------------------------------------- CIFAR-10
+_FULL_NPZ = "cifar10_jpeg.npz"
+_SUBSET_NPZ = "cifar10_jpeg_subset.npz"
+CIFAR10_VARIANTS = ("full", "subset")
 _CIFAR_EXPECTED = (
-    "either cifar10_jpeg_subset.npz (the JPEG subset: train_jpeg/train_offsets/train_labels and "
-    "test_*) or the python batches folder cifar-10-batches-py/ (data_batch_1..5, test_batch, "
-    "batches.meta) in <root>/cifar10_jpeg_subset/, <root>/cifar-10-batches-py/, <root>/cifar10/ or <root>/"
+    f"{_FULL_NPZ} (all 50k train images as JPEG), {_SUBSET_NPZ} (the JPEG subset, 10k train; both with "
+    "train_jpeg/train_offsets/train_labels and test_*) or the python batches folder cifar-10-batches-py/ "
+    "(data_batch_1..5, test_batch, batches.meta) in <root>/cifar10_jpeg/, <root>/cifar10_jpeg_subset/, "
+    "<root>/cifar-10-batches-py/, <root>/cifar10/ or <root>/"
 )
-_NPZ_NAME = "cifar10_jpeg_subset.npz"
 _BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+_DECODE_CHUNK = 2048  # images per decoding task: big enough to amortise the pool, small enough to spread
+
+
+def _decode_one(buf: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """One 32x32 RGB JPEG as (32, 32, 3) uint8; ValueError says what is wrong with it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(buf[start:stop].tobytes())).convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"is not a valid JPEG: {err}") from None
+    if img.size != (32, 32):
+        raise ValueError(f"is {img.size[0]}x{img.size[1]}, expected 32x32")
+    return np.asarray(img)
+
+
+class _JpegNpz:
+    """A CIFAR-10 JPEG npz kept as its compressed bytes; images are decoded on first request, then cached.
+
+    Decoding only what a load keeps makes ``max_train``-sized loads of the 60k-image file cheap, and a
+    later full load reuses every image decoded so far.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise InputError(f"cannot read npz file: {err}", source=path) from None
+        with z:
+            self.splits = {split: self._read_split(z, split) for split in ("train", "test")}
+        self.images = {k: np.empty((len(v[2]), 32, 32, 3), np.uint8) for k, v in self.splits.items()}  # (N, H, W, C)
+        self.decoded = {k: np.zeros(len(v[2]), bool) for k, v in self.splits.items()}
+        self.lock = threading.Lock()
+
+    def _read_split(self, z: np.lib.npyio.NpzFile, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        try:
+            buf, off = z[f"{split}_jpeg"], z[f"{split}_offsets"].astype(np.int64)
+            labels = z[f"{split}_labels"].astype(np.int64)
+        except KeyError as err:
+            expected = f"{split}_jpeg, {split}_offsets, {split}_labels"
+            raise InputError(f"missing array {err} (expected {expected})", source=self.path) from None
+        if len(off) != len(labels) + 1 or off[0] != 0 or off[-1] != len(buf) or np.any(np.diff(off) <= 0):
+            raise InputError(f"{split}_offsets do not match {split}_jpeg / {split}_labels", source=self.path)
+        if labels.size and (labels.min() < 0 or labels.max() > 9):
+            raise InputError(f"{split}_labels must be 0..9", source=self.path)
+        return buf, off, _readonly(labels)
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.splits[split][2]
+
+    def decode(self, split: str, index: np.ndarray) -> np.ndarray:
+        """Images ``index`` of ``split`` as (N, 3, 32, 32) uint8, decoding (in threads) those not cached yet."""
+        with self.lock:
+            todo = np.unique(index[~self.decoded[split][index]])
+            chunks = [todo[i:i + _DECODE_CHUNK] for i in range(0, len(todo), _DECODE_CHUNK)]
+            if len(chunks) > 1:
+                with ThreadPoolExecutor(min(len(chunks), os.cpu_count() or 1)) as pool:
+                    list(pool.map(lambda chunk: self._decode_into(split, chunk), chunks))
+            elif chunks:
+                self._decode_into(split, chunks[0])
+            return np.ascontiguousarray(self.images[split][index].transpose(0, 3, 1, 2))  # (N, C, H, W)
+
+    def _decode_into(self, split: str, chunk: np.ndarray) -> None:
+        buf, off, _ = self.splits[split]
+        for i in chunk:
+            try:
+                self.images[split][i] = _decode_one(buf, off[i], off[i + 1])
+            except ValueError as err:
+                raise InputError(f"{split} image {i} {err}", source=self.path) from None
+        self.decoded[split][chunk] = True
+
+
+class _LazyImages:
+    """NCHW uint8 images of one npz split that decode only when turned into an array.
+
+    ``x[idx]`` composes index arrays (as numpy would), so splitting and subsampling cost nothing;
+    ``np.asarray(x)`` decodes exactly the images selected.
+    """
+
+    ndim = 4
+
+    def __init__(self, source: _JpegNpz, split: str, index: np.ndarray) -> None:
+        self.source, self.split, self.index = source, split, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.index), 3, 32, 32)
+
+    def __getitem__(self, idx: np.ndarray) -> _LazyImages:
+        return _LazyImages(self.source, self.split, self.index[idx])
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        images = self.source.decode(self.split, self.index)
+        return images if dtype is None else images.astype(dtype)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -205,45 +309,19 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _decode_jpegs(path: Path, z: np.lib.npyio.NpzFile, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        buf, off = z[f"{split}_jpeg"], z[f"{split}_offsets"].astype(np.int64)
-        labels = z[f"{split}_labels"].astype(np.int64)
-    except KeyError as err:
-        expected = f"{split}_jpeg, {split}_offsets, {split}_labels"
-        raise InputError(f"missing array {err} (expected {expected})", source=path) from None
-    if len(off) != len(labels) + 1 or off[0] != 0 or off[-1] != len(buf) or np.any(np.diff(off) <= 0):
-        raise InputError(f"{split}_offsets do not match {split}_jpeg / {split}_labels", source=path)
-    images = np.empty((len(labels), 32, 32, 3), dtype=np.uint8)
-    for i in range(len(labels)):
-        try:
-            img = Image.open(io.BytesIO(buf[off[i] : off[i + 1]].tobytes())).convert("RGB")
-        except (UnidentifiedImageError, OSError) as err:
-            raise InputError(f"{split} image {i} is not a valid JPEG: {err}", source=path) from None
-        if img.size != (32, 32):
-            raise InputError(f"{split} image {i} is {img.size[0]}x{img.size[1]}, expected 32x32", source=path)
-        images[i] = np.asarray(img)
-    return images.transpose(0, 3, 1, 2), labels
-
-
 @functools.lru_cache(maxsize=4)
-def _cached_npz(path: str, mtime_ns: int, size: int) -> tuple[np.ndarray, ...]:
-    """Decoded (train_x, train_y, test_x, test_y) uint8 NCHW; keyed by path + mtime + size."""
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read npz file: {err}", source=path) from None
-    with z:
-        train = _decode_jpegs(Path(path), z, "train")
-        test = _decode_jpegs(Path(path), z, "test")
-    return tuple(_readonly(np.ascontiguousarray(a)) for a in (*train, *test))
+def _cached_npz(path: str, mtime_ns: int, size: int) -> _JpegNpz:
+    """The npz at ``path``, shared by every load in this process; keyed by path + mtime + size."""
+    return _JpegNpz(Path(path))
 
 
-def _load_npz(path: Path) -> tuple[np.ndarray, ...]:
+def _load_npz(path: Path) -> tuple[_LazyImages, np.ndarray, _LazyImages, np.ndarray]:
+    """(train_x, train_y, test_x, test_y) of a JPEG npz, the images still undecoded."""
     st = path.stat()
-    return _cached_npz(str(path.resolve()), st.st_mtime_ns, st.st_size)
+    npz = _cached_npz(str(path.resolve()), st.st_mtime_ns, st.st_size)
+    train_y, test_y = npz.labels("train"), npz.labels("test")
+    return (_LazyImages(npz, "train", np.arange(len(train_y))), train_y,
+            _LazyImages(npz, "test", np.arange(len(test_y))), test_y)
 
 
 def _unpickle(path: Path) -> dict:
@@ -283,16 +361,43 @@ def _load_batches(folder: Path) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]
     return (train_x, train_y, *parts[-1]), classes
 
 
-def _find_cifar(base: Path) -> tuple[Path | None, list[Path]]:
-    """The npz file or batches folder to use, and every folder looked in."""
-    folders = [base / "cifar10_jpeg_subset", base / "cifar-10-batches-py", base / "cifar10", base]
-    looked = _dedupe([p for f in folders for p in (f, f / "cifar-10-batches-py")])
-    for folder in looked:
-        if (folder / _NPZ_NAME).is_file():
-            return folder / _NPZ_NAME, looked
-        if all((folder / b).is_file() for b in _BATCHES):
-            return folder, looked
-    return None, looked
+def _cifar_folders(base: Path) -> list[Path]:
+    folders = [base / "cifar10_jpeg", base / "cifar10_jpeg_subset", base / "cifar-10-batches-py", base / "cifar10",
+               base]
+    return _dedupe([p for f in folders for p in (f, f / "cifar-10-batches-py")])
+
+
+def _source_in(folder: Path, variant: str) -> Path | None:
+    """The ``variant`` source in ``folder``: full = the full npz or python batches, subset = the subset npz."""
+    if variant == "subset":
+        return folder / _SUBSET_NPZ if (folder / _SUBSET_NPZ).is_file() else None
+    if (folder / _FULL_NPZ).is_file():
+        return folder / _FULL_NPZ
+    return folder if all((folder / b).is_file() for b in _BATCHES) else None
+
+
+def _find_cifar(base: Path, variant: str | None) -> tuple[Path, str]:
+    """The file or batches folder to read and its variant; errors name every folder looked in."""
+    looked = _cifar_folders(base)
+    found = {v: next((p for f in looked if (p := _source_in(f, v)) is not None), None) for v in CIFAR10_VARIANTS}
+    chosen = variant or ("full" if found["full"] is not None else "subset")
+    if found[chosen] is not None:
+        return found[chosen], chosen  # type: ignore[return-value]
+    places = [str(f) for f in looked]
+    other = next((v for v in CIFAR10_VARIANTS if v != chosen and found[v] is not None), None)
+    if other is None:
+        raise missing_dataset("cifar10", places, _CIFAR_EXPECTED)
+    wanted = f"{_FULL_NPZ} or cifar-10-batches-py/" if chosen == "full" else _SUBSET_NPZ
+    raise InputError(f"variant {chosen!r} needs {wanted}, not found; looked in: {'; '.join(places)}; the "
+                     f"{other!r} variant is at {found[other]}: set variant: {other} (or leave variant unset)",
+                     source="cifar10", field="variant")
+
+
+def _check_variant(variant: object) -> str | None:
+    if variant is not None and variant not in CIFAR10_VARIANTS:
+        raise InputError(f"got {variant!r}, expected one of {', '.join(CIFAR10_VARIANTS)} or null (full when present, "
+                         "else subset)", source="cifar10", field="variant")
+    return variant  # type: ignore[return-value]
 
 
 @register_dataset("cifar10", kind="image")
@@ -300,21 +405,27 @@ def load_cifar10(
     *,
     root: str | Path | None = None,
     seed: int = 0,
+    variant: str | None = None,
     val_fraction: float = 0.1,
     max_train: int | None = None,
     max_val: int | None = None,
     max_test: int | None = None,
 ) -> ImageSplits:
-    """CIFAR-10 from the JPEG-subset npz or the python batches; train -> train/val, test -> test."""
+    """CIFAR-10 (JPEG npz or python batches); train -> train/val, test -> test.
+
+    ``variant``: ``full`` (50k train: cifar10_jpeg.npz or the python batches), ``subset`` (10k train:
+    cifar10_jpeg_subset.npz) or null: full when present, else subset. Only the images a load keeps are
+    decoded, so ``max_*`` loads of the full set are quick.
+    """
+    variant = _check_variant(variant)
     val_fraction = check_fraction("cifar10", "val_fraction", val_fraction)
     limits = _limits("cifar10", max_train, max_val, max_test)
     base = data_root_for("cifar10", root, _CIFAR_EXPECTED)
-    found, looked = _find_cifar(base)
-    if found is None:
-        raise missing_dataset("cifar10", [str(f) for f in looked], _CIFAR_EXPECTED)
+    found, variant = _find_cifar(base, variant)
     if found.is_file():
         (x, y, test_x, test_y), classes = _load_npz(found), CIFAR10_CLASSES
-        how = f"CIFAR-10 JPEG subset {found} (lossy JPEG q75, not bit-identical to the official binaries)"
+        how = (f"CIFAR-10 JPEG {'full set' if variant == 'full' else 'subset'} {found} (lossy JPEG q75, "
+               "not bit-identical to the official binaries)")
     else:
         (x, y, test_x, test_y), classes = _load_batches(found)
         how = f"CIFAR-10 python batches in {found}"

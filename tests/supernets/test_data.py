@@ -232,14 +232,14 @@ def test_mnist_corrupt_idx_names_the_file(tmp_path, problem):
 
 # ---------------------------------------------------------------------------------------- CIFAR-10
 def test_cifar10_npz_subset(shared_data):
-    s = load_dataset("cifar10", root=shared_data, max_train=500, max_val=100, max_test=200)
+    s = load_dataset("cifar10", root=shared_data, variant="subset", max_train=500, max_val=100, max_test=200)
     assert s.train_x.shape == (500, 3, 32, 32) and s.test_x.shape == (200, 3, 32, 32)
     assert s.val_x.shape == (100, 3, 32, 32) and s.train_x.dtype == torch.float32
     assert (s.num_classes, s.in_channels, s.image_size) == (10, 3, 32)
     assert s.classes[0] == "airplane" and s.classes[-1] == "truck" and "JPEG" in s.description
     assert torch.allclose(s.train_x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
     assert torch.bincount(s.train_y, minlength=10).tolist() == [50] * 10
-    full = load_dataset("cifar10", root=shared_data, seed=1)  # decoded once, cached per process
+    full = load_dataset("cifar10", root=shared_data, seed=1, variant="subset")  # decoded once, cached per process
     assert (len(full.train_y), len(full.val_y), len(full.test_y)) == (9000, 1000, 10000)
     # The files are sorted by class; every prefix of every split must still hold all classes in proportion
     # (BN recalibration reads train_x[:n], quick evaluations val_x[:n] / test_x[:n]).
@@ -247,6 +247,100 @@ def test_cifar10_npz_subset(shared_data):
         for n in (100, 500):
             counts = torch.bincount(y[:n], minlength=10)
             assert counts.min() >= n // 10 - 1 and counts.max() <= n // 10 + 1, (n, counts.tolist())
+
+
+def test_cifar10_full_variant_is_the_default_and_decodes_only_what_it_keeps(shared_data, monkeypatch):
+    if not (shared_data / "cifar10_jpeg" / "cifar10_jpeg.npz").is_file():
+        pytest.skip("the full CIFAR-10 JPEG set is not in the shared data folder")
+    calls = _count_decodes(monkeypatch)
+    s = load_dataset("cifar10", root=shared_data, max_train=200, max_val=50, max_test=100, seed=3)
+    assert "full set" in s.description and "cifar10_jpeg.npz" in s.description
+    assert (len(s.train_y), len(s.val_y), len(s.test_y)) == (200, 50, 100) and s.train_x.shape[1:] == (3, 32, 32)
+    assert torch.bincount(s.train_y, minlength=10).tolist() == [20] * 10
+    assert len(calls) <= 350  # 60k images in the file: only the kept ones (or fewer, if cached) were decoded
+    subset = load_dataset("cifar10", root=shared_data, variant="subset", max_train=200, max_val=50, max_test=100)
+    assert "subset" in subset.description and torch.equal(subset.test_y, load_dataset(
+        "cifar10", root=shared_data, variant="subset", max_train=200, max_val=50, max_test=100).test_y)
+
+
+def _count_decodes(monkeypatch) -> list[int]:
+    """Record every JPEG the CIFAR loader decodes."""
+    from supernets.data import images
+
+    calls: list[int] = []
+    real = images._decode_one
+
+    def counting(buf, start, stop):
+        calls.append(int(start))
+        return real(buf, start, stop)
+
+    monkeypatch.setattr(images, "_decode_one", counting)
+    return calls
+
+
+def _write_jpeg_npz(path: Path, train_per_class: int, test_per_class: int, *, corrupt: int | None = None) -> None:
+    """A miniature of the CIFAR-10 JPEG npz files: random 32x32 JPEGs sorted by class."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, per in (("train", train_per_class), ("test", test_per_class)):
+        blobs, labels = [], []
+        for c in range(10):
+            for _ in range(per):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="JPEG", quality=75)
+                blobs.append(buf.getvalue())
+                labels.append(c)
+        if split == "train" and corrupt is not None:
+            blobs[corrupt] = b"\x00" * len(blobs[corrupt])
+        arrays[f"{split}_jpeg"] = np.frombuffer(b"".join(blobs), np.uint8)
+        arrays[f"{split}_offsets"] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+        arrays[f"{split}_labels"] = np.array(labels, np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def test_cifar10_variant_option(tmp_path, monkeypatch):
+    _write_jpeg_npz(tmp_path / "cifar10_jpeg_subset" / "cifar10_jpeg_subset.npz", 4, 2)
+    only_subset = load_dataset("cifar10", root=tmp_path, val_fraction=0.25)  # no full set: the subset
+    assert "subset" in only_subset.description and len(only_subset.train_y) == 30
+    with pytest.raises(InputError) as err:
+        load_dataset("cifar10", root=tmp_path, variant="full")
+    msg = str(err.value)
+    assert "variant" in msg and "cifar10_jpeg.npz" in msg and "set variant: subset" in msg
+    _write_jpeg_npz(tmp_path / "cifar10_jpeg.npz", 8, 2)  # a full set straight in the root folder
+    calls = _count_decodes(monkeypatch)
+    s = load_dataset("cifar10", root=tmp_path, val_fraction=0.25, max_train=10, max_val=10, max_test=10)
+    assert "full set" in s.description and (len(s.train_y), len(s.val_y), len(s.test_y)) == (10, 10, 10)
+    assert len(calls) == 30  # 100 images in the file, 30 kept
+    explicit = load_dataset("cifar10", root=tmp_path, variant="subset", val_fraction=0.25)
+    assert "subset" in explicit.description and torch.equal(explicit.train_x, only_subset.train_x)
+    with pytest.raises(InputError, match=r"cifar10: variant: got 'all', expected one of full, subset"):
+        load_dataset("cifar10", root=tmp_path, variant="all")
+
+
+def test_cifar10_corrupt_jpeg_names_file_and_image(tmp_path):
+    _write_jpeg_npz(tmp_path / "cifar10_jpeg.npz", 2, 1, corrupt=5)
+    with pytest.raises(InputError, match=r"cifar10_jpeg\.npz: train image 5 is not a valid JPEG"):
+        load_dataset("cifar10", root=tmp_path, val_fraction=0.5)
+
+
+def test_image_splits_move_to_a_device_once():
+    s = load_dataset("digits", max_train=64, max_val=32, max_test=32)
+    same = s.to("cpu")
+    assert same.train_x is s.train_x and same.device == torch.device("cpu")  # nothing to move: no copy
+    nhwc = s.to("cpu", channels_last=True)
+    assert nhwc.val_x.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc.val_x, s.val_x)
+    assert nhwc.train_y is s.train_y and nhwc.description == s.description
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_image_splits_on_cuda():
+    s = load_dataset("digits", max_train=64).to("cuda")
+    assert s.train_x.is_cuda and s.test_y.is_cuda and s.device.type == "cuda"
 
 
 def _write_cifar_batches(folder: Path, per_batch: int = 20) -> None:

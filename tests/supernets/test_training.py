@@ -136,3 +136,116 @@ def test_genome_outside_the_space_is_refused(digits):
     bad = net.space.largest().with_values({"s1.b1.kernel": 7})
     with pytest.raises(InputError, match=r"s1\.b1\.kernel: value 7 is not allowed; allowed: \[3, 5\]"):
         net.run(digits.val_x[:2], bad)
+
+
+# ------------------------------------------------------------------------------ devices and precision
+from supernets.device import CPU, Placement, resolve_placement  # noqa: E402
+from supernets.evaluate import SubnetEvaluator  # noqa: E402
+
+BF16 = resolve_placement(type="cpu", precision="bf16")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def make_placed_trainer(digits, placement, cfg=CFG):
+    net = QuantSupernet(get_space("mbv3", **TINY), image_size=8)
+    return SupernetTrainer(net, digits.train_x, digits.train_y, digits.val_x, digits.val_y, cfg, placement=placement)
+
+
+def test_explicit_cpu_placement_is_the_default(digits):
+    a, b = make_trainer(digits, CFG.model_copy(update={"epochs": 1})), make_placed_trainer(
+        digits, CPU, CFG.model_copy(update={"epochs": 1}))
+    assert [a.train_epoch() for _ in range(2)][-1].loss == [b.train_epoch() for _ in range(2)][-1].loss
+    assert all(torch.equal(x, y) for x, y in zip(a.net.state_dict().values(), b.net.state_dict().values()))
+
+
+def test_trains_under_cpu_bf16_autocast(digits):
+    cfg = CFG.model_copy(update={"epochs": 2, "qat_start": 0, "wdr_weight": 0.01})
+    trainer = make_placed_trainer(digits, BF16, cfg)
+    seen = []
+    logs = [trainer.train_epoch(on_step=lambda step, loss: seen.append(loss)) for _ in range(trainer.total_epochs)]
+    assert [log.phase for log in logs] == ["warmup", "qat", "qat"]
+    assert all(np.isfinite(log.loss) for log in logs) and all(np.isfinite(seen)) and len(seen) == 3 * 8
+    assert logs[-1].loss < logs[0].loss + 1.0 and logs[-1].max_acc > 0.2  # learning; chance is 0.1
+    fp32 = SubnetEvaluator(trainer.net, digits.train_x[:128], digits.val_x, digits.val_y)
+    bf16 = trainer.evaluator()
+    assert bf16.placement is BF16
+    largest = trainer.net.space.largest()
+    assert abs(fp32.accuracy(largest) - bf16.accuracy(largest)) < 0.1
+    with torch.no_grad(), BF16.autocast():
+        assert trainer.net.eval().run(digits.val_x[:4], largest).dtype == torch.bfloat16
+
+
+def test_checkpoint_moves_between_placements(digits, tmp_path):
+    first = make_placed_trainer(digits, BF16)
+    first.train_epoch()
+    save_checkpoint(first, tmp_path / "ck.pt")
+    resumed = make_trainer(digits)  # fp32
+    restore_trainer(resumed, tmp_path / "ck.pt")
+    assert all(torch.equal(a, b) for a, b in zip(first.net.state_dict().values(), resumed.net.state_dict().values()))
+    assert np.isfinite(resumed.train_epoch().loss) and resumed.epoch == 2
+
+
+def test_evaluator_refuses_a_placement_elsewhere(digits):
+    net = QuantSupernet(get_space("mbv3", **TINY), image_size=8)
+    with pytest.raises(ValueError, match="the supernet is on cpu but the placement is cuda:0"):
+        SubnetEvaluator(net, digits.train_x[:64], digits.val_x, digits.val_y,
+                        placement=Placement(torch.device("cuda", 0)))
+
+
+def test_fit_supernet_with_a_placement(digits, tmp_path):
+    cfg = CFG.model_copy(update={"epochs": 1, "warmup_epochs": 0})
+    trainer = fit_supernet(get_space("mbv3", **TINY), digits, cfg, checkpoint=tmp_path / "s.pt", progress=False,
+                           log=None, placement=BF16)
+    assert trainer.placement is BF16 and trainer.done and np.isfinite(trainer.history[-1].loss)
+
+
+@needs_cuda
+def test_cuda_training_samples_like_the_cpu_and_checkpoints_cross_devices(digits, tmp_path):
+    from supernets.augment import augment_batch
+
+    x = digits.train_x[:64].repeat(1, 3, 1, 1)
+    assert torch.equal(augment_batch(x, torch.Generator().manual_seed(1)),
+                       augment_batch(x.cuda(), torch.Generator().manual_seed(1)).cpu())
+    gpu = make_placed_trainer(digits, resolve_placement(type="cuda"))
+    assert gpu.net.device.type == "cuda" and gpu.train_x.is_cuda
+    assert np.isfinite(gpu.train_epoch().loss)
+    save_checkpoint(gpu, tmp_path / "gpu.pt")
+    cpu = make_trainer(digits)
+    restore_trainer(cpu, tmp_path / "gpu.pt")  # GPU -> CPU
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(gpu.net.state_dict().values(), cpu.net.state_dict().values()))
+    assert np.isfinite(cpu.train_epoch().loss)
+    save_checkpoint(cpu, tmp_path / "cpu.pt")
+    again = make_placed_trainer(digits, resolve_placement(type="cuda", precision="fp16"))
+    restore_trainer(again, tmp_path / "cpu.pt")  # CPU -> GPU, then fp16 with loss scaling
+    assert again.scaler is not None and np.isfinite(again.train_epoch().loss) and again.epoch == 3
+    net, _ = load_supernet(tmp_path / "gpu.pt")
+    assert net.device.type == "cpu"
+
+
+def test_augmentation_flip_equals_masked_assignment():
+    """The flip is a select now (no host sync on CUDA); it must pick exactly what masked assignment picked."""
+    import torch.nn.functional as F
+
+    from supernets.augment import augment_batch
+
+    x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    got = augment_batch(x, torch.Generator().manual_seed(4))
+    gen = torch.Generator().manual_seed(4)  # the previous implementation, drawing in the same order
+    dy, dx = torch.randint(0, 3, (16,), generator=gen), torch.randint(0, 3, (16,), generator=gen)
+    padded = F.pad(x, (1, 1, 1, 1))
+    ref = torch.stack([padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8] for i in range(16)])
+    mirror = torch.rand(16, generator=gen) < 0.5
+    ref[mirror] = ref[mirror].flip(-1)
+    assert mirror.any() and (~mirror).any() and torch.equal(got, ref)
+
+
+def test_quantizer_learning_rate_scale(digits):
+    assert len(make_trainer(digits).optimizer.param_groups) == 2  # default: the optimizer layout of old checkpoints
+    trainer = make_trainer(digits, CFG.model_copy(update={"quant_lr_scale": 0.1, "epochs": 1}))
+    groups = trainer.optimizer.param_groups
+    names = {id(p): n for n, p in trainer.net.named_parameters()}
+    assert len(groups) == 3 and groups[2]["params"] and all("quant" in names[id(p)] for p in groups[2]["params"])
+    assert not any("quant" in names[id(p)] for g in groups[:2] for p in g["params"])
+    trainer.train_epoch()
+    trainer.train_epoch()  # the cosine schedule scales every group alike
+    assert groups[2]["lr"] == pytest.approx(0.1 * groups[0]["lr"]) and groups[2]["weight_decay"] == 0.0
