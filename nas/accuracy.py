@@ -14,6 +14,7 @@ from pathlib import Path
 from search_spaces import Genome, InputError, SearchSpace
 from supernets.checkpoint import load_supernet
 from supernets.data import ImageSplits
+from supernets.device import CPU, Placement
 from supernets.evaluate import SubnetEvaluator, accuracy
 from supernets.fit import fit_supernet
 
@@ -47,31 +48,40 @@ class SupernetAccuracyEvaluator:
 
 
 def supernet_evaluator(section: SupernetSection, space: SearchSpace, data: ImageSplits, run_dir: Path, *,
-                       progress: bool = True, log: Callable[[str], None] | None = None) -> SubnetEvaluator:
-    """Train the supernet into ``run_dir/supernet.pt`` (resuming it), or load ``section.checkpoint``."""
+                       progress: bool = True, log: Callable[[str], None] | None = None,
+                       placement: Placement | None = None) -> SubnetEvaluator:
+    """Train the supernet into ``run_dir/supernet.pt`` (resuming it), or load ``section.checkpoint``; on
+    ``placement``'s device and precision (default: fp32 on the CPU), the data moved there once."""
+    placement = placement or CPU
+    data = data.to(placement.device, channels_last=placement.channels_last)
     if section.checkpoint is not None:
-        net, _ = load_supernet(section.checkpoint, space=space)
+        net, _ = load_supernet(section.checkpoint, space=space)  # on the CPU, wherever it was written
         net.check_data(data.in_channels, data.num_classes, data.image_size, source=f"dataset {data.name!r}")
+        placement.put_module(net)
         if log:
             log(f"using the trained supernet {section.checkpoint}")
     else:
         net = fit_supernet(space, data, section.train_config(), checkpoint=Path(run_dir) / SUPERNET_CHECKPOINT,
-                           progress=progress, log=log).net
+                           progress=progress, log=log, placement=placement).net
     if data.image_size != net.image_size:
         raise InputError(f"the supernet was trained on {net.image_size}x{net.image_size} images, the dataset has "
                          f"{data.image_size}x{data.image_size}", source=str(section.checkpoint), field="image_size")
     return SubnetEvaluator(net.eval(), data.train_x[: section.bn_calib_samples], data.val_x, data.val_y,
-                           batch_size=section.eval_batch_size)
+                           batch_size=section.eval_batch_size, placement=placement)
 
 
 def validate_front(evaluator: SubnetEvaluator, genomes: Sequence[Genome], data: ImageSplits
                    ) -> dict[str, dict[str, float]]:
-    """Extract each subnet and measure it for real: ``{key: {accuracy_extracted, accuracy_test}}``."""
+    """Extract each subnet and measure it for real (on the supernet's device, in its evaluation precision):
+    ``{key: {accuracy_extracted, accuracy_test}}``."""
+    placement = evaluator.placement
+    data = data.to(placement.device, channels_last=placement.channels_last)
     out = {}
     for genome in genomes:
         model = evaluator.extract(genome)
-        out[genome.key] = {
-            "accuracy_extracted": accuracy(model, data.val_x, data.val_y, evaluator.batch_size),
-            "accuracy_test": accuracy(model, data.test_x, data.test_y, evaluator.batch_size),
-        }
+        with placement.autocast():
+            out[genome.key] = {
+                "accuracy_extracted": accuracy(model, data.val_x, data.val_y, evaluator.batch_size),
+                "accuracy_test": accuracy(model, data.test_x, data.test_y, evaluator.batch_size),
+            }
     return out

@@ -38,8 +38,8 @@ from search_spaces.errors import InputError, nearest
 from search_spaces.inputs import MAX_CONFIG_BYTES, MAX_INT, dotted as _dotted, find_bad_number, parse_yaml, read_text
 
 __all__ = ["PLANNED_SECTIONS", "ExistingPath", "DatasetConfig", "SearchSpaceConfig", "ObjectiveConfig",
-           "SearchConfig", "ExecutorConfig", "OutputConfig", "ExperimentConfig", "LoadedConfig", "load_config",
-           "parse_config", "apply_overrides", "config_to_yaml", "config_diff", "translate_validation_error",
+           "SearchConfig", "ExecutorConfig", "DeviceConfig", "OutputConfig", "ExperimentConfig", "LoadedConfig",
+           "load_config", "parse_config", "apply_overrides", "config_to_yaml", "config_diff", "translate_validation_error",
            "RESERVED_OPTIONS", "MAX_BUDGET"]
 
 PLANNED_SECTIONS: dict[str, str] = {}
@@ -193,6 +193,26 @@ class ExecutorConfig(_Section):
                 f"{self.cpus_per_worker:g} CPU{extra}, {self.threads} thread(s) each")
 
 
+class DeviceConfig(_Section):
+    """Where the supernet trains and evaluates: ``type`` (``auto``: CUDA when present, else the CPU), the CUDA
+    ``index``, the ``precision`` (``auto``: bf16 autocast on CUDA, fp32 on the CPU) and ``torch.compile``.
+
+    Checked against this machine before any work (:meth:`placement`): CUDA where none exists, an index out
+    of range or fp16 on the CPU is one error naming the key and what the machine has.
+    """
+
+    type: Literal["auto", "cpu", "cuda"] = "auto"
+    index: int = Field(0, ge=0, le=1023, strict=True)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = False
+
+    def placement(self) -> Any:
+        """The :class:`supernets.device.Placement` this section resolves to here (imports torch)."""
+        from supernets.device import resolve_placement
+
+        return resolve_placement(type=self.type, index=self.index, precision=self.precision, compile=self.compile)
+
+
 class OutputConfig(_Section):
     """Where runs go (relative to the working directory) and how many subnets to export."""
 
@@ -218,6 +238,7 @@ class ExperimentConfig(_Section):
     predictors: PredictorsSection | None = None
     latency: LatencySection | None = None
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("name")

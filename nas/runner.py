@@ -7,6 +7,7 @@ same code path as ``qnas run``. Everything that can be wrong with the input is c
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -83,6 +84,7 @@ class Experiment:
     constraints: tuple[Constraint, ...]
     batch_size: int
     latency_notes: tuple[str, ...] = ()  # one line per latency table, from check_latency
+    placement: Any = None  # supernets.device.Placement of the config's device section
 
 
 @dataclass(frozen=True)
@@ -172,16 +174,25 @@ def make_searcher(loaded: LoadedConfig, space: SearchSpace, storage_dir: Path, c
         raise loaded.error("search.options", f"{err}") from None
 
 
+def check_device(loaded: LoadedConfig) -> Any:
+    """The config's ``device`` section resolved on this machine; its errors point at the config line."""
+    try:
+        return loaded.config.device.placement()
+    except InputError as err:
+        raise loaded.error(err.field or "device", err.detail) from None
+
+
 def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experiment:
     """Build and cross-check everything; every problem is an InputError pointing into the config."""
     reporter = reporter or SilentReporter()
+    placement = check_device(loaded)
     if loaded.config.kind == "space-search":
-        return _prepare_space_search(loaded)
+        return dataclasses.replace(_prepare_space_search(loaded), placement=placement)
     space = build_space(loaded)
     with reporter.step(f"loading dataset {loaded.config.dataset.name}"):
         dataset, data = check_dataset(loaded, space)
     if loaded.config.kind != "search":  # its own procedure checks the rest (e.g. LPGNAS)
-        return Experiment(loaded, space, {}, dataset, data, (), (), 0)
+        return Experiment(loaded, space, {}, dataset, data, (), (), 0, placement=placement)
     metrics = declared_metrics(loaded.config)
     check_metrics(loaded, list(metrics))
     check_predictors(loaded, space)
@@ -197,7 +208,7 @@ def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experimen
 
     check_executor(loaded)  # kind ray: Ray importable, cluster reachable, enough resources; last, as it is slow
     return Experiment(loaded, space, metrics, dataset, data, search.objective_list(), search.constraint_list(),
-                      batch_size, latency_notes)
+                      batch_size, latency_notes, placement)
 
 
 def _prepare_space_search(loaded: LoadedConfig) -> Experiment:
@@ -240,6 +251,7 @@ def summary(exp: Experiment) -> list[tuple[str, str]]:
         ("constraints", ", ".join(str(c) for c in exp.constraints) or "none"),
         ("budget", f"{search.budget} distinct candidates"),
         *_section_rows(exp),
+        ("device", _device_line(exp.placement)),
         ("executor", config.executor.describe()),
         ("output", f"{config.output.root}/{config.name}-<timestamp>/ (export top {config.output.export_top})"),
     ]
@@ -264,6 +276,17 @@ def _kind_summary(exp: Experiment) -> list[tuple[str, str]]:
                    ("dataset", exp.dataset), ("search space", f"{exp.space.describe()}"),
                    ("lpgnas", f"lambdas {l.lambdas}, {l.search_epochs} search epochs ({l.warmup_epochs} warm-up), "
                               f"retrain {l.retrain_epochs} epochs x {l.seeds} seeds")] + tail
+
+
+def _device_line(placement: Any) -> str:
+    """Where the supernet trains and evaluates, for ``qnas validate`` and the report."""
+    info = placement.describe()
+    return f"{info['name']} ({info['device']}, {info['precision']}{', torch.compile' if placement.compile else ''})"
+
+
+def _device_record(exp: Experiment) -> dict[str, Any]:
+    """The manifest's ``device``: name, CUDA and cuDNN versions, precision (what the numbers were computed on)."""
+    return exp.placement.describe() if exp.placement is not None else {}
 
 
 def _section_rows(exp: Experiment) -> list[tuple[str, str]]:
@@ -387,7 +410,8 @@ def start_run(config_path: str | Path, *, overrides: Sequence[str] = (), out: st
     with run_lock(run_dir):
         reporter.info(f"run folder {run_dir}")
         atomic_write_text(run_dir / CONFIG, config_to_yaml(config))
-        update_manifest(run_dir, **new_manifest(seed=config.seed, space=_space_info(exp)))
+        update_manifest(run_dir, **new_manifest(seed=config.seed, space=_space_info(exp)), device=_device_record(exp),
+                        processes=1)
         if config.kind != "search":
             _execute_kind(exp, run_dir, reporter)
             return RunOutcome(run_dir, None, time.perf_counter() - start)
@@ -469,7 +493,8 @@ def _resume_locked(run: Path, config_path: str | Path | None, overrides: Sequenc
         prior = _prior(exp, run / JOURNAL, contents.records)
         reporter.info(f"resuming {run}: {len(prior)} candidates in the journal")
         resumes = [*read_manifest(run).get("resumes", []), {"at": now_iso(), "journal_records": len(prior),
-                   "dropped_line": None if contents.dropped is None else contents.dropped.line}]
+                   "dropped_line": None if contents.dropped is None else contents.dropped.line,
+                   "device": _device_record(exp).get("name"), "processes": 1}]
         update_manifest(run, status="running", resumes=resumes)
         shutil.rmtree(run / "searcher", ignore_errors=True)  # the replay rebuilds the searcher's own files
         result = _execute(exp, run, journal, reporter, prior)

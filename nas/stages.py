@@ -90,7 +90,7 @@ class Stages:
             return None
         from supernets.static import strip_fake_quant
 
-        return [strip_fake_quant(self.subnets.extract(g)) for g in genomes]
+        return [strip_fake_quant(self.subnets.extract(g)).cpu() for g in genomes]  # timed on this CPU
 
     def export_models(self, folders: Sequence[Path]) -> None:
         """Save the standalone model of every exported subnet beside its ``arch.json``."""
@@ -100,7 +100,8 @@ class Stages:
 
         for folder in folders:
             genome = self.space.from_dict(_read_genome(folder / "arch.json"), source=str(folder / "arch.json"))
-            save_exported(self.subnets.extract(genome), self.data.val_x[:2], folder / "model.pt2")
+            model = self.subnets.extract(genome).cpu()  # a deployable file runs wherever it is loaded
+            save_exported(model, self.data.val_x[:2].cpu(), folder / "model.pt2")
 
 
 def _with_metrics(trial: Trial, metrics: Mapping[str, float], sources: Mapping[str, str]) -> Trial:
@@ -135,7 +136,8 @@ def build_stages(exp: Any, run_dir: Path, reporter: Any) -> Stages:
         from nas.executors.supernet import SupernetAccuracyFactory
 
         stages.subnets = supernet_evaluator(config.supernet, exp.space, exp.data, run_dir,
-                                            progress=not getattr(reporter, "quiet", True), log=reporter.info)
+                                            progress=not getattr(reporter, "quiet", True), log=reporter.info,
+                                            placement=exp.placement)
         stages.executor = make_executor(config.executor)  # the expensive evaluators run through it
         evaluators.append(stages.executor.evaluator(SupernetAccuracyFactory.from_subnets(stages.subnets)))
         stages.evaluator = CompositeEvaluator(evaluators)

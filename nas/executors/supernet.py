@@ -16,6 +16,7 @@ from torch import Tensor
 
 from nas.accuracy import SupernetAccuracyEvaluator
 from search_spaces import space_from_dict
+from supernets.device import resolve_placement
 from supernets.evaluate import SubnetEvaluator
 from supernets.supernet import QuantSupernet
 
@@ -52,11 +53,11 @@ class SupernetAccuracyFactory:
     def from_subnets(cls, subnets: SubnetEvaluator) -> SupernetAccuracyFactory:
         """The recipe of a built :class:`SubnetEvaluator` (its supernet's current weights and its data)."""
         net = subnets.supernet
-        state = dict(net.state_dict())  # views; Ray serialises them once, in ray.put
+        state = {k: v.cpu() for k, v in net.state_dict().items()}  # CPU tensors (views there); Ray serialises once
         calib = torch.cat(list(subnets.calib)) if subnets.calib else subnets.eval_x[:0]
         return cls({"name": net.space.name, "options": net.space.options()}, net.space.fingerprint(),
-                   net.image_size, state, calib, subnets.eval_x, subnets.eval_y, subnets.batch_size,
-                   subnets.quantize, subnets)
+                   net.image_size, state, calib.cpu(), subnets.eval_x.cpu(), subnets.eval_y.cpu(),
+                   subnets.batch_size, subnets.quantize, subnets)
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_live"}  # the live evaluator stays here
@@ -75,6 +76,8 @@ class SupernetAccuracyFactory:
                                f" vs {self.fingerprint}); install the same qnas version on every node")
         net = QuantSupernet(space, image_size=self.image_size)
         net.load_state_dict(dict(self.state), strict=True)
+        placement = resolve_placement()  # the worker's GPU when Ray gave it one (executor.resources: {GPU: 1})
+        placement.put_module(net)
         subnets = SubnetEvaluator(net.eval(), self.calib_x, self.eval_x, self.eval_y, batch_size=self.batch_size,
-                                  quantize=self.quantize)
+                                  quantize=self.quantize, placement=placement)
         return SupernetAccuracyEvaluator(subnets)

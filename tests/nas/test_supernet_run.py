@@ -120,3 +120,42 @@ def test_int8_export_of_a_w8a8_subnet_and_refusal_below_8_bits(finished, tmp_pat
     with pytest.raises(InputError, match="is not W8A8 .* no integer kernels below 8 bits"):
         export_subnet(subnets, net.space.smallest(), tmp_path / "x", ["int8"], calib=data.train_x,
                       eval_x=data.test_x, eval_y=data.test_y)
+
+
+# ---- the device section -------------------------------------------------------------------------------------
+def test_manifest_records_the_device_and_the_processes(finished):
+    _, outcome = finished
+    manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+    assert manifest["processes"] == 1
+    assert manifest["device"]["device"] == "cpu" and manifest["device"]["precision"] == "fp32"  # auto, no GPU here
+    assert {"name", "torch", "cuda", "cudnn"} <= set(manifest["device"])
+    assert "device" in (outcome.run_dir / "report.md").read_text()
+
+
+def test_a_run_in_bf16_autocast_on_the_cpu(tmp_path):
+    path = tmp_path / "bf16.yaml"
+    path.write_text(yaml.safe_dump(CONFIG | {"device": {"type": "cpu", "precision": "bf16"},
+                                             "output": {"root": str(tmp_path / "runs"), "export_top": 1}}))
+    outcome = start_run(path)
+    accuracies = [json.loads(line)["metrics"]["accuracy"] for line in (outcome.run_dir / "trials.jsonl").open()]
+    assert len(accuracies) == 8 and all(0.0 <= a <= 1.0 for a in accuracies) and len(set(accuracies)) > 2
+    assert json.loads((outcome.run_dir / "manifest.json").read_text())["device"]["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("device, field, words", [
+    ({"type": "cuda"}, "device.type", "no CUDA device"),
+    ({"type": "cpu", "precision": "fp16"}, "device.precision", "fp16"),
+    ({"typ": "cpu"}, "device.typ", "did you mean 'type'"),
+    ({"index": -1}, "device.index", "greater than or equal to 0"),
+])
+def test_a_device_this_machine_lacks_is_one_error_before_any_run_folder(tmp_path, capsys, device, field, words):
+    from nas.cli import main
+
+    if device.get("type") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path = tmp_path / "dev.yaml"
+    path.write_text(yaml.safe_dump(CONFIG | {"device": device, "output": {"root": str(tmp_path / "runs")}}))
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}:") and f"{field}:" in err and words in err and "\n" not in err, err
+    assert not (tmp_path / "runs").exists()
