@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.layers import get_act_layer
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
@@ -24,15 +25,14 @@ from .quant import LsqActQuantizer, LsqWeightQuantizer, QuantMode
 __all__ = ["ConvBNAct", "QuantLinear", "SqueezeExcite", "MBConv", "Bottleneck", "Head", "StaticNet",
            "build_block", "register_static_block", "make_act", "strip_fake_quant", "attach_lsq"]
 
-# The fused torch modules (what timm's get_act_layer returns for these names), without importing timm.
-_ACTS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "hswish": nn.Hardswish, "hsigmoid": nn.Hardsigmoid}
+_ACTS = {"relu": "relu", "hswish": "hard_swish", "hsigmoid": "hard_sigmoid"}
 
 
 def make_act(name: str | None) -> nn.Module:
-    """Activation module by qnas name."""
+    """Activation module by qnas name (timm's factory picks the fused torch implementation)."""
     if name is None:
         return nn.Identity()
-    return _ACTS[name]()
+    return get_act_layer(_ACTS[name])()
 
 
 class ConvBNAct(nn.Module):
