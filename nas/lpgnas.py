@@ -3,7 +3,9 @@
 A run directory gets the same artifacts as the CNN searches: ``trials.jsonl`` (one line per λ,
 the record shape of :mod:`nas.journal`), ``pareto.csv`` / ``pareto.json`` / ``pareto.png`` (the
 size–accuracy front over the derived designs) and ``report.md``; plus ``searches/lambda-<λ>.json``
-(the per-epoch search curve). A rerun on the same folder skips the λ values already journaled.
+(the per-epoch search curve) and ``jobs.jsonl`` (every finished search and retraining, fsync'd as it returns).
+A rerun on the same folder skips the λ values already journaled and every job already in ``jobs.jsonl``, so a
+run killed at any instant loses only the jobs in flight and resumes to the records of an uninterrupted run.
 
 Accuracy is *measured*: the test accuracy of the derived design retrained from scratch with QAT,
 mean and population std over ``seeds`` seeds. Size, BitOps, MACs and parameters are *analytic*
@@ -17,14 +19,18 @@ the space and calls :func:`run_lpgnas`. Until then ``python -m nas.lpgnas CONFIG
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import json
 import math
 import statistics
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,7 +83,9 @@ class LpgnasConfig(BaseModel):
     seeds: int = Field(10, ge=1, strict=True)
     search_restarts: int = Field(1, ge=1, strict=True)
     select_by: Literal["validation", "accuracy", "objective"] = "validation"
+    select_from: Literal["lambda", "run"] = "lambda"
     select_seeds: int = Field(2, ge=1, strict=True)
+    final_select_seeds: int | None = Field(None, ge=1, strict=True)
     workers: int = Field(1, ge=1, strict=True)
     normalize_features: bool = True
 
@@ -100,6 +108,14 @@ class LpgnasConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _final_within_seeds(self) -> LpgnasConfig:
+        final = self.final_select_seeds
+        if final is not None and not self.select_seeds <= final <= self.seeds:
+            raise ValueError(f"final_select_seeds ({final}) must be between select_seeds ({self.select_seeds}) and "
+                             f"seeds ({self.seeds}): the finalists' retrainings are the kept design's first seeds")
+        return self
+
+    @model_validator(mode="after")
     def _warmup_before_end(self) -> LpgnasConfig:
         if self.warmup_epochs >= self.search_epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below search_epochs "
@@ -109,7 +125,8 @@ class LpgnasConfig(BaseModel):
     @property
     def retrains_restarts(self) -> bool:
         """Whether restarts are compared after ``select_seeds`` QAT retrainings (not by the search objective)."""
-        return self.search_restarts > 1 and self.select_by != "objective"
+        several = self.search_restarts > 1 or (self.select_from == "run" and len(self.lambdas) > 1)
+        return several and self.select_by != "objective"
 
     def search_settings(self) -> Any:
         """:class:`supernets.gnn.SearchSettings` of this config."""
@@ -161,10 +178,11 @@ def run_lpgnas(config: LpgnasConfig, space: SearchSpace, data: Any, run_dir: Pat
                progress: bool = True) -> list[dict[str, Any]]:
     """Search, derive and retrain once per λ (skipping journaled ones); write the artifacts; return all records.
 
-    Every λ gets ``search_restarts`` searches (seeds ``seed``, ``seed + 1``, ...): one search's design changes
+    Every λ gets ``search_restarts`` searches (seeds: :func:`_search_seeds`): one search's design changes
     with its seed on small graphs, and some collapse. The kept design is chosen by ``select_by`` (see
-    :func:`_choose`). Searches and retrainings run on ``workers`` processes; each λ is journaled once its
-    design is retrained, so an interrupted run resumes by λ.
+    :func:`_choose`). Searches and retrainings run on ``workers`` processes; each one is journaled in
+    ``jobs.jsonl`` as soon as it returns and each λ in ``trials.jsonl`` once its design is retrained, so an
+    interrupted run resumes by λ and, within a λ, by job (see :class:`_Jobs`).
     """
     from search_spaces.gnn import GnnSpace
     from supernets.gnn import check_graph, prepare_graph
@@ -181,36 +199,63 @@ def run_lpgnas(config: LpgnasConfig, space: SearchSpace, data: Any, run_dir: Pat
         if lam in done:
             _say(progress, f"λ={lam:g}: already in the journal, skipped")
     todo = [(batch, lam) for batch, lam in enumerate(config.lambdas) if lam not in done]
-    by_validation = config.retrains_restarts
-    with _executor(config.workers) as pool, Journal(path) as journal:
-        searches = {lam: [pool.submit(_search_job, space, graph, config.search_settings(), lam, seed + r)
-                          for r in range(config.search_restarts)] for _, lam in todo}
+    finished = _read_jobs(run_dir / JOBS_FILE, space, progress) if todo else {}
+    with Journal(path) as journal, Journal(run_dir / JOBS_FILE) as job_journal, _executor(config.workers) as pool:
+        jobs = _Jobs(pool, job_journal, finished, space, graph, config)
         if todo:
             _say(progress, f"searching λ = {[lam for _, lam in todo]}, {config.search_restarts} restart(s) each, "
-                           f"{config.search_epochs} epochs, {config.workers} worker(s)")
-        retrainings = _Retrainings(pool, space, graph, config.retrain_settings(), seed)
-        outcomes = {}
-        for _, lam in todo:  # queue the short selection retrainings as each λ's searches finish
-            outcomes[lam] = [f.result() for f in searches[lam]]
-            for outcome in outcomes[lam] if by_validation else ():
-                retrainings.ensure(outcome.genome, config.select_seeds)
-        chosen = {}
-        for _, lam in todo:
-            chosen[lam] = _choose(space, config, lam, outcomes[lam], retrainings if by_validation else None, progress)
-            genome = chosen[lam][0].genome
-            if not any(r["key"] == genome.key for r in done.values()):
-                _say(progress, f"λ={lam:g}: derived {genome.key} ({space.costs(genome).size_kb:.2f} KB); "
-                               f"retraining over {config.seeds} seeds")
-                retrainings.ensure(genome, config.seeds)
-        for batch, lam in todo:
-            outcome, restarts = chosen[lam]
-            record = _record(space, run_dir, outcome, restarts, batch, list(done.values()),
-                             retrainings.results(outcome.genome.key, config.seeds), progress)
+                           f"{config.search_epochs} epochs, {config.workers} worker(s)"
+                           + (f"; {len(finished)} finished job(s) in {JOBS_FILE}" if finished else ""))
+        for batch, lam, outcome, restarts, retraining in _search_and_retrain(config, space, jobs, todo, done,
+                                                                            seed, progress):
+            record = _record(space, run_dir, lam, outcome, restarts, batch, list(done.values()), retraining,
+                             progress)
             journal.append(record)
             done[lam] = record
     records = list(read_journal(path).records)
     write_artifacts(run_dir, records, space, config, getattr(data, "description", ""))
     return records
+
+
+def _search_and_retrain(config: LpgnasConfig, space: Any, jobs: _Jobs, todo: list[tuple[int, float]],
+                        done: dict[float, dict[str, Any]], seed: int,
+                        progress: bool) -> Iterator[tuple[int, float, Any, list[dict[str, Any]], list[Any] | None]]:
+    """Queue the searches, then the selection retrainings as each λ's searches finish, then the kept designs'
+    full retrainings; yield (batch, λ, kept search, restart summaries, retraining) per λ to do, in order.
+    With ``select_from: run`` every λ chooses among the searches of all λ (journaled ones are not rerun)."""
+    pooled = config.select_from == "run"
+    lams = list(config.lambdas) if pooled else [lam for _, lam in todo]
+    searches = {lam: [jobs.search(lam, s) for s in _search_seeds(config, lam, seed)] for lam in lams}
+    retrainings = _Retrainings(jobs, seed)
+    outcomes = {}
+    for lam in lams:  # queue the short selection retrainings as each λ's searches finish
+        outcomes[lam] = [f.result() for f in searches[lam]]
+        queued = _fitting(space, config, outcomes[lam]) if pooled else _contenders(space, config, outcomes[lam])
+        for i in queued if config.retrains_restarts else ():
+            retrainings.ensure(outcomes[lam][i].genome, config.select_seeds)
+    everything = [o for lam in lams for o in outcomes[lam]]
+    chosen = {}
+    for i, (_, lam) in enumerate(todo):
+        candidates = everything if pooled else outcomes[lam]
+        chosen[lam] = _choose(space, config, lam, candidates, retrainings if config.retrains_restarts else None,
+                              progress, listed=not (pooled and i))  # a pool is listed once
+        genome = chosen[lam][0].genome
+        if not any(r["key"] == genome.key for r in done.values()):
+            _say(progress, f"λ={lam:g}: derived {genome.key} ({space.costs(genome).size_kb:.2f} KB); "
+                           f"retraining over {config.seeds} seeds")
+            retrainings.ensure(genome, config.seeds)
+    for batch, lam in todo:
+        outcome, restarts = chosen[lam]
+        yield batch, lam, outcome, restarts, retrainings.results(outcome.genome.key, config.seeds)
+
+
+def _search_seeds(config: LpgnasConfig, lam: float, seed: int) -> range:
+    """Seeds of λ's searches: ``seed``, ``seed + 1``, ... for every λ (the λ values are compared on the same
+    random draws); with ``select_from: run`` each λ gets its own, the next ``search_restarts`` after the previous
+    λ's, because on a small graph a search's architecture follows its seed more than its λ, and a pool of
+    same-seed searches holds few independent designs."""
+    start = seed + (config.lambdas.index(lam) * config.search_restarts if config.select_from == "run" else 0)
+    return range(start, start + config.search_restarts)
 
 
 def _search_job(space: Any, graph: Any, settings: Any, lam: float, seed: int) -> Any:
@@ -225,89 +270,255 @@ def _retrain_job(space: Any, genome: Any, graph: Any, settings: Any, seed: int) 
     return supernets.gnn.retrain(space, genome, graph, settings, seed=seed)
 
 
+# ---- the job journal ----------------------------------------------------------------------------
+JOBS_FILE = "jobs.jsonl"
+"""One fsync'd line per finished search or retraining (the record shape of :mod:`nas.journal`, plus ``job`` and
+``outcome``): a kill loses only the jobs in flight, and a rerun on the folder takes the rest from here."""
+
+
+class _Jobs:
+    """Searches and QAT retrainings on ``pool``, each appended to the job journal the moment it returns.
+
+    A job is named by what its result depends on: its kind, λ or design, seed, and a fingerprint of the space,
+    the graph's tensors and the search or retraining settings. Every job is seeded, so a named job found in
+    the journal is not run again: its outcome, read back exactly (JSON floats round-trip), is what running it
+    would give, and a resumed run equals an uninterrupted one. Jobs of other settings are ignored, not reused.
+    """
+
+    def __init__(self, pool: Any, journal: Journal, finished: dict[str, Any], space: Any, graph: Any,
+                 config: LpgnasConfig) -> None:
+        self.pool, self.journal, self.finished, self.space, self.graph = pool, journal, finished, space, graph
+        self.search_settings, self.retrain_settings = config.search_settings(), config.retrain_settings()
+        digest = _graph_digest(graph)
+        self.search_tag = _fingerprint(space, digest, self.search_settings)
+        self.retrain_tag = _fingerprint(space, digest, self.retrain_settings)
+        self.lock = threading.Lock()  # pool callbacks run on the pool's thread
+
+    def search(self, lam: float, seed: int) -> Future:
+        """The search outcome of (λ, seed), from the journal or run."""
+        return self._run(f"search/lambda={lam!r}/seed={seed}/{self.search_tag}", "search", _search_job, None,
+                         (self.space, self.graph, self.search_settings, lam, seed))
+
+    def retrain(self, genome: Any, seed: int) -> Future:
+        """The retraining outcome of (design, seed), from the journal or run."""
+        return self._run(f"retrain/{genome.key}/seed={seed}/{self.retrain_tag}", "retrain", _retrain_job, genome,
+                         (self.space, genome, self.graph, self.retrain_settings, seed))
+
+    def _run(self, key: str, kind: str, fn: Any, genome: Any, args: tuple[Any, ...]) -> Future:
+        result: Future = Future()
+        if key in self.finished:
+            result.set_result(self.finished[key])
+            return result
+        self.pool.submit(fn, *args).add_done_callback(lambda f: self._journal(f, result, key, kind, genome))
+        return result
+
+    def _journal(self, future: Future, result: Future, key: str, kind: str, genome: Any) -> None:
+        """Append the finished job, then hand its outcome on (a journal error reaches whoever waits on it)."""
+        try:
+            outcome = future.result()
+            with self.lock:
+                self.journal.append(_job_record(key, kind, outcome, genome if genome is not None else outcome.genome))
+        except BaseException as err:  # the job's own error, a cancellation, or a failed write
+            result.set_exception(err)
+        else:
+            result.set_result(outcome)
+
+
+def _graph_digest(graph: Any) -> str:
+    """SHA-256 of the tensors a job reads (features, row scales, edges, labels, split masks)."""
+    h = hashlib.sha256()
+    for name in ("x", "row_scale", "edge_index", "y", "train_mask", "val_mask", "test_mask"):
+        tensor = getattr(graph, name)
+        h.update(name.encode() + (b"-" if tensor is None else str(tuple(tensor.shape)).encode()))
+        if tensor is not None:
+            h.update(tensor.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _fingerprint(space: Any, graph_digest: str, settings: Any) -> str:
+    """12 hex digits naming everything besides λ/design and seed that a job's result depends on."""
+    text = json.dumps({"space": space.name, "options": space.options(), "graph": graph_digest,
+                       type(settings).__name__: dataclasses.asdict(settings)}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _job_record(key: str, kind: str, outcome: Any, genome: Any) -> dict[str, Any]:
+    """The journal line of one finished job: the :mod:`nas.journal` keys, its kind and its whole outcome."""
+    fields = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(outcome) if f.name != "genome"}
+    if "history" in fields:
+        fields["history"] = [vars(e) for e in fields["history"]]
+    metrics = {k: v for k, v in fields.items() if isinstance(v, float | int) and k not in ("seconds", "seed")}
+    return {"key": key, "genome": genome.to_dict(), "metrics": metrics, "sources": {m: "measured" for m in metrics},
+            "seconds": outcome.seconds, "batch": 0, "finished_at": now_iso(), "job": kind, "outcome": fields}
+
+
+def _job_outcome(record: dict[str, Any], space: Any) -> Any:
+    """The SearchOutcome or RetrainOutcome of a job line (inverse of :func:`_job_record`)."""
+    from supernets.gnn import EpochLog, RetrainOutcome, SearchOutcome
+
+    fields = dict(record["outcome"])
+    if record["job"] == "retrain":
+        return RetrainOutcome(**fields)
+    if record["job"] != "search":
+        raise ValueError(f"unknown job kind {record['job']!r}")
+    history = tuple(EpochLog(**e) for e in fields.pop("history"))
+    return SearchOutcome(space.from_dict(record["genome"]), history=history, **fields)
+
+
+def _read_jobs(path: Path, space: Any, progress: bool) -> dict[str, Any]:
+    """Job name -> outcome of every finished job in ``path`` (a torn last line is dropped and cut off; a damaged
+    line elsewhere, or one that is no job, is an InputError naming the file and line)."""
+    contents = read_journal(path, repair=True)
+    if contents.dropped is not None:
+        _say(progress, str(contents.dropped))
+    finished = {}
+    for line, record in enumerate(contents.records, start=1):
+        try:
+            finished[str(record["key"])] = _job_outcome(record, space)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise InputError(f"line {line} is not a finished LPGNAS job ({type(err).__name__}: {err}); remove the "
+                             "line (the job is then run again) or start a new run folder", source=path,
+                             line=line) from None
+    return finished
+
+
 class _Retrainings:
     """QAT retrainings per design, seeds ``seed``, ``seed + 1``, ... queued on demand: the selection's short
     retrainings are the first seeds of the chosen design's full one, and no design is retrained twice."""
 
-    def __init__(self, pool: Any, space: Any, graph: Any, settings: Any, seed: int) -> None:
-        self.pool, self.space, self.graph, self.settings, self.seed = pool, space, graph, settings, seed
+    def __init__(self, jobs: _Jobs, seed: int) -> None:
+        self.jobs, self.seed = jobs, seed
         self.futures: dict[str, list[Future]] = {}
 
     def ensure(self, genome: Any, n: int) -> None:
         futures = self.futures.setdefault(genome.key, [])
         while len(futures) < n:
-            futures.append(self.pool.submit(_retrain_job, self.space, genome, self.graph, self.settings,
-                                            self.seed + len(futures)))
+            futures.append(self.jobs.retrain(genome, self.seed + len(futures)))
 
     def results(self, key: str, n: int) -> list[Any] | None:
         futures = self.futures.get(key, [])
         return [f.result() for f in futures[:n]] if len(futures) >= n else None
 
 
+def _fitting(space: Any, config: LpgnasConfig, outcomes: list[Any]) -> list[int]:
+    """The restarts whose design is within ``max_size_kb`` (all without one); if none is, the smallest."""
+    sizes = [space.costs(o.genome).size_kb for o in outcomes]
+    fits = [i for i, size in enumerate(sizes) if config.max_size_kb is None or size <= config.max_size_kb]
+    return fits or [min(range(len(sizes)), key=sizes.__getitem__)]
+
+
+def _contenders(space: Any, config: LpgnasConfig, outcomes: list[Any]) -> list[int]:
+    """The restarts the selection retrains: one per distinct design among those that fit, if there are two or
+    more (a design that cannot be kept is not retrained, and a single one needs no comparison)."""
+    first: dict[str, int] = {}
+    for i in _fitting(space, config, outcomes):
+        first.setdefault(outcomes[i].genome.key, i)
+    return list(first.values()) if len(first) > 1 else []
+
+
 def _choose(space: Any, config: LpgnasConfig, lam: float, outcomes: list[Any], retrainings: _Retrainings | None,
-            progress: bool) -> tuple[Any, list[dict[str, Any]]]:
+            progress: bool, listed: bool = True) -> tuple[Any, list[dict[str, Any]]]:
     """The kept restart and every restart's summary (for the journal).
 
-    ``max_size_kb`` first: restarts whose design is larger are not kept (if every one is, the smallest is, and
-    its ``within_budget`` is false). Then ``select_by: validation`` (with ``retrainings``): the lowest
-    *selection score*, the mean validation cross-entropy (at the best-accuracy epoch) of ``select_seeds`` QAT
-    retrainings plus ``λ · penalty`` of the design's costs: the search's own objective with the supernet's
-    cross-entropy replaced by the retrained design's (DARTS keeps the best of several searches by a short
-    training from scratch). λ must still price the size: by validation accuracy alone every Cora λ kept its
-    largest restart, and with the error rate in place of the cross-entropy (smaller differences) the smallest.
-    ``accuracy``: the highest mean validation accuracy of those retrainings, for a size budget
-    (``max_size_kb``) that does the pricing: the most accurate design that fits. ``objective``: the lowest
-    :func:`~supernets.gnn.search_objective` (no retraining).
+    ``max_size_kb`` first: restarts whose design is larger are not kept, nor retrained (if every one is larger,
+    the smallest is kept, its ``within_budget`` false). Then ``select_by: validation`` (with ``retrainings``):
+    the lowest *selection score*, the mean validation cross-entropy (at the best-accuracy epoch) of
+    ``select_seeds`` QAT retrainings plus ``λ · penalty`` of the design's costs: the search's own objective with
+    the supernet's cross-entropy replaced by the retrained design's (DARTS keeps the best of several searches by
+    a short training from scratch). λ must still price the size: by validation accuracy alone every Cora λ kept
+    its largest restart, and with the error rate in place of the cross-entropy (smaller differences) the
+    smallest. ``accuracy``: the highest mean validation accuracy of those retrainings, for a size budget
+    (``max_size_kb``) that does the pricing: the most accurate design that fits. With ``final_select_seeds``
+    the two best designs are compared again on that many retrainings (:func:`_race`). ``objective``: the
+    lowest :func:`~supernets.gnn.search_objective` (no retraining).
     """
     from supernets.gnn import design_penalty, search_objective
 
     settings = config.search_settings()
-    restarts = [{"seed": o.seed, "key": o.genome.key, "objective": search_objective(space, o, settings),
+    restarts = [{"lambda": o.lam, "seed": o.seed, "key": o.genome.key,
+                 "objective": search_objective(space, replace(o, lam=lam), settings),
                  "penalty": design_penalty(space, o.genome, settings),
                  "supernet_val_accuracy": 100 * o.supernet_val_accuracy, "size_kb": space.costs(o.genome).size_kb,
                  "search_seconds": o.seconds} for o in outcomes]
-    if retrainings is not None:
-        for r in restarts:
-            runs = retrainings.results(r["key"], config.select_seeds)
-            assert runs is not None
-            r["selection_val_accuracy"] = statistics.fmean(100 * o.val_accuracy for o in runs)
-            r["selection_seconds"] = sum(o.seconds for o in runs)
-            r["selection_val_loss"] = statistics.fmean(o.val_loss for o in runs)
-            r["selection_score"] = r["selection_val_loss"] + lam * r["penalty"]
-    if retrainings is None:
-        shown, rank = "objective", lambda r: r["objective"]
-    elif config.select_by == "accuracy":
-        shown, rank = "selection_val_accuracy", lambda r: (-r[shown], r["selection_val_loss"], r["objective"])
-    else:
-        shown, rank = "selection_score", lambda r: (r[shown], r["objective"])
-    budget = config.max_size_kb
+    fits = _fitting(space, config, outcomes)
     for r in restarts:
-        r["within_budget"] = budget is None or r["size_kb"] <= budget
-    eligible = [i for i, r in enumerate(restarts) if r["within_budget"]]
-    if not eligible:  # nothing fits: the closest, flagged
-        eligible = [min(range(len(restarts)), key=lambda i: restarts[i]["size_kb"])]
-        _say(progress, f"λ={lam:g}: no restart fits max_size_kb {budget:g} KB; kept the smallest "
-                       f"({restarts[eligible[0]]['size_kb']:.1f} KB)")
-    best = min(eligible, key=lambda i: rank(restarts[i]))
+        r["within_budget"] = config.max_size_kb is None or r["size_kb"] <= config.max_size_kb
+    if not restarts[fits[0]]["within_budget"]:
+        _say(progress, f"λ={lam:g}: no restart fits max_size_kb {config.max_size_kb:g} KB; kept the smallest "
+                       f"({restarts[fits[0]]['size_kb']:.1f} KB)")
+    raced = retrainings is not None and bool(_contenders(space, config, outcomes))
+    shown = ("objective" if not raced else
+             "selection_val_accuracy" if config.select_by == "accuracy" else "selection_score")
+    best = (_race(config, lam, outcomes, restarts, fits, retrainings) if raced and retrainings is not None
+            else min(fits, key=lambda i: restarts[i]["objective"]))
     for i, r in enumerate(restarts):
         r["chosen"] = i == best
     if len(outcomes) > 1:
-        _say(progress, f"λ={lam:g}: restarts " + ", ".join(
-            f"seed {r['seed']} {r['key'][:8]} ({r['size_kb']:.1f} KB"
-            + (f", val {r['selection_val_accuracy']:.1f} % CE {r['selection_val_loss']:.3f}" if retrainings is not None else "")
-            + ("" if r["within_budget"] else ", over budget")
-            + f") {shown} {r[shown]:.4f}" for r in restarts) + f"; kept seed {restarts[best]['seed']}")
+        kept = restarts[best]
+        where = f" (searched at λ={kept['lambda']:g})" if kept["lambda"] != lam else ""
+        listing = "restarts " + ", ".join(_shown(r, shown) for r in restarts) + "; " if listed else ""
+        _say(progress, f"λ={lam:g}: {listing}kept seed {kept['seed']}{where}")
     return outcomes[best], restarts
 
 
-def _record(space: Any, run_dir: Path, outcome: Any, restarts: list[dict[str, Any]],
+def _race(config: LpgnasConfig, lam: float, outcomes: list[Any], restarts: list[dict[str, Any]], fits: list[int],
+          retrainings: _Retrainings) -> int:
+    """The best restart that fits by ``select_by`` after ``select_seeds`` retrainings; with ``final_select_seeds``,
+    the best two designs then get that many and are ranked again (the last round of successive halving: the
+    seeds go where the decision is close, and the winner's are the first of its full retraining)."""
+    rank = _ranking(config)
+    _score(lam, restarts, fits, retrainings, config.select_seeds)
+    best = min(fits, key=lambda i: rank(restarts[i]))
+    final = config.final_select_seeds
+    if final is None or final <= config.select_seeds:
+        return best
+    leaders = list(dict.fromkeys(restarts[i]["key"] for i in sorted(fits, key=lambda i: rank(restarts[i]))))[:2]
+    finalists = [i for i in fits if restarts[i]["key"] in leaders]
+    for i in finalists:
+        retrainings.ensure(outcomes[i].genome, final)
+    _score(lam, restarts, finalists, retrainings, final)
+    return min(finalists, key=lambda i: rank(restarts[i]))
+
+
+def _ranking(config: LpgnasConfig) -> Any:
+    """Sort key of a scored restart (lower is better) for ``select_by``."""
+    if config.select_by == "accuracy":
+        return lambda r: (-r["selection_val_accuracy"], r["selection_val_loss"], r["objective"])
+    return lambda r: (r["selection_score"], r["objective"])
+
+
+def _score(lam: float, restarts: list[dict[str, Any]], which: list[int], retrainings: _Retrainings, n: int) -> None:
+    """Add the mean validation accuracy and cross-entropy of the first ``n`` retrainings to the restarts."""
+    for i in which:
+        r = restarts[i]
+        runs = retrainings.results(r["key"], n)
+        assert runs is not None
+        r["selection_seeds"] = n
+        r["selection_val_accuracy"] = statistics.fmean(100 * o.val_accuracy for o in runs)
+        r["selection_seconds"] = sum(o.seconds for o in runs)
+        r["selection_val_loss"] = statistics.fmean(o.val_loss for o in runs)
+        r["selection_score"] = r["selection_val_loss"] + lam * r["penalty"]
+
+
+def _shown(r: dict[str, Any], shown: str) -> str:
+    """``seed 2 ba1cdc9e (21.9 KB, val 72.6 % CE 1.278 on 2 seeds) selection_val_accuracy 72.6000``."""
+    text = f"λ={r['lambda']:g} seed {r['seed']} {r['key'][:8]} ({r['size_kb']:.1f} KB"
+    if "selection_seeds" in r:
+        text += (f", val {r['selection_val_accuracy']:.1f} % CE {r['selection_val_loss']:.3f} "
+                 f"on {r['selection_seeds']} seeds")
+    text += ")" if r["within_budget"] else ", over budget)"
+    return text + (f" {shown} {r[shown]:.4f}" if shown in r else "")
+
+
+def _record(space: Any, run_dir: Path, lam: float, outcome: Any, restarts: list[dict[str, Any]],
             batch: int, previous: list[dict[str, Any]], retraining: list[Any] | None,
             progress: bool) -> dict[str, Any]:
-    """The journal record of one λ: the kept design's retraining (or a reused one) and its search curve."""
-    lam, genome = outcome.lam, outcome.genome
+    """The journal record of one λ: the kept design's retraining (or a reused one) and its search curve (the kept
+    search's, which with ``select_from: run`` may have been run at another λ: ``search_lambda``)."""
+    genome = outcome.genome
     curve = f"searches/lambda-{lam:g}.json"
-    atomic_write_json(run_dir / curve, {"lambda": lam, "genome": genome.to_dict(), "seed": outcome.seed,
-                                        "probabilities": outcome.probabilities,
+    atomic_write_json(run_dir / curve, {"lambda": lam, "search_lambda": outcome.lam, "genome": genome.to_dict(),
+                                        "seed": outcome.seed, "probabilities": outcome.probabilities,
                                         "epochs": [vars(e) for e in outcome.history]})
     same = next((r for r in previous if r["key"] == genome.key), None)
     if same is not None:  # another λ derived the same design: its retraining is reused
@@ -320,8 +531,9 @@ def _record(space: Any, run_dir: Path, outcome: Any, restarts: list[dict[str, An
         metrics = design_metrics(space, genome, retraining)
         details = {"test_accuracies": [100 * o.test_accuracy for o in retraining],
                    "best_epochs": [o.best_epoch for o in retraining], "seeds": [o.seed for o in retraining]}
-    search_seconds = sum(r["search_seconds"] for r in restarts)
-    others = {r["key"]: r.get("selection_seconds", 0.0) for r in restarts if r["key"] != genome.key}
+    own = [r for r in restarts if r["lambda"] == lam]  # each search and selection is counted for one λ
+    search_seconds = sum(r["search_seconds"] for r in own)
+    others = {r["key"]: r.get("selection_seconds", 0.0) for r in own if r["key"] != genome.key}
     metrics.update({"lambda": lam, "search_seconds": search_seconds, "selection_seconds": sum(others.values()),
                     "supernet_val_accuracy": 100 * outcome.supernet_val_accuracy})
     _say(progress, f"λ={lam:g}: accuracy {metrics['accuracy']:.2f} ± {metrics['accuracy_std']:.2f} %, "
@@ -334,13 +546,14 @@ def _record(space: Any, run_dir: Path, outcome: Any, restarts: list[dict[str, An
 
 
 class _InlineExecutor:
-    """``submit`` runs the call at once (one worker: no process start-up, monkeypatching works)."""
+    """``submit`` runs the call at once (one worker: no process start-up, monkeypatching works). Its errors
+    are re-raised by ``result()``, like a process pool's; Ctrl-C stops the run at once."""
 
     def submit(self, fn: Any, *args: Any) -> Future:
         future: Future = Future()
         try:
             future.set_result(fn(*args))
-        except BaseException as err:  # re-raised by result(), like a process pool would
+        except Exception as err:
             future.set_exception(err)
         return future
 
@@ -494,19 +707,24 @@ def _report(run_dir: Path, records: Sequence[Mapping[str, Any]], front: Sequence
                    "accuracy": f"has the highest validation accuracy after its first {config.select_seeds} QAT "
                                "retrainings.",
                    "objective": "has the lowest search objective (validation CE in the supernet + λ · penalty)."}
+        final = ("" if config.select_by == "objective" or config.final_select_seeds is None else
+                 f" The best two designs were then compared again on {config.final_select_seeds} retrainings.")
         budget = ("" if config.max_size_kb is None else
-                  f" Only designs within max_size_kb = {config.max_size_kb:g} KB are kept (if none is, the smallest).")
-        lines += ["", "## Restarts", "", f"Each λ was searched with {config.search_restarts} seeds; the kept design "
-                  + kept_by[config.select_by] + budget, "",
-                  "| λ | seed | design | size KB | supernet val acc | objective | selection val acc | selection score "
-                  "| kept |", "|---|---|---|---|---|---|---|---|---|"]
+                  f" Only designs within max_size_kb = {config.max_size_kb:g} KB are retrained and kept (if none is, "
+                  "the smallest is kept).")
+        pool = " among the searches of every λ" if config.select_from == "run" else ""
+        lines += ["", "## Restarts", "", f"Each λ was searched with {config.search_restarts} seeds; the kept "
+                  f"design{pool} " + kept_by[config.select_by] + final + budget, "",
+                  "| λ | searched at λ | seed | design | size KB | supernet val acc | objective | selection val acc "
+                  "| selection score | selection seeds | kept |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(with_restarts, key=lambda r: r["metrics"]["lambda"]):
             for x in r["details"]["restarts"]:
                 size = f"{x['size_kb']:.2f}" + ("" if x.get("within_budget", True) else " (over budget)")
-                lines.append(f"| {r['metrics']['lambda']:g} | {x['seed']} | {x['key']} | {size} | "
+                lines.append(f"| {r['metrics']['lambda']:g} | {x.get('lambda', r['metrics']['lambda']):g} | "
+                             f"{x['seed']} | {x['key']} | {size} | "
                              f"{x['supernet_val_accuracy']:.1f} | {x['objective']:.3f} | "
                              f"{x.get('selection_val_accuracy', math.nan):.1f} | {x.get('selection_score', math.nan):.4f} | "
-                             f"{'yes' if x['chosen'] else ''} |")
+                             f"{x.get('selection_seeds', '')} | {'yes' if x['chosen'] else ''} |")
     lines += ["", "Per-epoch curves: `searches/lambda-<λ>.json`; every record: `trials.jsonl`.", ""]
     return "\n".join(lines)
 

@@ -193,6 +193,75 @@ def test_a_budget_also_applies_to_validation_selection():
     assert outcome.genome.key == middle.key  # the largest has the lowest loss but does not fit
 
 
+def test_only_restarts_within_the_budget_are_retrained_for_the_selection():
+    from nas.lpgnas import _contenders
+    from supernets.gnn import SearchOutcome
+
+    space = get_space("gnn", **TINY_SPACE)
+    big, middle, small, sizes = _three_designs(space)
+    outcomes = [SearchOutcome(g, 0.01, (), 0.5, 1.0, seed=i) for i, g in enumerate((big, middle, small, middle))]
+    within = LpgnasConfig(search_restarts=4, select_by="accuracy", max_size_kb=(sizes[0] + sizes[1]) / 2)
+    assert _contenders(space, within, outcomes) == [1, 2]  # the big one cannot be kept; the repeated design once
+    assert _contenders(space, within.model_copy(update={"max_size_kb": sizes[2] * 1.01}), outcomes) == []
+    assert _contenders(space, within.model_copy(update={"max_size_kb": sizes[2] / 2}), outcomes) == []
+
+
+class _PerSeed:
+    """Stands in for ``_Retrainings``: design -> validation accuracy of seed 0, 1, ...; remembers the seeds asked."""
+
+    def __init__(self, val_acc):
+        self.val_acc, self.seeds = val_acc, dict.fromkeys(val_acc, 2)
+
+    def ensure(self, genome, n):
+        self.seeds[genome.key] = max(n, self.seeds[genome.key])
+
+    def results(self, key, n):
+        from supernets.gnn import RetrainOutcome
+
+        assert n <= self.seeds[key], "a result was read before its retraining was queued"
+        return [RetrainOutcome(s, 0.0, self.val_acc[key][s], 0, 1.0, val_loss=1.0) for s in range(n)]
+
+
+@pytest.mark.parametrize("final, kept", [(None, 0), (4, 1)])
+def test_the_two_best_designs_are_compared_again_on_final_select_seeds(final, kept):
+    """Two lucky first seeds put the largest design ahead; on four seeds the middle one is better. The smallest,
+    third after two seeds, is not retrained further."""
+    from nas.lpgnas import _choose
+    from supernets.gnn import SearchOutcome
+
+    space = get_space("gnn", **TINY_SPACE)
+    designs = _three_designs(space)[:3]
+    val_acc = dict(zip((g.key for g in designs), ([0.74, 0.74, 0.66, 0.66], [0.73] * 4, [0.60] * 4)))
+    outcomes = [SearchOutcome(g, 0.01, (), 0.5, 1.0, seed=i) for i, g in enumerate(designs)]
+    config = LpgnasConfig(lambdas=[0.01], search_restarts=3, select_by="accuracy", final_select_seeds=final)
+    retrained = _PerSeed(val_acc)
+    outcome, restarts = _choose(space, config, 0.01, outcomes, retrained, progress=False)
+    assert outcome.genome.key == designs[kept].key and restarts[kept]["chosen"]
+    assert [r["selection_seeds"] for r in restarts] == [final or 2, final or 2, 2]
+    assert list(retrained.seeds.values()) == [final or 2, final or 2, 2]
+    assert restarts[1]["selection_val_accuracy"] == pytest.approx(73.0)
+
+
+def test_select_from_run_chooses_among_the_searches_of_every_lambda(cora, tmp_path, monkeypatch):
+    """With a budget, the most accurate design of all searches is every λ's (it is retrained once)."""
+    space = get_space("gnn", **TINY_SPACE)
+    config = LpgnasConfig(lambdas=[0.0, 0.05], search_epochs=4, warmup_epochs=1, retrain_epochs=5, seeds=2,
+                          select_seeds=1, select_by="accuracy", select_from="run")
+    assert config.retrains_restarts  # one search per λ, but two to choose from
+    records = run_lpgnas(config, space, cora, tmp_path, seed=0, progress=False)
+    for record in records:
+        restarts = record["details"]["restarts"]
+        assert [r["lambda"] for r in restarts] == [0.0, 0.05] and [r["seed"] for r in restarts] == [0, 1]
+        assert record["metrics"]["search_seconds"] == next(
+            r["search_seconds"] for r in restarts if r["lambda"] == record["metrics"]["lambda"])
+    assert len({r["key"] for r in records[0]["details"]["restarts"]}) == 2  # two designs to choose from
+    kept = max(records[0]["details"]["restarts"], key=lambda r: r["selection_val_accuracy"])
+    assert records[0]["key"] == records[1]["key"] == kept["key"]
+    assert records[1]["details"]["reused_from_lambda"] == 0.0
+    curve = json.loads((tmp_path / "searches" / "lambda-0.05.json").read_text())
+    assert curve["lambda"] == 0.05 and curve["search_lambda"] == kept["lambda"]
+
+
 def test_worker_processes_give_the_same_records(cora, tmp_path):
     space = get_space("gnn", **TINY_SPACE)
     config = LpgnasConfig(lambdas=[0.0, 0.05], search_epochs=4, warmup_epochs=1, retrain_epochs=4, seeds=2,
@@ -228,6 +297,8 @@ def test_a_worker_s_non_finite_loss_reaches_the_caller_intact():
     ({"max_size_kb": 0}, "lpgnas.max_size_kb", "greater than 0"),
     ({"seeds": 2, "select_seeds": 3, "search_restarts": 2, "select_by": "accuracy"}, "lpgnas", "select_seeds"),
     ({"workers": 1.5}, "lpgnas.workers", "integer"),
+    ({"seeds": 4, "final_select_seeds": 5}, "lpgnas", "final_select_seeds"),
+    ({"select_seeds": 3, "final_select_seeds": 2}, "lpgnas", "final_select_seeds"),
 ])
 def test_bad_config_sections(section, field, message):
     with pytest.raises(InputError, match=message) as err:
