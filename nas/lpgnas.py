@@ -41,6 +41,7 @@ from nas.objectives import Objective
 from nas.rundir import atomic_write_bytes, atomic_write_json, atomic_write_text, now_iso
 from search_spaces import SearchSpace
 from search_spaces.errors import InputError
+from supernets.config import MAX_EPOCHS
 
 __all__ = ["LpgnasConfig", "lpgnas_config", "run_lpgnas", "design_metrics", "SOURCES"]
 
@@ -64,8 +65,8 @@ class LpgnasConfig(BaseModel):
     max_size_kb: float | None = Field(None, gt=0)
     penalty: Literal["log", "linear"] = "log"
     bitops_weight: float = Field(0.1, ge=0)
-    search_epochs: int = Field(200, ge=1, strict=True)
-    warmup_epochs: int = Field(50, ge=0, strict=True)
+    search_epochs: int = Field(200, ge=1, le=MAX_EPOCHS, strict=True)
+    warmup_epochs: int = Field(50, ge=0, le=MAX_EPOCHS, strict=True)
     weight_sampling: Literal["mixture", "path"] = "mixture"
     gumbel: bool = False
     tau_start: float = Field(1.0, gt=0)
@@ -75,18 +76,18 @@ class LpgnasConfig(BaseModel):
     arch_lr: float = Field(0.03, gt=0)
     arch_weight_decay: float = Field(0.0, ge=0)
     dropout: float = Field(0.5, ge=0, lt=1)
-    retrain_epochs: int = Field(200, ge=1, strict=True)
+    retrain_epochs: int = Field(200, ge=1, le=MAX_EPOCHS, strict=True)
     retrain_lr: float = Field(0.01, gt=0)
     retrain_weight_decay: float = Field(5e-4, ge=0)
     retrain_step_lr_scale: float = Field(3.0, gt=0)
-    patience: int = Field(100, ge=1, strict=True)
-    seeds: int = Field(10, ge=1, strict=True)
-    search_restarts: int = Field(1, ge=1, strict=True)
+    patience: int = Field(100, ge=1, le=MAX_EPOCHS, strict=True)
+    seeds: int = Field(10, ge=1, le=1000, strict=True)
+    search_restarts: int = Field(1, ge=1, le=1000, strict=True)
     select_by: Literal["validation", "accuracy", "objective"] = "validation"
     select_from: Literal["lambda", "run"] = "lambda"
-    select_seeds: int = Field(2, ge=1, strict=True)
-    final_select_seeds: int | None = Field(None, ge=1, strict=True)
-    workers: int = Field(1, ge=1, strict=True)
+    select_seeds: int = Field(2, ge=1, le=1000, strict=True)
+    final_select_seeds: int | None = Field(None, ge=1, le=1000, strict=True)
+    workers: int = Field(1, ge=1, le=1024, strict=True)
     normalize_features: bool = True
 
     @field_validator("lambdas")

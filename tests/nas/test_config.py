@@ -256,3 +256,14 @@ def test_experiment_kind_needs_its_sections(tmp_path, change, expected):
     message = error_of(path)
     for fragment in expected:
         assert fragment in message, message
+
+
+@pytest.mark.parametrize("section, key, value", [("supernet", "epochs", 10**9), ("supernet", "warmup_epochs", 10**6),
+                                                 ("supernet", "random_subnets", 1000)])
+def test_training_lengths_have_an_upper_bound(tmp_path, section, key, value):
+    data = yaml.safe_load((ROOT / "experiments" / "quickstart.yaml").read_text())
+    data[section][key] = value
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match=f"{section}.{key}: got {value}; expected less than or equal to"):
+        load_config(path)
