@@ -1,8 +1,11 @@
-"""``qnas latency``: profile a latency table on this machine, check a table file, refit its calibration.
+"""``qnas latency``: build latency tables (here, or for any device), check their coverage, fit their calibration.
 
     qnas latency profile --space mbv3 --space-options '{"image_size": 32}' \\
         --backend onnxruntime-int8 --threads 1 --batch 1 --out tables/mbv3-ort-int8.csv
-    qnas latency check tables/mbv3-ort-int8.csv --space mbv3 --space-options '{"image_size": 32}'
+    qnas latency template --space mbv3 --space-options '{"image_size": 32}' --backend-hint int8 \\
+        --models onnx --device "Acme NPU-2" --backend acme-sdk --out npu/
+    qnas latency calibrate npu/blocks.csv --timings npu/subnets.csv
+    qnas latency check tables/mbv3-ort-int8.csv --space mbv3 --space-options '{"image_size": 32}' [--strict]
     qnas latency recalibrate tables/mbv3-ort-int8.csv --space mbv3 --space-options '{"image_size": 32}'
 
 ``add_latency_command(subparsers)`` adds the command to the main ``qnas`` parser; every leaf parser
@@ -19,6 +22,7 @@ from typing import Any
 
 from nas.cli import Parser, non_negative_int, positive_int
 from predictors.latency import LatencyTable
+from predictors.latency.coverage import DEFAULT_SAMPLES
 from search_spaces import InputError, QnasError, SearchSpace, list_spaces
 from search_spaces.inputs import dotted, find_bad_number, parse_json
 from search_spaces.registry import space_from_options
@@ -72,15 +76,86 @@ def run_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _space_of_table(path: str) -> SearchSpace:
+    """The space a table's header names (``space`` + ``space_options``), for commands where ``--space`` is optional."""
+    table = LatencyTable.load(path)
+    text = table.header.space_options
+    if not text:
+        raise InputError("the header has no space_options to rebuild the space from; give --space and "
+                         "--space-options", source=path, field="space_options")
+    options = parse_json(text, source=f"{path}: space_options")
+    if not isinstance(options, dict):
+        raise InputError("expected a JSON object of space options", source=path, field="space_options")
+    return space_from_options(table.header.space, options, source=path)
+
+
 def run_check(args: argparse.Namespace) -> int:
-    """Load a table strictly (and against a space when given) and summarise it."""
+    """Load a table strictly and, against a space, report its coverage (exit 2: unusable for the space)."""
+    from predictors.latency import table_coverage
+
     space = _space(args) if args.space else None
     table = LatencyTable.load(args.table, space=space)
     if args.backend:
         table.check_target(backend=args.backend, source=args.table)
     h = table.header
-    print(f"{args.table}: OK, {len(table)} blocks for space {h.space!r}, {h.backend} ({h.dtype or '?'}) on "
-          f"{h.device}, {h.threads} thread(s), batch {h.batch}")
+    about = (f"{len(table)} blocks for space {h.space!r}, {h.backend} ({h.dtype or '?'}) on {h.device}, "
+             f"{h.threads} thread(s), batch {h.batch}")
+    if space is None:
+        print(f"{args.table}: OK, {about} (give --space and --space-options for its coverage)")
+        return 0
+    coverage = table_coverage(table, space, samples=args.samples)
+    print(f"{args.table}: {'OK' if coverage.complete else 'incomplete'}, {about}")
+    for line in coverage.lines():
+        print(f"  {line}")
+    if h.calibration_subnets == 0 and (h.calibration_scale, h.calibration_offset_ms) == (1.0, 0.0):
+        print("  note: no calibration yet (scale 1, offset 0, fitted on no subnets): predictions are the raw block "
+              "sums; fit it with qnas latency calibrate TABLE --timings subnets.csv")
+    if not h.space_fingerprint:
+        print("  note: the header has no space_fingerprint, so only the blocks tell which space options it was "
+              "made for")
+    problem = coverage.problem(strict=args.strict)
+    if problem is not None:
+        raise InputError(problem, source=args.table, field="entries")
+    return 0
+
+
+def run_template(args: argparse.Namespace) -> int:
+    """Write the blocks (and with --models, the models) a table of another device must time."""
+    from .latency_template import write_template
+
+    space = _space(args)
+    done = write_template(space, args.out, hint=args.backend_hint, models=args.models, device=args.device,
+                          backend=args.backend, threads=args.threads, batch=args.batch,
+                          n_calibration=args.calibration, seed=args.seed, progress=not args.no_progress)
+    mapped = ", ".join(str(b) for b in sorted(done.bits_measured_as))
+    bits = f" (bits {mapped} as {next(iter(done.bits_measured_as.values()))}-bit)" if mapped else ""
+    models = f", {done.models} ONNX models (models/, subnets/)" if done.models else ""
+    print(f"wrote {done.folder}: blocks.csv ({done.blocks} blocks of space {space.name!r}{bits}), subnets.csv "
+          f"({done.subnets} calibration subnets and the empty model){models}, manifest.json")
+    what = "model (models/, subnets/)" if done.models else "block and subnet (--models onnx writes them as models)"
+    options = f" --space-options '{args.space_options}'" if args.space_options.strip() not in ("", "{}") else ""
+    print(f"next: time every {what} on the device, fill mean_ms, std_ms, count in blocks.csv and mean_ms in "
+          "subnets.csv, then")
+    print(f"  qnas latency calibrate {done.folder}/blocks.csv --timings {done.folder}/subnets.csv")
+    print(f"  qnas latency check {done.folder}/blocks.csv --space {space.name}{options} --strict")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Fit a table's per-call overhead and calibration on subnets timed end to end on its device."""
+    from predictors.latency import calibrate_from_timings, read_timings
+
+    space = _space(args) if args.space else _space_of_table(args.table)
+    table = LatencyTable.load(args.table, space=space)
+    _writable(args.table, "TABLE")
+    timings = read_timings(args.timings, space)
+    new, cal = calibrate_from_timings(table, space, timings, table_source=args.table)
+    new.save(args.table)
+    old, h = table.header, new.header
+    print(f"{args.table}: per-call overhead {old.per_call_overhead_ms:g} -> {h.per_call_overhead_ms:g} ms, "
+          f"calibration {old.calibration_scale:.4g} * raw {old.calibration_offset_ms:+.4g} -> "
+          f"{h.calibration_scale:.4g} * raw {h.calibration_offset_ms:+.4g} (fitted on {cal.n} subnets of "
+          f"{args.timings}, in-sample error {cal.mape:.1f}%)")
     return 0
 
 
@@ -102,7 +177,7 @@ def run_recalibrate(args: argparse.Namespace) -> int:
 
 
 def add_latency_command(subparsers: Any) -> None:
-    """Add ``latency profile`` and ``latency check`` to an ``argparse`` subparsers object."""
+    """Add ``latency profile|check|template|calibrate|recalibrate`` to an ``argparse`` subparsers object."""
     latency = subparsers.add_parser("latency", help="build or check hardware latency tables")
     sub = latency.add_subparsers(dest="latency_command", required=True)
     prof = sub.add_parser("profile", help="measure every distinct block of a space on this machine")
@@ -122,12 +197,23 @@ def add_latency_command(subparsers: Any) -> None:
     prof.add_argument("--realtime", action="store_true",
                       help="time at SCHED_FIFO priority (needs root or CAP_SYS_NICE; steadier on shared machines)")
     prof.set_defaults(func=run_profile)
-    check = sub.add_parser("check", help="load and validate a latency table")
+    check = sub.add_parser("check", help="load and validate a latency table; with --space, report its coverage")
     check.add_argument("table")
-    check.add_argument("--space", help="check the table belongs to this space")
+    check.add_argument("--space", help="check the table belongs to this space and report which blocks it lacks")
     check.add_argument("--space-options", default="{}")
     check.add_argument("--backend", help="refuse a table measured on another backend")
+    check.add_argument("--strict", action="store_true", help="exit 2 when any block of the space is missing")
+    check.add_argument("--samples", type=positive_int, default=DEFAULT_SAMPLES,
+                       help="random subnets drawn for the share that would need the fallback")
     check.set_defaults(func=run_check)
+    _add_template(sub)
+    cal = sub.add_parser("calibrate", help="fit a table's per-call overhead and calibration on subnets timed end "
+                                           "to end on its device (subnets.csv of qnas latency template)")
+    cal.add_argument("table")
+    cal.add_argument("--timings", required=True, help="subnets.csv with mean_ms filled in")
+    cal.add_argument("--space", help="the table's space (default: from its header)")
+    cal.add_argument("--space-options", default="{}")
+    cal.set_defaults(func=run_calibrate)
     recal = sub.add_parser("recalibrate", help="refit a table's calibration on subnets measured now")
     recal.add_argument("table")
     recal.add_argument("--space", required=True)
@@ -135,6 +221,28 @@ def add_latency_command(subparsers: Any) -> None:
     recal.add_argument("--calibration", type=positive_int, default=10, help="whole subnets to measure")
     recal.add_argument("--realtime", action="store_true")
     recal.set_defaults(func=run_recalibrate)
+
+
+def _add_template(sub: Any) -> None:
+    from .latency_template import HINTS, MODEL_FORMATS
+
+    tpl = sub.add_parser("template", help="write every block a table must hold (and models to time on the device)")
+    tpl.add_argument("--space", required=True, help=f"search space ({', '.join(list_spaces())})")
+    tpl.add_argument("--space-options", default="{}", help="space options as a JSON object")
+    tpl.add_argument("--backend-hint", choices=list(HINTS),
+                     help="int8: every block timed as W8A8 (no kernels below 8 bits); fp32: all float; "
+                          "default: blocks at their own bit-widths")
+    tpl.add_argument("--models", choices=list(MODEL_FORMATS), help="also write each block and calibration subnet "
+                                                                   "as a model file")
+    tpl.add_argument("--out", required=True, help="a new (or empty) folder")
+    tpl.add_argument("--device", default="unnamed device", help="the table header's device")
+    tpl.add_argument("--backend", default="device-runtime", help="the table header's backend (runtime) name")
+    tpl.add_argument("--threads", type=positive_int, default=1, help="threads the device runtime will use")
+    tpl.add_argument("--batch", type=positive_int, default=1, help="batch size of the models")
+    tpl.add_argument("--calibration", type=positive_int, default=10, help="whole subnets to time for the calibration")
+    tpl.add_argument("--seed", type=non_negative_int, default=0)
+    tpl.add_argument("--no-progress", action="store_true")
+    tpl.set_defaults(func=run_template)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,8 +24,8 @@ from nas.config import LoadedConfig
 from nas.config_sections import LatencyTableSpec
 from search_spaces import Genome, SearchSpace
 
-__all__ = ["LoadedTable", "RUN_TABLES", "latency_metrics", "check_latency", "load_tables", "TableLatencyEvaluator",
-           "measure_front"]
+__all__ = ["LoadedTable", "RUN_TABLES", "latency_metrics", "check_latency", "check_coverage", "load_tables",
+           "TableLatencyEvaluator", "measure_front"]
 
 RUN_TABLES = "latency"
 """Folder of a run holding the copy of every latency table it predicts with."""
@@ -74,19 +74,34 @@ def _load_file(loaded: LoadedConfig, index: int, spec: LatencyTableSpec, space: 
 
 
 def check_latency(loaded: LoadedConfig, space: SearchSpace) -> list[str]:
-    """Load and check every table file now (a bad table stops the run before any work); return notes."""
+    """Load every table file and check its coverage of the space now, so a bad table stops the run before
+    any work: a table for another space, or a strict one lacking blocks, is an error naming the table;
+    a non-strict one's note says how many blocks it has and how many random subnets need the fallback."""
     section, notes = loaded.config.latency, []
     if section is None:
         return notes
     for index, (metric, spec) in enumerate(section.specs()):
         if spec.table is not None:
             table = _load_file(loaded, index, spec, space)
+            coverage = check_coverage(loaded, index, spec, table, space)
             notes.append(f"{metric}: {spec.table.name} ({table.header.backend} on {table.header.device}, "
-                         f"{len(table)} blocks)")
+                         f"{coverage.summary()})")
         else:
             notes.append(f"{metric}: profiled on this machine ({spec.profile.backend}, {spec.profile.threads} thread(s),"
                          f" batch {spec.profile.batch}); cached after the first run")
     return notes
+
+
+def check_coverage(loaded: LoadedConfig, index: int, spec: LatencyTableSpec, table: Any, space: SearchSpace) -> Any:
+    """The table's :class:`~predictors.latency.Coverage` of ``space``; an error pointing at the config's
+    ``table`` key when the table cannot serve the space (see :meth:`Coverage.problem`)."""
+    from predictors.latency import table_coverage
+
+    coverage = table_coverage(table, space)
+    problem = coverage.problem(strict=spec.strict)
+    if problem is not None:
+        raise loaded.error(_field(loaded, index, "table"), f"{spec.table}: {problem}")
+    return coverage
 
 
 def load_tables(loaded: LoadedConfig, space: SearchSpace, *, progress: bool,

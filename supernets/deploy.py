@@ -25,6 +25,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,10 +36,10 @@ from search_spaces.errors import nearest
 
 from .static import StaticNet, build_block
 
-__all__ = ["BACKENDS", "ONNX_OPSET", "Protocol", "Timing", "backend_dtype", "block_io", "check_backend",
-           "default_clock", "device_name", "make_runner", "measure_blocks", "measure_nets", "measure_overhead",
-           "ort_session", "pinned", "quiet", "strip_edge_qdq", "time_interleaved", "to_onnx", "to_onnx_int8",
-           "to_torch_int8"]
+__all__ = ["BACKENDS", "ONNX_OPSET", "Protocol", "Timing", "backend_dtype", "block_io", "calibration_batches",
+           "check_backend", "default_clock", "device_name", "fake_quant_model", "make_runner", "measure_blocks",
+           "measure_nets", "measure_overhead", "onnx_model", "ort_session", "pinned", "quiet", "strip_edge_qdq",
+           "time_interleaved", "to_onnx", "to_onnx_int8", "to_torch_int8"]
 
 BACKENDS = ("torch-fp32", "torch-int8", "onnxruntime-fp32", "onnxruntime-int8")
 ONNX_OPSET = 17
@@ -285,17 +286,39 @@ def make_runner(model: nn.Module, backend: str, input_shape: Sequence[int], *, t
                 seed: int = 0) -> Runner:
     """A zero-argument callable running a *float* module once on ``backend`` (inputs prepared up front)."""
     check_backend(backend)
-    gen = torch.Generator().manual_seed(seed)
-    calib = [torch.randn(*input_shape, generator=gen) for _ in range(calib_batches)]  # (B, C, H, W)
-    x = calib[0]
     model = model.eval()
+    if backend.startswith("onnxruntime"):
+        proto, feed = onnx_model(model, backend, input_shape, quantized_input=quantized_input,
+                                 quantized_output=quantized_output, calib_batches=calib_batches, seed=seed)
+        session = ort_session(proto, threads)
+        return lambda: session.run(None, feed)
+    calib = calibration_batches(input_shape, calib_batches, seed)
+    x = calib[0]
     if backend == "torch-fp32":
         return lambda: model(x)
-    if backend == "torch-int8":
-        qmodel = to_torch_int8(model, calib, quantized_input=quantized_input, quantized_output=quantized_output)
-        xin = torch.quantize_per_tensor(x, 0.05, 128, torch.quint8) if quantized_input else x
-        return lambda: qmodel(xin)
-    proto = to_onnx(model, x)
+    qmodel = to_torch_int8(model, calib, quantized_input=quantized_input, quantized_output=quantized_output)
+    xin = torch.quantize_per_tensor(x, 0.05, 128, torch.quint8) if quantized_input else x
+    return lambda: qmodel(xin)
+
+
+def calibration_batches(input_shape: Sequence[int], n: int, seed: int) -> list[torch.Tensor]:
+    """``n`` seeded standard-normal batches of ``input_shape`` (B, C, H, W): quantizer calibration data."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(*input_shape, generator=gen) for _ in range(n)]
+
+
+def onnx_model(model: nn.Module, backend: str, input_shape: Sequence[int], *, quantized_input: bool = False,
+               quantized_output: bool = False, calib_batches: int = 4, seed: int = 0
+               ) -> tuple[Any, dict[str, np.ndarray]]:  # (onnx.ModelProto, feed)
+    """The exact ONNX graph an ``onnxruntime-*`` backend runs for a float module, and an input for it.
+
+    One function for timing here (:func:`make_runner`) and for the model files ``qnas latency template``
+    writes for other devices, so a block timed elsewhere is the graph a table profiled here would time.
+    INT8: QDQ, with ``quantized_input``/``quantized_output`` uint8 NHWC edges (see :func:`strip_edge_qdq`).
+    """
+    calib = calibration_batches(input_shape, calib_batches, seed)
+    x = calib[0]
+    proto = to_onnx(model.eval(), x)
     feed: dict[str, np.ndarray] = {"x": x.numpy()}
     if backend == "onnxruntime-int8":
         proto = to_onnx_int8(proto, [c.numpy() for c in calib])
@@ -303,8 +326,34 @@ def make_runner(model: nn.Module, backend: str, input_shape: Sequence[int], *, t
         if quantized_input:
             b, c, h, w = input_shape
             feed = {"x": np.random.default_rng(seed).integers(0, 256, (b, h, w, c), dtype=np.uint8)}  # NHWC
-    session = ort_session(proto, threads)
-    return lambda: session.run(None, feed)
+    return proto, feed
+
+
+def fake_quant_model(model: nn.Module, parts: Sequence[tuple[nn.Module, int, int]],
+                     calib: Sequence[torch.Tensor]) -> nn.Module:
+    """``model`` fake-quantized in place at any bit-widths, frozen for export (ONNX: Mul/Round/Clip ops).
+
+    ``parts``: (submodule, w_bits, a_bits), e.g. each block of a subnet. Per-channel symmetric weights
+    are put on their grid, and a per-tensor asymmetric activation quantizer (ranges from ``calib``)
+    goes in front of every conv/linear layer: the graph a subnet extracted from a quantized supernet
+    exports, for runtimes with kernels below 8 bits."""
+    from torch.nn.utils import parametrize
+
+    from .quant import QuantMode
+    from .static import ConvBNAct, QuantLinear, attach_lsq
+
+    for part, w_bits, a_bits in parts:
+        attach_lsq(part, w_mode=QuantMode(w_bits, "channel", True), a_mode=QuantMode(a_bits, "tensor", False))
+    model = model.eval()
+    with torch.no_grad():
+        for x in calib:
+            model(x)
+    for module in model.modules():
+        if isinstance(module, (ConvBNAct, QuantLinear)) and hasattr(module.quant, "quantizer"):
+            module.quant = module.quant.quantizer.frozen(module.quant.mode)
+            layer = module.conv if isinstance(module, ConvBNAct) else module.linear
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    return model
 
 
 # ---- timing ---------------------------------------------------------------------------------------

@@ -87,13 +87,19 @@ def map_bits(block: BlockSpec, bits_measured_as: Mapping[int, int]) -> BlockSpec
 
 
 class LatencyTable:
-    """Header + entries keyed by the (bit-mapped) block key."""
+    """Header + entries keyed by the (bit-mapped) block key.
 
-    def __init__(self, header: TableHeader, entries: Iterable[Entry]) -> None:
+    ``unfilled``: blocks listed without a timing yet (rows of a ``qnas latency template`` whose
+    ``mean_ms, std_ms, count`` are still empty). They are written back as empty rows, so a table can be
+    filled a little at a time, and count as missing blocks until they are timed.
+    """
+
+    def __init__(self, header: TableHeader, entries: Iterable[Entry], unfilled: Iterable[BlockSpec] = ()) -> None:
         self.header = header
         self.entries: dict[str, Entry] = {}
         for entry in entries:
             self.entries[entry.spec.key()] = entry
+        self.unfilled: dict[str, BlockSpec] = {b.key(): b for b in unfilled if b.key() not in self.entries}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -107,7 +113,7 @@ class LatencyTable:
 
     def with_header(self, **changes: Any) -> LatencyTable:
         """A copy with some header fields changed (e.g. a fitted calibration)."""
-        return LatencyTable(replace(self.header, **changes), self.entries.values())
+        return LatencyTable(replace(self.header, **changes), self.entries.values(), self.unfilled.values())
 
     def check_target(self, *, backend: str | None = None, device: str | None = None, threads: int | None = None,
                      batch: int | None = None, source: str | None = None) -> None:
@@ -135,11 +141,14 @@ class LatencyTable:
         return items
 
     def entry_rows(self) -> list[dict[str, Any]]:
+        """One row per entry and per unfilled block (its statistics ``None``), sorted by key."""
+        stats: dict[str, tuple[Any, Any, Any]] = {k: (e.mean_ms, e.std_ms, e.count) for k, e in self.entries.items()}
+        specs = {**{k: e.spec for k, e in self.entries.items()}, **self.unfilled}
         rows = []
-        for e in sorted(self.entries.values(), key=lambda e: e.spec.key()):
-            sig = e.spec.signature()
-            rows.append({**{c: sig[c] for c in SIGNATURE_COLUMNS}, "mean_ms": e.mean_ms, "std_ms": e.std_ms,
-                         "count": e.count})
+        for key in sorted(specs):
+            sig = specs[key].signature()
+            mean, std, count = stats.get(key, (None, None, None))
+            rows.append({**{c: sig[c] for c in SIGNATURE_COLUMNS}, "mean_ms": mean, "std_ms": std, "count": count})
         return rows
 
     def to_csv(self) -> str:
@@ -150,8 +159,8 @@ class LatencyTable:
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow([*SIGNATURE_COLUMNS, *STAT_COLUMNS])
         for row in self.entry_rows():
-            writer.writerow([int(v) if isinstance(v, bool) else repr(v) if isinstance(v, float) else v
-                             for v in row.values()])
+            writer.writerow([int(v) if isinstance(v, bool) else repr(v) if isinstance(v, float) else
+                             "" if v is None else v for v in row.values()])
         return buf.getvalue()
 
     def to_json(self) -> str:
@@ -179,10 +188,10 @@ class LatencyTable:
         parse = parse_json if path.suffix.lower() == ".json" else parse_csv
         raw_header, raw_entries = parse(text, src)
         header = parse_header(raw_header, src)
-        entries = parse_entries(raw_entries, src)
+        entries, unfilled = parse_entries(raw_entries, src)
         if space is not None:
             check_space(header, raw_header, space, src)
-        return cls(header, entries)
+        return cls(header, entries, unfilled)
 
 
 # ---- validation (shared by both formats) ---------------------------------------------------------
@@ -271,23 +280,33 @@ def _bits_mapping(value: Any, src: str, line: int | None) -> dict[int, int]:
                          field="bits_measured_as", line=line) from None
 
 
-def parse_entries(rows: list[tuple[Located, int | None]], src: str) -> list[Entry]:
-    """Typed entries; a bad value, an unknown op type or a duplicate key raises naming its line and field."""
+def parse_entries(rows: list[tuple[Located, int | None]], src: str) -> tuple[list[Entry], list[BlockSpec]]:
+    """Typed entries and unfilled blocks (rows whose statistics are all empty, as a template writes them);
+    a bad value, an unknown op type or a duplicate key raises naming its line and field."""
     if not rows:
         raise InputError("the table has no entries", source=src, field="entries")
-    entries, first_line = [], {}
+    entries, unfilled, first_line = [], [], {}
     for row, line in rows:
         entry = _parse_entry(row, src, line)
-        key = entry.spec.key()
+        spec = entry.spec if isinstance(entry, Entry) else entry
+        key = spec.key()
         if key in first_line:
             raise InputError(f"duplicate entry for block {key} (first on line {first_line[key]})", source=src,
                              field="key", line=line)
         first_line[key] = line
-        entries.append(entry)
-    return entries
+        (entries if isinstance(entry, Entry) else unfilled).append(entry)
+    if not entries:
+        raise InputError(f"the table has no entries: none of its {len(unfilled)} rows has mean_ms, std_ms, count "
+                         "filled in yet (time the blocks on the device and fill them)", source=src, field="entries")
+    return entries, unfilled
 
 
-def _parse_entry(row: Located, src: str, line: int | None) -> Entry:
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _parse_entry(row: Located, src: str, line: int | None) -> Entry | BlockSpec:
+    """The row's entry, or only its block when its statistics are all empty (not timed yet)."""
     get = {name: value for name, (value, _) in row.items()}
     op = str(get["op"]).strip()
     if op not in OP_TYPES:
@@ -303,6 +322,12 @@ def _parse_entry(row: Located, src: str, line: int | None) -> Entry:
         spec.validate(src)
     except InputError as err:
         raise InputError(err.detail, source=src, field=err.field, line=line) from None
+    empty = [c for c in STAT_COLUMNS if _is_empty(get[c])]
+    if len(empty) == len(STAT_COLUMNS):
+        return spec
+    if empty:
+        raise InputError("empty; a timed block needs mean_ms, std_ms and count (leave all three empty for a block "
+                         "not timed yet)", source=src, field=empty[0], line=line)
     stats = {c: _number(get[c], int if c == "count" else float, src=src, name=c, line=line) for c in STAT_COLUMNS}
     for c in STAT_COLUMNS:
         if stats[c] < (1 if c == "count" else 0):
@@ -319,6 +344,7 @@ def check_space(header: TableHeader, raw: Located, space: SearchSpace, src: str)
     if header.space_fingerprint and header.space_fingerprint != space.fingerprint():
         raise InputError(f"the table was made for another {space.name!r} space (fingerprint "
                          f"{header.space_fingerprint}, the configured space has {space.fingerprint()}): "
-                         "different options; re-profile it with `qnas latency profile`", source=src,
-                         field="space_fingerprint", line=raw["space_fingerprint"][1])
+                         "different options; re-profile it with `qnas latency profile`, or for another device "
+                         "write a new template with `qnas latency template`", source=src, field="space_fingerprint",
+                         line=raw["space_fingerprint"][1])
 

@@ -60,8 +60,35 @@ def test_missing_entries_use_the_flagged_fallback_or_fail_in_strict_mode(tmp_pat
     outcome = start_run(config(tmp_path, {"table": table}))
     flags = [json.loads(line)["metrics"]["latency_ms_fallback"] for line in (outcome.run_dir / "trials.jsonl").open()]
     assert set(flags) <= {0.0, 1.0} and 1.0 in flags
-    with pytest.raises(InputError, match=r"strict mode.*no entry for block|no entry for block .*strict"):
-        start_run(config(tmp_path, {"table": table, "strict": True}))
+    with pytest.raises(InputError, match=r"latency\.table: .*npu\.csv: the strict table lacks 3 of the \d+ blocks"):
+        start_run(config(tmp_path, {"table": table, "strict": True}))  # refused before the run folder is made
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+def test_validate_checks_coverage_before_anything_trains(tmp_path):
+    space = get_space("mbv3", **OPTIONS)
+    needed = len(SlotPlan.for_space(space).distinct_blocks())
+    kept = 28  # the table: 28 blocks of a space that needs more
+    partial = str(npu_table(tmp_path / "npu.csv", drop=needed - kept))
+    with pytest.raises(InputError) as err:
+        prepare(load_config(config(tmp_path, {"tables": [{"name": "npu", "table": partial, "strict": True}]})))
+    assert f"latency.tables[0].table: {partial}: the strict table lacks {needed - kept} of the {needed} blocks" \
+        in str(err.value) and "first: " in str(err.value)
+    notes = prepare(load_config(config(tmp_path, {"table": partial}))).latency_notes
+    assert len(notes) == 1 and f"{kept} of {needed} blocks; " in notes[0] and "of 1000 random subnets need the " \
+        "fallback" in notes[0]
+    full = prepare(load_config(config(tmp_path, {"table": str(npu_table(tmp_path / "full.csv")), "strict": True})))
+    assert full.latency_notes == (f"latency_ms: full.csv (acme-sdk on Acme NPU-2 (imaginary), all {needed} blocks)",)
+
+
+def test_a_table_for_other_options_without_a_fingerprint_is_refused(tmp_path):
+    other = get_space("mbv3", **dict(OPTIONS, head_channels=48, stem_channels=16))
+    blocks = SlotPlan.for_space(other).distinct_blocks()
+    header = TableHeader(device="Acme NPU-2 (imaginary)", backend="acme-sdk", space="mbv3")  # no fingerprint
+    LatencyTable(header, [Entry(b, 0.1, 0.0, 1) for b in blocks if b.op != "mbconv"]).save(tmp_path / "old.csv")
+    with pytest.raises(InputError, match=r"latency\.table: .*old\.csv: none of the table's \d+ entries is one of "
+                                         r"the \d+ blocks this space needs"):
+        prepare(load_config(config(tmp_path, {"table": str(tmp_path / "old.csv")})))
 
 
 def test_bad_tables_are_reported_before_any_work(tmp_path):

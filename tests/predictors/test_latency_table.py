@@ -209,3 +209,23 @@ def test_imaginary_accelerator_table_predicts_2_4_8_bit_blocks(name):
     batch = predictor.predict_genomes(space, genomes)
     assert batch.ms == pytest.approx([predictor.predict(space.blocks(g)).ms for g in genomes])
     assert json.loads(table.header.space_options)["w_bits"] == [2, 4, 8]
+
+
+def test_unfilled_template_rows_count_as_missing_blocks(tmp_path):
+    text = HEADER + ROW1 + "\n" + ROW2.replace("0.11,0.002,100", ",,") + "\n"
+    table = LatencyTable.load(write(tmp_path, text))
+    assert len(table) == 1 and list(table.unfilled) == ["mbconv-i16x16x8-o16-k3-s2-m24-se0-relu-none-w32a32"]
+    for suffix in (".csv", ".json"):  # written back empty (JSON: null), so a table can be filled bit by bit
+        back = LatencyTable.load(table.save(tmp_path / f"back{suffix}"))
+        assert back.entries == table.entries and back.unfilled.keys() == table.unfilled.keys()
+    assert '"mean_ms": null, "std_ms": null, "count": null' in (tmp_path / "back.json").read_text()
+
+
+def test_partly_filled_rows_and_unfilled_tables_are_errors(tmp_path):
+    err = load_error(tmp_path, HEADER + ROW1 + "\n" + ROW2.replace("0.11,0.002,100", "0.11,,") + "\n")
+    assert err.line == ROW_LINE + 1 and err.field == "std_ms" and "a timed block needs mean_ms, std_ms and count" \
+        in str(err)
+    err = load_error(tmp_path, HEADER + ROW1.replace("0.05,0.001,100", ",,") + "\n")
+    assert err.field == "entries" and "none of its 1 rows has mean_ms, std_ms, count filled in yet" in str(err)
+    err = load_error(tmp_path, HEADER + ROW1 + "\n" + ROW1.replace("0.05,0.001,100", ",,") + "\n")
+    assert err.field == "key" and "duplicate entry" in str(err)  # an unfilled row is still a row
