@@ -260,7 +260,7 @@ def _show_kind_outcome(run_dir: Path) -> None:
     if config.kind != "space-search":
         _pareto(argparse.Namespace(run_dir=str(run_dir)))
         return
-    from nas.qt_cli import ranking_table
+    from nas.spaceevo.table import ranking_table
     from nas.spaceevo.qt_score import QtScore
 
     ranking = [QtScore.from_dict(r) for r in json.loads((run_dir / "ranking.json").read_text())["ranking"]]

@@ -20,15 +20,15 @@ from __future__ import annotations
 import copy
 import math
 import re
-import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from nas.config_errors import short_repr as _short, translate_validation_error
 from nas.config_paths import ExistingPath
 from nas.config_sections import LatencySection, PredictorsSection, SupernetSection
 from nas.lpgnas import LpgnasConfig
@@ -298,67 +298,11 @@ class LoadedConfig:
 
 
 # ---- errors: one InputError from a ValidationError, YAML line numbers ----------------------------
-_EXPECTED = {
-    "path_type": "expected a file path",
-    "model_type": "expected a mapping (a section of keys)",
-    "model_attributes_type": "expected a mapping (a section of keys)",
-    "dict_type": "expected a mapping of option names to values",
-}
-
-
-def _unwrap(annotation: Any) -> Any:
-    """The model or list type inside ``Annotated[...]`` / ``X | None``."""
-    while get_origin(annotation) in (Annotated, Union, types.UnionType):
-        annotation = [a for a in get_args(annotation) if a is not type(None)][0]
-    return annotation
-
-
-def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:
-    current: Any = model
-    for part in loc:
-        inner = _unwrap(current)
-        if isinstance(part, int) and get_origin(inner) is list:
-            current = get_args(inner)[0]
-        elif isinstance(inner, type) and issubclass(inner, BaseModel) and part in inner.model_fields:
-            current = inner.model_fields[str(part)].annotation
-        else:
-            return None
-    inner = _unwrap(current)
-    return inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
-
-
 def _clip(text: str, limit: int = 80) -> str:
     """``text`` on one line and at most ``limit`` characters (a ``--set`` may hold a whole list)."""
     text = text.replace("\n", "\\n")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
-
-def _short(value: Any) -> str:
-    return repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-
-
-def translate_validation_error(err: ValidationError, model: type[BaseModel],
-                               planned: Mapping[str, str] = PLANNED_SECTIONS) -> tuple[str, str]:
-    """``(dotted field, message)`` for the first error: what is wrong, the value, what was expected."""
-    errors = err.errors()
-    # An unknown key first: a misspelt key also makes its correct spelling "missing".
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc, kind, value = list(first["loc"]), first["type"], first.get("input")
-    field = _dotted(loc)
-    if kind == "extra_forbidden":
-        key, parent = str(loc[-1]), _model_at(model, loc[:-1])
-        if not loc[:-1] and key in planned:
-            return field, f"section {key!r} is not available yet (it arrives with {planned[key]}); remove it"
-        valid = list(parent.model_fields) if parent is not None else []
-        return field, f"unknown key {key!r}{nearest(key, valid)} (valid keys: {', '.join(valid)})"
-    if kind == "missing":
-        return field, "missing required key"
-    message = first["msg"].removeprefix("Value error, ")
-    if kind in _EXPECTED:
-        message = _EXPECTED[kind]
-    elif message.startswith("Input should be "):
-        message = "expected " + message.removeprefix("Input should be ")
-    return field, f"got {_short(value)}; {message}"
 
 
 def yaml_lines(root: yaml.Node | None, source: Path) -> dict[str, int]:

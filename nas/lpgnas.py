@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nas.config_errors import translate_validation_error
 from nas.journal import Journal, read_journal
 from nas.objectives import Objective
 from nas.rundir import atomic_write_bytes, atomic_write_json, atomic_write_text, now_iso
@@ -151,8 +152,6 @@ class LpgnasConfig(BaseModel):
 
 def lpgnas_config(data: Mapping[str, Any] | None, *, source: str | Path | None = None) -> LpgnasConfig:
     """Validate an ``lpgnas:`` mapping; the first problem is one InputError naming ``lpgnas.<key>``."""
-    from nas.config import translate_validation_error
-
     try:
         return LpgnasConfig.model_validate(dict(data or {}))
     except ValidationError as err:

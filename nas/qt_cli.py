@@ -11,15 +11,37 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
 
 from nas.cli import register_command
+from nas.config import load_config
+from nas.spaceevo.run import SpaceSearchConfig
+from nas.spaceevo.table import ranking_table
 from search_spaces import InputError
 
-if TYPE_CHECKING:
-    from nas.spaceevo.qt_score import QtScore, QtSettings
+__all__ = ["SpaceSearchExperiment", "load_space_search_config"]
 
-__all__ = ["ranking_table"]
+
+@dataclass(frozen=True)
+class SpaceSearchExperiment:
+    """What ``qnas qt-score`` reads from a ``kind: space-search`` experiment YAML."""
+
+    config: SpaceSearchConfig
+    name: str
+    seed: int
+    source: Path
+
+
+def load_space_search_config(path: str | Path, overrides: Sequence[str] = ()) -> SpaceSearchExperiment:
+    """Read a ``kind: space-search`` experiment YAML (``--set`` overrides applied; relative paths resolve
+    against the file's folder). Every problem is one :class:`InputError` naming the file and field."""
+    loaded = load_config(path, overrides)
+    config = loaded.config
+    if config.kind != "space-search":
+        raise InputError(f"expected an experiment of kind: space-search, got kind: {config.kind}",
+                         source=loaded.source, field="kind")
+    return SpaceSearchExperiment(config.space_search, config.name, config.seed, loaded.source)
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +57,7 @@ def _qt_score(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from nas.rundir import check_output_folder
-    from nas.spaceevo.run import load_lut, load_space_search_config, rank_spaces, write_ranking
+    from nas.spaceevo.run import load_lut, rank_spaces, write_ranking
 
     exp = load_space_search_config(args.config, args.overrides)
     try:
@@ -54,20 +76,3 @@ def _qt_score(args: argparse.Namespace) -> int:
     out.print(ranking_table(ranking, qt, f"Q-T scores ({lut.backend}, N = {qt.n_subnets}, top-{qt.top_k})"))
     out.print(f"wrote ranking.csv, ranking.json, qt_scores.png in {args.out}", markup=False)
     return 0
-
-
-def ranking_table(ranking: Sequence[QtScore], qt: QtSettings, title: str) -> Any:
-    """A rich table of ranked spaces: score, score and feasible fraction per constraint, stages (also for
-    ``qnas run`` of a ``kind: space-search`` experiment)."""
-    from rich.table import Table
-
-    from search_spaces.meta import parse_candidate
-
-    table = Table(title=title, title_justify="left")
-    for name in ["#", "space", "Q-T score", *(f"@{t:g} ms" for t in qt.constraints_ms),
-                 *(f"p@{t:g}" for t in qt.constraints_ms), "stages"]:
-        table.add_column(name, justify="left" if name in ("space", "stages") else "right")
-    for i, s in enumerate(ranking, start=1):
-        table.add_row(str(i), s.candidate, f"{s.score:.4f}", *(f"{v:.4f}" for v in s.per_constraint),
-                      *(f"{v:.3f}" for v in s.feasible), parse_candidate(s.candidate).describe())
-    return table

@@ -12,7 +12,9 @@ Use it from a test module by subclassing and providing a ``space`` fixture::
 
 from __future__ import annotations
 
+import copy
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +24,28 @@ from .genome import Genome
 from .registry import get_space
 from .space import SearchSpace
 
-__all__ = ["SearchSpaceConformance"]
+__all__ = ["SMALL_MBV3", "SearchSpaceConformance", "TINY_MBV3", "small_mbv3", "tiny_mbv3"]
+
+TINY_MBV3: dict[str, Any] = dict(in_channels=1, image_size=8, stem_channels=8, stage_channels=[16, 24],
+                                 stage_strides=[1, 2], stage_se=[False, True], stage_act=["relu", "hswish"],
+                                 depths=[1, 2], kernels=[3, 5], expands=[2, 4], head_channels=32, w_bits=[4, 8],
+                                 a_bits=[4, 8])
+"""Options of the ``mbv3`` space the tests train on 8x8 digits: a supernet of it trains in seconds."""
+
+SMALL_MBV3: dict[str, Any] = dict(in_channels=1, image_size=8, stage_channels=[16, 24, 32], stage_strides=[1, 2, 2],
+                                  stage_se=[False, True, True], stage_act=["relu", "hswish", "hswish"],
+                                  head_channels=32)
+"""Three stages with the space's default choices: enough genes for predictor tests (analytic costs only)."""
+
+
+def tiny_mbv3(**overrides: Any) -> SearchSpace:
+    """The :data:`TINY_MBV3` space, with some options changed."""
+    return get_space("mbv3", **copy.deepcopy(TINY_MBV3 | overrides))
+
+
+def small_mbv3(**overrides: Any) -> SearchSpace:
+    """The :data:`SMALL_MBV3` space, with some options changed."""
+    return get_space("mbv3", **copy.deepcopy(SMALL_MBV3 | overrides))
 
 N_SAMPLES = 50
 

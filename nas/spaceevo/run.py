@@ -35,7 +35,7 @@ from .lut import QtLut
 from .qt_score import QtScore, QtSettings, qt_score
 
 __all__ = ["LutConfig", "QtConfig", "EvolutionConfig", "SpaceSearchConfig", "SpaceSearchExperiment",
-           "SpaceSearchResult", "load_space_search_config", "run_space_search", "load_lut", "rank_spaces",
+           "SpaceSearchResult", "run_space_search", "load_lut", "rank_spaces",
            "write_ranking"]
 
 Log = Callable[[str], None] | None
@@ -63,7 +63,7 @@ class LutConfig(_Section):
 
 
 class QtConfig(_Section):
-    """The Q-T score (METHODS.md): constraints, N, top-k, t and a."""
+    """The Q-T score (SpaceEvo, Wang et al., ICCV 2023): constraints, N, top-k, t and a."""
 
     latency_constraints_ms: list[float] = Field(min_length=1, max_length=64)
     n_subnets: int = Field(100_000, ge=1, le=10_000_000)
@@ -125,29 +125,6 @@ class SpaceSearchResult:
     @property
     def best(self) -> QtScore:
         return self.ranking[0]
-
-
-@dataclass(frozen=True)
-class SpaceSearchExperiment:
-    """What ``qnas qt-score`` reads from a ``kind: space-search`` experiment YAML."""
-
-    config: SpaceSearchConfig
-    name: str
-    seed: int
-    source: Path
-
-
-def load_space_search_config(path: str | Path, overrides: Sequence[str] = ()) -> SpaceSearchExperiment:
-    """Read a ``kind: space-search`` experiment YAML (``--set`` overrides applied; relative paths resolve
-    against the file's folder). Every problem is one :class:`InputError` naming the file and field."""
-    from nas.config import load_config
-
-    loaded = load_config(path, overrides)
-    config = loaded.config
-    if config.kind != "space-search":
-        raise InputError(f"expected an experiment of kind: space-search, got kind: {config.kind}",
-                         source=loaded.source, field="kind")
-    return SpaceSearchExperiment(config.space_search, config.name, config.seed, loaded.source)
 
 
 def load_lut(path: str | Path, macro: str, *, field: str = "space_search.lut.path") -> QtLut:

@@ -6,16 +6,16 @@ quantized ones. Two methods:
 
 - ``"mlp"`` (APQ): an MLP on the architecture genes whose first layer gains a quantization branch,
   ``h1 = ReLU(W1·arch + Wq·quant + b1)`` with ``Wq`` initialised to zero, so fine-tuning starts
-  exactly at the FP predictor. (METHODS.md writes APQ's branch outside the ReLU; inside it, the
-  branch can also switch units off, which is how low bits remove capacity.) Torch on the CPU,
+  exactly at the FP predictor. (APQ, Wang et al., CVPR 2020, adds its quantization branch outside the
+  ReLU; inside it, the branch can also switch units off, which is how low bits remove capacity.) Torch on the CPU,
   initialised and shuffled by a local ``torch.Generator``: the global RNG is never touched.
 - ``"residual"``: ``quantized ≈ base(arch) + residual(arch, quant)`` with registered scikit-learn
   models (by default an SVR base and a ridge residual): cheap and hard to overfit.
 - ``"stacked"``: the float base's prediction becomes one more input of the default predictor (the
   mean of ridge, GP and gradient boosting on genes, costs and sensitivity), which learns how much of
   it carries over; from scratch it *is* the default predictor. Where quantization, not architecture,
-  drives accuracy (the CIFAR-10 supernet: the float base alone ranks quantized subnets at τ 0.41)
-  this is the only method that did not lose to scratch.
+  drives accuracy (the CIFAR-10 supernet, where the float base alone ranks quantized subnets poorly)
+  this is the only method that did not lose to scratch (BENCHMARKS.md, ``predictor_benchmark.py``).
 
 Without :meth:`TransferPredictor.pretrain` the same network is trained from scratch on the
 quantized samples, which is the baseline transfer is compared with.
@@ -122,8 +122,8 @@ class TransferPredictor(AccuracyPredictor):
     Args:
         space: the search space.
         method: ``"mlp"`` (APQ's quantization branch) or ``"residual"`` (base + residual models).
-        hidden: MLP widths. APQ/OFA use 3×400; 3×128 transferred as well on the synthetic task
-            (held-out τ .90 vs .90 from 25 quantized samples) at a third of the training time.
+        hidden: MLP widths. APQ/OFA use 3×400; 3×128 transferred as well on the synthetic task from
+            few quantized samples, in much less training time.
         pretrain_epochs, finetune_epochs: Adam epochs on the FP and the quantized samples (training
             from scratch uses ``pretrain_epochs`` and ``lr``).
         lr, finetune_lr: their learning rates (1e-3 and 100 epochs fine-tuned best among
@@ -160,8 +160,9 @@ class TransferPredictor(AccuracyPredictor):
         build_model(residual_model)
         for member in members:
             build_model(member)
-        if not members:
-            raise InputError("method 'stacked' needs at least one member", field="members")
+        if method == "stacked" and not members:
+            raise InputError("method 'stacked' needs at least one member model to stack beside the transfer",
+                             field="members")
         self.members = tuple(members)
         self.method, self.hidden = method, tuple(hidden)
         self.pretrain_epochs, self.finetune_epochs = pretrain_epochs, finetune_epochs

@@ -35,13 +35,12 @@ from nas.objectives import Objective
 from nas.runner import start_run
 from nas.search import run_search
 from search_spaces import InputError, get_space
+from search_spaces.testing import TINY_MBV3
 from supernets.data import load_dataset
 from supernets.evaluate import SubnetEvaluator
 
 ROOT = Path(__file__).resolve().parents[2]
-SPACE = {"in_channels": 1, "image_size": 8, "stem_channels": 8, "stage_channels": [16, 24], "stage_strides": [1, 2],
-         "stage_se": [False, True], "stage_act": ["relu", "hswish"], "depths": [1, 2], "kernels": [3, 5],
-         "expands": [2, 4], "head_channels": 32, "w_bits": [4, 8], "a_bits": [4, 8]}
+SPACE = TINY_MBV3
 TRAIN = {"warmup_epochs": 1, "epochs": 1, "batch_size": 64, "bn_calib_samples": 128, "random_subnets": 1}
 OBJECTIVES = [{"metric": "accuracy", "direction": "max"}, {"metric": "size_kb", "direction": "min"}]
 

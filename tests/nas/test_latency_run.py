@@ -11,10 +11,9 @@ from nas.config import load_config
 from nas.runner import prepare, start_run
 from predictors.latency import Entry, LatencyTable, SlotPlan, TableHeader
 from search_spaces import InputError, get_space, model_costs
+from search_spaces.testing import TINY_MBV3
 
-OPTIONS = {"in_channels": 1, "image_size": 8, "stem_channels": 8, "stage_channels": [16, 24], "stage_strides": [1, 2],
-           "stage_se": [False, True], "stage_act": ["relu", "hswish"], "depths": [1, 2], "kernels": [3, 5],
-           "expands": [2, 4], "head_channels": 32, "w_bits": [4, 8], "a_bits": [4, 8]}
+OPTIONS = TINY_MBV3
 
 
 def npu_table(path, *, drop: int = 0):

@@ -9,7 +9,8 @@ import yaml
 from nas.cli import main
 from nas.spaceevo import EvolutionSettings, LutEntry, QtLut, QtSettings, aging_evolution, qt_score
 from nas.spaceevo.qt_score import score_draws, score_draws_loop
-from nas.spaceevo.run import SpaceSearchConfig, load_space_search_config, run_space_search
+from nas.qt_cli import load_space_search_config
+from nas.spaceevo.run import SpaceSearchConfig, run_space_search
 from search_spaces import InputError
 from search_spaces.meta import all_combos, parse_candidate, uniform_candidates
 

@@ -8,12 +8,7 @@ import numpy as np
 import pytest
 
 from predictors.accuracy import cv_plus_interval, kfold_assignments, make_predictor, ranking_metrics, synthetic_accuracy
-from search_spaces import get_space
-
-
-def tiny_space():
-    return get_space("mbv3", stage_channels=[16, 24, 32], stage_strides=[1, 2, 2], stage_se=[False, True, True],
-                     stage_act=["relu", "hswish", "hswish"], image_size=8, in_channels=1, head_channels=32)
+from search_spaces.testing import small_mbv3
 
 
 def unique_samples(space, n, seed):
@@ -25,18 +20,19 @@ def unique_samples(space, n, seed):
 
 @pytest.fixture(scope="module")
 def task():
-    space = tiny_space()
+    space = small_mbv3()
     train, test = unique_samples(space, 200, 20), unique_samples(space, 500, 21)
     return space, train, synthetic_accuracy(space, train, seed=1), test, synthetic_accuracy(space, test, seed=1)
 
 
-# Observed on 500 held-out genomes (seed 0 data): 90% intervals cover .93 (gp/auto), .94 (ridge), .90 (rf);
-# 80% intervals .85/.85/.79. CV+ is known to be slightly conservative.
+# CV+ guarantees coverage >= 1 - 2 alpha (Barber et al. 2021) and is near 1 - alpha in practice; the upper
+# bound only says the intervals are not vacuous.
 @pytest.mark.parametrize("name", ["auto", "ridge", "rf"])
 def test_intervals_cover_near_nominal(name, task):
     space, train, y, test, y_test = task
     pred = make_predictor(space, name, seed=0).fit(train, y)
-    for alpha, (low, high) in ((0.1, (0.80, 0.98)), (0.2, (0.70, 0.92))):
+    for alpha, high in ((0.1, 0.98), (0.2, 0.92)):
+        low = 1 - 2 * alpha
         lo, hi = pred.predict_interval(test, alpha=alpha)
         coverage = ranking_metrics(y_test, pred.predict(test), lo, hi)["coverage"]
         assert low <= coverage <= high, f"{name}: {1 - alpha:.0%} intervals cover {coverage:.3f}"

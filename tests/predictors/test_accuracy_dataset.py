@@ -10,16 +10,12 @@ import pytest
 
 from predictors.accuracy import COLUMNS, PredictorDataset, synthetic_accuracy
 from search_spaces import InputError, get_space
-
-
-def tiny_space(**extra):
-    return get_space("mbv3", stage_channels=[16, 24, 32], stage_strides=[1, 2, 2], stage_se=[False, True, True],
-                     stage_act=["relu", "hswish", "hswish"], image_size=8, in_channels=1, head_channels=32, **extra)
+from search_spaces.testing import small_mbv3
 
 
 @pytest.fixture()
 def space():
-    return tiny_space()
+    return small_mbv3()
 
 
 @pytest.fixture()
@@ -68,7 +64,7 @@ def test_append_keeps_a_valid_file(dataset, space, tmp_path):
     first.append(path)  # creates
     PredictorDataset(space, dataset.rows[4:]).append(path)
     assert PredictorDataset.load(path, space).rows == dataset.rows
-    other = tiny_space(w_bits=[4, 8])
+    other = small_mbv3(w_bits=[4, 8])
     with pytest.raises(InputError, match="fingerprint"):
         PredictorDataset(other).append(path)
 
@@ -109,7 +105,7 @@ def test_gene_outside_the_space_gives_the_space_error_with_the_row(dataset, spac
 
 def test_genomes_of_a_space_with_other_options_are_refused(dataset, tmp_path):
     path = dataset.save(tmp_path / "acc.csv")
-    other = tiny_space(w_bits=[4, 8])
+    other = small_mbv3(w_bits=[4, 8])
     with pytest.raises(InputError, match="fingerprint") as err:
         PredictorDataset.load(path, other)
     assert other.fingerprint() in str(err.value) and dataset.space.fingerprint() in str(err.value)

@@ -9,15 +9,8 @@ from predictors.accuracy import (AccuracyPredictor, FeatureEncoder, list_models,
                                  ranking_metrics, register_model, synthetic_accuracy)
 from predictors.accuracy.models import RegressorPredictor
 from search_spaces import InputError, get_space
+from search_spaces.testing import small_mbv3
 
-# Held-out Kendall τ at 200 training genomes, observed (seed 0): ridge .87, svr .88, gp .89, mlp .87,
-# hgb .81, rf .77, extra_trees .77. Thresholds sit ~0.05 below; models others register get 0.6.
-MIN_TAU = {"ridge": 0.82, "svr": 0.82, "gp": 0.84, "mlp": 0.80, "hgb": 0.76, "rf": 0.70, "extra_trees": 0.70}
-
-
-def tiny_space():
-    return get_space("mbv3", stage_channels=[16, 24, 32], stage_strides=[1, 2, 2], stage_se=[False, True, True],
-                     stage_act=["relu", "hswish", "hswish"], image_size=8, in_channels=1, head_channels=32)
 
 
 def unique_samples(space, n, seed):
@@ -29,9 +22,15 @@ def unique_samples(space, n, seed):
 
 @pytest.fixture(scope="module")
 def task():
-    space = tiny_space()
+    space = small_mbv3()
     train, test = unique_samples(space, 200, 10), unique_samples(space, 500, 11)
     return space, train, synthetic_accuracy(space, train), test, synthetic_accuracy(space, test)
+
+
+def cost_ranking_tau(task) -> float:
+    """τ of ranking the held-out genomes by MACs alone: every model has MACs as a feature, so it must do better."""
+    space, _, _, test, y_test = task
+    return ranking_metrics(y_test, np.array([space.costs(g).macs for g in test], dtype=float))["kendall_tau"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,7 @@ def test_every_model_ranks_held_out_genomes(name, task, fitted):
     assert p.shape == lo.shape == hi.shape == (len(test),)
     assert np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo <= hi)
     tau = ranking_metrics(y_test, p)["kendall_tau"]
-    assert tau > MIN_TAU.get(name, 0.6), f"{name}: held-out τ {tau:.3f}"
+    assert tau > cost_ranking_tau(task), f"{name}: held-out τ {tau:.3f} is no better than ranking by MACs alone"
     report = pred.report()
     assert report["model"] == name and report["n_train"] == 200 and report["interval_method"] == "cv+"
     assert set(report["cv"]) >= {"kendall_tau", "spearman", "rmse", "mape", "n"}
@@ -79,7 +78,8 @@ def test_ensemble_averages_its_members(task, fitted):
     members = pred.report()["members"]
     mean = np.mean([fitted(m).predict(test) for m in members], axis=0)
     np.testing.assert_allclose(pred.predict(test), mean, rtol=1e-6, atol=1e-6)
-    assert ranking_metrics(y_test, pred.predict(test))["kendall_tau"] > 0.85
+    member_taus = [ranking_metrics(y_test, fitted(m).predict(test))["kendall_tau"] for m in members]
+    assert ranking_metrics(y_test, pred.predict(test))["kendall_tau"] >= min(member_taus)
 
 
 def test_fit_is_deterministic_by_seed(task):
@@ -96,7 +96,7 @@ def test_analytic_features_help_on_a_cost_driven_task(task, fitted):
     plain = make_predictor(space, "ridge", analytic_features=False).fit(train, y)
     tau_plain = ranking_metrics(y_test, plain.predict(test))["kendall_tau"]
     tau_costs = ranking_metrics(y_test, fitted("ridge").predict(test))["kendall_tau"]
-    assert tau_costs > tau_plain + 0.03 and tau_plain > 0.7  # observed .87 vs .81
+    assert tau_costs > tau_plain + 0.03, (tau_costs, tau_plain)
 
 
 def test_encoder_matches_the_space(task):

@@ -5,13 +5,12 @@ import torch
 
 from predictors.accuracy import QuantSensitivity
 from search_spaces import get_space
+from search_spaces.testing import TINY_MBV3
 from supernets.data import load_dataset
 from supernets.sensitivity import measure_context_sensitivity, measure_quant_sensitivity
 from supernets.supernet import QuantSupernet
 
-TINY = dict(in_channels=1, image_size=8, stem_channels=8, stage_channels=[16, 24], stage_strides=[1, 2],
-            stage_se=[False, True], stage_act=["relu", "hswish"], depths=[1, 2], kernels=[3, 5], expands=[2, 4],
-            head_channels=32, w_bits=[2, 4, 8], a_bits=[2, 4, 8])
+TINY = TINY_MBV3 | dict(w_bits=[2, 4, 8], a_bits=[2, 4, 8])
 
 
 @pytest.fixture(scope="module")

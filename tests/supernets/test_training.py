@@ -5,16 +5,16 @@ import pytest
 import torch
 
 from search_spaces import InputError, get_space
+from search_spaces.testing import TINY_MBV3
 from supernets.checkpoint import load_supernet, restore_trainer, save_checkpoint
 from supernets.data import load_dataset
-from supernets.evaluate import bn_recalibrated
+from supernets.device import CPU, Placement, resolve_placement
+from supernets.evaluate import SubnetEvaluator, bn_recalibrated
 from supernets.fit import fit_supernet
 from supernets.supernet import QuantSupernet
 from supernets.training import SupernetConfig, SupernetTrainer
 
-TINY = dict(in_channels=1, image_size=8, stem_channels=8, stage_channels=[16, 24], stage_strides=[1, 2],
-            stage_se=[False, True], stage_act=["relu", "hswish"], depths=[1, 2], kernels=[3, 5], expands=[2, 4],
-            head_channels=32, w_bits=[4, 8], a_bits=[4, 8])
+TINY = TINY_MBV3
 CFG = SupernetConfig(warmup_epochs=1, epochs=2, batch_size=64, lr=0.1, bn_calib_samples=128, random_subnets=1)
 
 
@@ -139,8 +139,6 @@ def test_genome_outside_the_space_is_refused(digits):
 
 
 # ------------------------------------------------------------------------------ devices and precision
-from supernets.device import CPU, Placement, resolve_placement  # noqa: E402
-from supernets.evaluate import SubnetEvaluator  # noqa: E402
 
 BF16 = resolve_placement(type="cpu", precision="bf16")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
