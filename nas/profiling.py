@@ -170,10 +170,10 @@ def cached_table(space: SearchSpace, backend: str, *, threads: int = 1, batch: i
     (``latency: {profile: {...}}`` in a config; the quickstart's path to real latency from the first run).
 
     ``refresh_calibration``: a table loaded from the cache gets its calibration refitted on subnets measured
-    now (:func:`recalibrate`; seconds). The block entries keep; the machine's speed does not: on this shared
-    CPU, torch subnets re-measured minutes after the table was built read 5-9% off its calibration, and a
-    refit in the same session brought 96-100% of 100 validation subnets within ±10%
-    (``experiments/benchmarks/latency_validation.py``, "same-session" column)."""
+    now (:func:`recalibrate`; seconds). The block entries keep; the machine's speed does not: on a shared
+    CPU, torch subnets re-measured minutes after the table was built drift off its calibration, and a
+    refit in the same session brings them back within the ±10 % target (BENCHMARKS.md,
+    ``latency_validation.py``)."""
     path = cached_table_path(space, backend, threads=threads, batch=batch, cache_dir=cache_dir)
     if path.exists():
         table = LatencyTable.load(path, space=space)

@@ -3,7 +3,8 @@
 A search space turns a genome into a list of :class:`BlockSpec` (stem, each active block, head).
 Everything downstream reads these: analytic costs, latency-table keys, the supernet's subnet
 extraction. A block is the unit of latency tables because per-op sums miss the effects between ops
-inside a block (see METHODS.md, "Measured here").
+inside a block (fusion and caches; nn-Meter, Zhang et al., MobiSys 2021, predicts at fused-kernel level
+for the same reason).
 
 Op types (the structure each one stands for; ``in``/``mid``/``out`` are channel counts):
 

@@ -171,9 +171,9 @@ class StagedCnnSpace(SearchSpace):
         """(depth of stage k, activation bits of stage k+1's first block): that block quantizes the output
         of stage k's *last* block, which the depth picks, and a weight-sharing supernet learns one
         activation scale for all of them, so the damage of low activation bits depends on the depth
-        before. On the CIFAR-10 supernet (3/4/6/8 bits) the pair was the largest structure left in the
-        ensemble's residuals (correlation 0.47), and the joint feature lifted held-out Kendall τ by
-        0.03-0.05 at every sample size."""
+        before. On the CIFAR-10 supernet the pair was the largest structure left in the ensemble's
+        residuals, and the joint feature ranks held-out subnets better at every sample size (BENCHMARKS.md,
+        ``predictor_benchmark.py``)."""
         if len(self.depths) < 2 or len(self.a_bits) < 2:
             return []
         return [(f"s{i}.depth", f"s{i + 1}.b1.a_bits") for i in range(1, len(self.stage_channels))]

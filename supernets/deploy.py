@@ -4,13 +4,15 @@ Backends (``BACKENDS``): ``torch-fp32`` (eager, inference mode), ``torch-int8`` 
 mode, x86 backend), ``onnxruntime-fp32`` and ``onnxruntime-int8`` (``quantize_static``, QDQ format,
 per-channel int8 weights, **uint8 activations**: with int8 activations ORT leaves many convs float).
 
-A block is timed the way it runs *inside* a whole network (METHODS.md, "Measured here"): torch INT8
+A block is timed the way it runs *inside* a whole network (ops interact through fusion and caches,
+which is why nn-Meter, Zhang et al., MobiSys 2021, predicts fused kernels, not ops): torch INT8
 blocks take and return quantized tensors, ORT INT8 block graphs read and write uint8 (edge Q/DQ
 stripped); only the stem reads the float image and only the head returns float logits.
 
 ONNX export uses the legacy exporter (``dynamo=False``) at opset 17: in torch 2.14 both work, but
-dynamo takes ~4 s per model against ~0.05 s. :func:`measure_blocks` and :func:`measure_nets` are
-pure, picklable functions (specs in, timings out) so profiling can be shipped to Ray workers.
+the dynamo exporter is far slower per model, and a table exports every distinct block.
+:func:`measure_blocks` and :func:`measure_nets` are pure, picklable functions (specs in, timings out)
+so profiling can be shipped to Ray workers.
 """
 
 from __future__ import annotations
@@ -220,7 +222,8 @@ def strip_edge_qdq(proto, *, strip_input: bool = True, strip_output: bool = True
     DequantizeLinear is removed, or, where the graph ends in a float op (HardSwish stays float in ORT),
     a QuantizeLinear is appended, which the next block's input pays inside a network. With ``nhwc`` the
     uint8 edges are NHWC: ORT runs QLinearConv in NHWC and wraps a lone block in layout Transposes that a
-    whole network has only at its ends (5-15% of a small block); edge Transposes in the graph cancel them.
+    whole network has only at its ends (a visible share of a small block's time); edge Transposes in the
+    graph cancel them.
     """
     from onnx import TensorProto, helper
 
@@ -362,9 +365,9 @@ CLOCKS = {"thread": time.thread_time_ns, "wall": time.perf_counter_ns}
 
 def default_clock(threads: int) -> str:
     """``"thread"`` (the calling thread's CPU time) for one thread, else ``"wall"``. On a shared machine
-    wall-clock runs get preempted, the longer the likelier (under load 6 on 2 cores, 9 ms nets read 2x
-    their CPU time, 0.3 ms blocks true); one thread does all its work in the caller, whose CPU time
-    equals the latency on an idle machine."""
+    wall-clock runs get preempted, the longer the likelier (under load, whole nets read far above their
+    CPU time while short blocks stay true, which would bias a table against the nets it predicts); one
+    thread does all its work in the caller, whose CPU time equals the latency on an idle machine."""
     return "thread" if threads == 1 else "wall"
 
 
@@ -383,8 +386,8 @@ def time_interleaved(runners: Sequence[Runner], *, runs: int = 50, passes: int =
     untimed runs, then ``ceil(runs / passes)`` timed ones), every other pass in reverse order.
 
     Many short passes, not two long ones: a shared machine's load drifts over minutes, and a candidate
-    timed in one stretch inherits its state (torch INT8 subnets: 9.5% median pass-to-pass difference with
-    2 passes of 30 runs, 1.1% with 10 of 6). ``clock``: see :func:`default_clock`."""
+    timed in one stretch inherits its state (on torch INT8 subnets, ten short passes brought the
+    pass-to-pass difference well under two long passes'). ``clock``: see :func:`default_clock`."""
     if clock not in CLOCKS:
         raise ValueError(f"unknown clock {clock!r}; known: {sorted(CLOCKS)}")
     per_pass = max(1, math.ceil(runs / passes))

@@ -2,8 +2,8 @@
 
 Two supernets: ``digits-tiny`` (8x8 images, trained here in seconds; an evaluation is a few ms, so
 Ray's overhead dominates) and ``mnist-quick`` (the 28x28 MobileNetV3-style supernet of
-``supernet_benchmark.py --quick``; BN recalibration on 256 images + 500 validation images, an
-evaluation is ~0.5-1 s, the regime of real searches). For each: the same seeded genomes in batches
+``supernet_benchmark.py --quick``; BN recalibration on 256 images + 500 validation images per
+evaluation, the regime of real searches). For each: the same seeded genomes in batches
 (like a searcher's population) through the local executor (1 and 2 torch threads) and a private Ray
 on this machine with 1 and 2 workers of 1 thread each; a warm-up batch first, untimed, then the modes
 interleaved for ``--rounds`` rounds, keeping each mode's best round (the machine is shared with other

@@ -2,7 +2,8 @@
 
 1. Lookup table on the CIFAR-10 subset: float ResNet teacher, block-wise NSR distillation of W8A8
    student stages for every (stage, block type, window), INT8 latency (ONNX Runtime) of every sub-stage.
-2. Aging evolution over candidate spaces (METHODS.md settings) -> the evolved best space.
+2. Aging evolution over candidate spaces (SpaceEvo's settings, Wang et al., ICCV 2023) -> the evolved
+   best space.
 3. For >= 5 spaces (evolved best, uniform ones, INT8-unfriendly ones): a quantized supernet on a short
    schedule, a latency table profiled here (ONNX Runtime INT8), an NSGA-II search (accuracy vs
    latency), and per latency constraint the best W8A8 accuracy (picked on val, reported on the
@@ -215,7 +216,7 @@ def main() -> None:
     lut_s = time.perf_counter() - started
     limits = constraints_from_lut(lut, list(UNIFORM.values()))
     qt = QtSettings(constraints_ms=limits, n_subnets=20000 if q else 100_000)
-    evo = EvolutionSettings(population=30, sample=8, total=150) if q else EvolutionSettings()  # METHODS.md
+    evo = EvolutionSettings(population=30, sample=8, total=150) if q else EvolutionSettings()  # SpaceEvo's
     t0 = time.perf_counter()
     evolved = aging_evolution(lut, MACRO, qt, evo)
     evo_s = time.perf_counter() - t0

@@ -4,8 +4,8 @@ The population starts with every uniform space (one block type everywhere, each 
 the population is larger than that, it is filled with mutants of random seeds. Each cycle draws
 ``sample`` members, mutates the best (one stage's block type and one stage's width window), adds the
 child and drops the oldest member. ``total`` counts every scored space, the initial population
-included (METHODS.md: population 500, sample 125, 5000 spaces). Scores are deterministic, so a space
-proposed twice is answered from a cache (and still counted).
+included (SpaceEvo, Wang et al., ICCV 2023: population 500, sample 125, 5000 spaces). Scores are
+deterministic, so a space proposed twice is answered from a cache (and still counted).
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ __all__ = ["QtSettings", "QtScore", "draw_subnets", "score_draws", "score_draws_
 
 @dataclass(frozen=True)
 class QtSettings:
-    """The Q-T score's knobs (METHODS.md defaults: N = 100,000, top 50, t = 0.1, a = 0.01)."""
+    """The Q-T score's knobs (SpaceEvo, Wang et al., ICCV 2023, and its code: N = 100,000,
+    top 50, t = 0.1, a = 0.01)."""
 
     constraints_ms: tuple[float, ...]
     n_subnets: int = 100_000

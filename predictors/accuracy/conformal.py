@@ -36,7 +36,7 @@ __all__ = ["AccuracyPredictor", "MIN_SAMPLES", "cv_plus_interval", "kfold_assign
 MIN_SAMPLES = 10
 _CHUNK = 1 << 22  # elements of the (n, m) CV+ matrices built at once
 # Predictor matrices are small (hundreds of rows): one BLAS/OpenMP thread is as fast, and multi-thread
-# BLAS on a loaded machine was measured 40x slower (0.88 s vs 0.02 s for one RidgeCV fit).
+# BLAS on a loaded machine spends far longer waiting for its threads than computing.
 _THREADS = 1
 
 

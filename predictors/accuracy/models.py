@@ -41,9 +41,9 @@ _STRATEGIES = ("auto", "ensemble")
 #: a fraction of a second (trees ranked worst on one-hot genomes; the MLP is slower and no better).
 AUTO_CANDIDATES = ("ridge", "svr", "gp")
 #: Members of ``"ensemble"`` by default: a linear, a kernel and a tree model. On real CIFAR-10 supernet
-#: accuracies their mean ranked held-out subnets better than ``"auto"`` at every training size (Kendall τ
-#: .57/.68/.75 vs .51/.64/.71 at 50/100/200 samples; 4 random splits): the three err differently, and
-#: cross-validated choice among them is noisy on a few dozen samples.
+#: accuracies their mean ranked held-out subnets better than ``"auto"`` at every training size
+#: (BENCHMARKS.md, ``predictor_benchmark.py``): the three err differently, and cross-validated choice
+#: among them is noisy on a few dozen samples.
 ENSEMBLE_MEMBERS = ("ridge", "gp", "hgb")
 
 
@@ -86,7 +86,8 @@ def _ridge(seed: int, n_samples: int) -> Any:
 
 @register_model("svr")
 def _svr(seed: int, n_samples: int) -> Any:
-    """RBF-SVR with a small grid search as in DyNAS-T (3 seeded folds; 6 points keep it ~0.1 s)."""
+    """RBF-SVR with a small grid search as in DyNAS-T (3 seeded folds; 6 points keep it cheap enough to
+    refit every round)."""
     grid = {"C": [10.0, 100.0], "gamma": [0.001, 0.003, 0.01], "epsilon": [0.1]}
     folds = KFold(n_splits=min(3, max(2, n_samples // 5)), shuffle=True, random_state=seed)
     return GridSearchCV(SVR(kernel="rbf"), grid, cv=folds, scoring="neg_mean_squared_error")
@@ -94,7 +95,7 @@ def _svr(seed: int, n_samples: int) -> Any:
 
 @register_model("rf")
 def _rf(seed: int, n_samples: int) -> Any:
-    """60 trees: as accurate as 150 here (τ within 0.01) at 40% of the fit time."""
+    """60 trees: more did not rank held-out subnets better, and the fit time grows with the trees."""
     return RandomForestRegressor(n_estimators=60, max_features=0.33, n_jobs=1, random_state=seed)
 
 
@@ -113,7 +114,7 @@ def _hgb(seed: int, n_samples: int) -> Any:
 
 @register_model("mlp")
 def _mlp(seed: int, n_samples: int) -> Any:
-    """OFA/APQ's 3×400 MLP from 1000 samples on; 3×128 below (as accurate on 200–400, 4x faster)."""
+    """OFA/APQ's 3×400 MLP from 1000 samples on; 3×128 below, where it is as accurate and much faster."""
     width = 400 if n_samples >= 1000 else 128
     # half the samples at most: cross-validation folds and the early-stopping split fit on fewer rows
     # than ``n_samples``, and a larger batch only makes scikit-learn warn and clip it

@@ -8,8 +8,8 @@ Genes of the space's declared interactions (``SearchSpace.feature_interactions``
 measured in each other context (``measure_context_sensitivity``); a genome in such a context is scored
 with those.
 Given as one more feature beside the one-hot genes, it tells a predictor fitted on a few dozen
-subnets which low-bit layers hurt, which it could not learn from so few (measured on the CIFAR-10
-supernet: Kendall τ +0.10 for ridge at 25–50 training subnets; see the README's benchmark table).
+subnets which low-bit layers hurt, which it could not learn from so few (the gain on the CIFAR-10
+supernet, largest at the smallest training sizes: BENCHMARKS.md, ``predictor_benchmark.py``).
 """
 
 from __future__ import annotations

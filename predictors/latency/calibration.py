@@ -1,7 +1,7 @@
 """Calibration: map raw block sums to end-to-end latency with a scale and an offset per device/backend.
 
-Raw per-block sums rank subnets well but are biased (METHODS.md, "Measured here"): blocks run
-~1.2x slower inside a whole network (weights of the whole net exceed the caches), and quantize /
+Raw per-block sums rank subnets well but are biased: blocks run slower inside a whole network
+(weights of the whole net exceed the caches), and quantize /
 framework costs at the edges add a constant. A least-squares fit of ``measured = scale * raw +
 offset`` on ~10 end-to-end subnets removes both. The fit minimises *relative* errors, because that
 is what the benchmark scores (% of subnets within ±10%), and small subnets would otherwise count less;
@@ -72,10 +72,9 @@ def fit_calibration(raw_ms: Sequence[float], measured_ms: Sequence[float], *,
     """Fit ``measured ≈ scale · raw + offset`` minimising relative residuals.
 
     ``auto`` keeps the offset only when it lowers the leave-one-out error by at least a fifth
-    (:data:`AFFINE_GAIN`): on a shared machine ten noisy subnets spanning a 2x range made the
-    two-parameter fit swing (scale 0.65, offset +0.46 ms on torch INT8, a marginal LOO gain) and
-    miss 56% of 100 validation subnets by more than 10%, where the scale alone (or even the raw sum,
-    bias -0.3%) generalised. Fewer than 4 subnets: scale only.
+    (:data:`AFFINE_GAIN`): on a shared machine ten noisy subnets can make the two-parameter fit swing
+    (a scale far from 1 against a large offset, for a marginal LOO gain) and miss most validation
+    subnets, where the scale alone (or even the raw sum) generalises. Fewer than 4 subnets: scale only.
     """
     raw, meas = np.asarray(raw_ms, dtype=np.float64), np.asarray(measured_ms, dtype=np.float64)
     if raw.shape != meas.shape or raw.size == 0:

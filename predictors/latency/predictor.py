@@ -118,7 +118,7 @@ class LatencyPredictor:
 
     # ---- many genomes -----------------------------------------------------------------------------
     def predict_genomes(self, space: SearchSpace, genomes: Sequence[Genome]) -> LatencyBatch:
-        """Calibrated latencies of many genomes (~10^4-10^5 per second through per-slot lookups)."""
+        """Calibrated latencies of many genomes, through per-slot lookups vectorised over the genomes."""
         arrays = self._slot_arrays(space)
         if arrays is None:
             estimates = [self.predict(space.blocks(g)) for g in genomes]

@@ -1,7 +1,8 @@
 """Latency tables: per-block latencies of one device/backend, as CSV or JSON, loaded strictly.
 
 The unit is a block (stem, each searchable block, head), keyed by :meth:`BlockSpec.key`: per-op
-sums missed the effects between ops inside a block by -37% on this CPU (METHODS.md).
+sums miss the effects between ops inside a block (fusion, caches; cf. nn-Meter, Zhang et al., MobiSys
+2021), and under-predicted whole blocks on the CPUs tried.
 
 CSV: header lines ``# name: value``, then a column row and one row per block::
 

@@ -2,7 +2,8 @@
 
 Why sparse inputs: Planetoid features are bag-of-words, about 1% non-zero (Cora 2708 × 1433,
 CiteSeer 3327 × 3703). A dense first layer (and, worse, a dense SAGE/GIN neighbour max over
-1433-wide rows) dominates training time on a CPU; on the non-zeros it is ~50× cheaper. Non-negative
+1433-wide rows) dominates training time on a CPU; on the non-zeros it costs a small fraction of that,
+since the work follows the non-zeros. Non-negative
 features with < 25% non-zeros are kept as :class:`SparseRows`; quantizing them touches only the
 stored values (0 maps to 0 at every width of an unsigned quantizer), and SAGE/GIN aggregate them
 through :class:`NeighbourAggregation`, whose index structure is computed once.

@@ -17,8 +17,8 @@ Math (``s`` = step, ``v = x / s``)::
 ``round``/``sign`` pass gradients straight through inside the clip range (the clamp passes them on its
 boundary, as LSQ); the step gets LSQ's gradient. Steps are learned as ``log(step)``: Adam moves every
 parameter by about ``lr`` per update whatever its scale, so a plain 8-bit step of 1e-3 could jump 10×
-(or change sign) in one update at lr 0.01 (measured on Cora, 10 seeds: W8A8 GCN 77.9 ± 3.7 % with
-plain steps, 81.2 ± 0.7 % in log space); in log space an update changes a step by ~1%, and LSQ's
+(or change sign) in one update at lr 0.01 (on Cora, plain steps left the W8A8 GCN less accurate and
+far more seed-dependent than log steps); in log space an update changes a step by about ``lr``, and LSQ's
 gradient scaling, meant for SGD, is not needed. Init (lazy, at the first forward of each bit-width,
 recorded in a buffer): the MSE-optimal step on a grid (see ``_init_step``; ``mean|x|`` for signed
 1 bit, XNOR's optimum).

@@ -4,8 +4,8 @@ Search (:func:`search`), one round, full batch (the graph is small and transduct
 
 1. ``warmup_epochs`` epochs update only the supernet weights (and quantizer steps) under uniform
    α/β, so the first architecture gradients do not just reflect random weights (with row-normalised
-   features GCN/GAT learn slowly: at lr 0.01 the uniform mixture is still near chance after 60
-   epochs, at lr 0.05 it fits, hence the search's higher weight lr);
+   features GCN/GAT learn slowly: at the retraining lr the uniform mixture stays near chance through a
+   whole warm-up, hence the search's higher weight lr);
 2. every later epoch alternates two first-order steps (DARTS' first-order schedule): weights on the
    *training* nodes' cross-entropy, then α/β on the *validation* nodes' cross-entropy plus
    ``λ · penalty(E[size], E[BitOps])``;
@@ -15,8 +15,8 @@ Search (:func:`search`), one round, full batch (the graph is small and transduct
 
 ``weight_sampling="mixture"`` (default, LPGNAS/DARTS) trains the weights on the relaxed mixture.
 ``"path"`` trains them on one design sampled from the current probabilities per step (single-path,
-cheaper) and takes the α/β step through a straight-through sample; measured on Cora it learns far
-more slowly (training loss near chance for ~75 of 150 epochs, while most sampled paths carry 1-2-bit
+cheaper) and takes the α/β step through a straight-through sample; on Cora it learns far more slowly
+(its training loss stays near chance for much of the search, while most sampled paths carry 1-2-bit
 tensors), so it is an option, not the default.
 
 Penalty (``penalty="log"``, the default): ``log E[size_kb] + bitops_weight · log E[BitOps]``, or,
