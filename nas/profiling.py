@@ -248,7 +248,7 @@ def measure_subnets(space: SearchSpace, genomes: Sequence[Genome], backend: str,
                     pin: bool = True, realtime: bool = False, clock: str | None = None,
                     modules: Sequence[Any] | None = None) -> list[Timing]:
     """End-to-end latency of whole subnets on ``backend`` (interleaved, same protocol as the tables).
-    ``modules``: already built float :class:`supernets.static.StaticNet` per genome (e.g. extracted from a
+    ``modules``: already built float :class:`supernets.static_net.StaticNet` per genome (e.g. extracted from a
     trained supernet); by default subnets are built with seeded random weights, which time the same."""
     nets: list[Any] = list(modules) if modules is not None else [space.blocks(g) for g in genomes]
     protocol = deploy.Protocol(threads, runs, passes, warmup, default_cpus(threads) if pin else None, clock, realtime)

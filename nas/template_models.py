@@ -25,7 +25,8 @@ from torch import nn
 
 from search_spaces import BlockSpec
 from supernets import deploy
-from supernets.static import StaticNet, build_block
+from supernets.blocks import build_block
+from supernets.static_net import StaticNet
 
 __all__ = ["ExportedModel", "quantization_of", "block_model", "subnet_model", "empty_model", "io_info"]
 

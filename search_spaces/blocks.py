@@ -22,8 +22,8 @@ Op types (the structure each one stands for; ``in``/``mid``/``out`` are channel 
 - ``fused_mbconv`` (EfficientNetV2): k×k ``in -> mid`` (stride s) + BN + act, optional SE on ``mid``,
   1×1 ``mid -> out`` + BN; identity shortcut when ``shortcut == "identity"``.
 
-Costs, static modules and elastic blocks of the last two live in ``search_spaces.meta_ops`` and
-``supernets.meta_blocks``.
+Costs of the last two live in ``search_spaces.meta_ops``; the static modules and elastic blocks of every
+op type in ``supernets.blocks`` (one module per op family).
 """
 
 from __future__ import annotations

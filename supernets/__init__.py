@@ -18,8 +18,8 @@ _EXPORTS = {
     "fit_supernet": "supernets.fit",
     "save_checkpoint": "supernets.checkpoint",
     "load_supernet": "supernets.checkpoint",
-    "StaticNet": "supernets.static",
-    "build_block": "supernets.static",
+    "StaticNet": "supernets.static_net",
+    "build_block": "supernets.blocks",
     "Placement": "supernets.device",
     "resolve_placement": "supernets.device",
 }

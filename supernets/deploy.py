@@ -36,7 +36,8 @@ from torch import nn
 from search_spaces import BlockSpec, InputError
 from search_spaces.errors import nearest
 
-from .static import StaticNet, build_block
+from .blocks import build_block
+from .static_net import StaticNet
 
 __all__ = ["BACKENDS", "ONNX_OPSET", "Protocol", "Timing", "backend_dtype", "block_io", "calibration_batches",
            "check_backend", "default_clock", "device_name", "fake_quant_model", "make_runner", "measure_blocks",

@@ -1,29 +1,22 @@
-"""Static (deployable) modules built from block signatures.
+"""Static (deployable) layers every block is made of, and LSQ fake quantization attached to a static network.
 
-``build_block(spec)`` turns a :class:`search_spaces.BlockSpec` into a plain PyTorch module whose
-parameter count equals ``search_spaces.costs`` (a test checks it). Every conv/linear layer has a
-``quant`` slot in front of it: ``nn.Identity`` for float models, a ``FrozenFakeQuant`` in subnets
-extracted from a quantized supernet (their weights then already lie on the quantization grid).
-The same modules are what latency profiling measures and what INT8 export converts.
+Every conv/linear layer has a ``quant`` slot in front of it: ``nn.Identity`` for float models, a
+``FrozenFakeQuant`` in subnets extracted from a quantized supernet (their weights then already lie on
+the quantization grid). The blocks built from these layers are in :mod:`supernets.blocks`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
-import torch
 import torch.nn.functional as F
 from timm.layers import get_act_layer
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from search_spaces import BlockSpec
 from search_spaces.blocks import se_channels
 
 from .quant import LsqActQuantizer, LsqWeightQuantizer, QuantMode
 
-__all__ = ["ConvBNAct", "QuantLinear", "SqueezeExcite", "MBConv", "Bottleneck", "Head", "StaticNet",
-           "build_block", "register_static_block", "make_act", "strip_fake_quant", "attach_lsq"]
+__all__ = ["ConvBNAct", "QuantLinear", "SqueezeExcite", "make_act", "strip_fake_quant", "attach_lsq"]
 
 _ACTS = {"relu": "relu", "hswish": "hard_swish", "hsigmoid": "hard_sigmoid"}
 
@@ -77,104 +70,6 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(self.expand(self.reduce(s)))
 
 
-class MBConv(nn.Module):
-    """Inverted residual: 1×1 expand, k×k depthwise, optional SE, 1×1 project, optional identity add."""
-
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__()
-        mid = spec.mid_ch
-        self.expand = ConvBNAct(spec.in_ch, mid, act=spec.act)
-        self.dw = ConvBNAct(mid, mid, spec.kernel, spec.stride, groups=mid, act=spec.act)
-        self.se: nn.Module = SqueezeExcite(mid) if spec.se else nn.Identity()
-        self.project = ConvBNAct(mid, spec.out_ch)
-        self.identity = spec.shortcut == "identity"
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.project(self.se(self.dw(self.expand(x))))
-        return x + y if self.identity else y
-
-
-class Bottleneck(nn.Module):
-    """ResNet bottleneck; the projection shortcut average-pools for the stride (once-for-all style)."""
-
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__()
-        self.conv1 = ConvBNAct(spec.in_ch, spec.mid_ch, act="relu")
-        self.conv2 = ConvBNAct(spec.mid_ch, spec.mid_ch, spec.kernel, spec.stride, act="relu")
-        self.se: nn.Module = SqueezeExcite(spec.mid_ch) if spec.se else nn.Identity()
-        self.conv3 = ConvBNAct(spec.mid_ch, spec.out_ch)
-        self.shortcut: nn.Module = nn.Identity()
-        if spec.shortcut == "proj":
-            pool = nn.AvgPool2d(spec.stride, ceil_mode=True) if spec.stride > 1 else nn.Identity()
-            self.shortcut = nn.Sequential(pool, ConvBNAct(spec.in_ch, spec.out_ch))
-        self.act = make_act("relu")
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.conv3(self.se(self.conv2(self.conv1(x))))
-        return self.act(y + self.shortcut(x))
-
-
-class Head(nn.Module):
-    """Optional 1×1 conv + BN + act, global average pool, linear classifier."""
-
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__()
-        self.conv: nn.Module = ConvBNAct(spec.in_ch, spec.mid_ch, act=spec.act) if spec.mid_ch else nn.Identity()
-        self.classifier = QuantLinear(spec.mid_ch or spec.in_ch, spec.out_ch)
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, classes)
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.conv(x), 1), 1))
-
-
-_BUILDERS: dict[str, Callable[[BlockSpec], nn.Module]] = {}
-
-
-def register_static_block(op: str) -> Callable[[Callable[[BlockSpec], nn.Module]], Callable[[BlockSpec], nn.Module]]:
-    """Register how an op type becomes a static module (duplicates raise)."""
-
-    def wrap(fn: Callable[[BlockSpec], nn.Module]) -> Callable[[BlockSpec], nn.Module]:
-        if op in _BUILDERS:
-            raise ValueError(f"op type {op!r} already has a static builder")
-        _BUILDERS[op] = fn
-        return fn
-
-    return wrap
-
-
-register_static_block("conv")(lambda s: ConvBNAct(s.in_ch, s.out_ch, s.kernel, s.stride, act=s.act))
-register_static_block("mbconv")(MBConv)
-register_static_block("bottleneck")(Bottleneck)
-register_static_block("head")(Head)
-
-
-def build_block(spec: BlockSpec) -> nn.Module:
-    """A freshly initialised static module for ``spec``."""
-    if spec.op not in _BUILDERS:
-        raise ValueError(f"no static module for op type {spec.op!r}; known: {sorted(_BUILDERS)}")
-    return _BUILDERS[spec.op](spec)
-
-
-class StaticNet(nn.Module):
-    """A standalone subnet: its blocks in order.
-
-    When the subnet's resolution differs from the data's ``image_size`` the input is resized first
-    (elastic resolution); the decision is made here, once, so the forward traces cleanly for export.
-    """
-
-    def __init__(self, specs: Sequence[BlockSpec], blocks: Sequence[nn.Module] | None = None, *,
-                 image_size: int | None = None) -> None:
-        super().__init__()
-        self.specs = tuple(specs)
-        self.input_size = self.specs[0].in_size
-        self.resize = image_size is not None and image_size != self.input_size
-        self.blocks = nn.Sequential(*(blocks if blocks is not None else [build_block(s) for s in self.specs]))
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, classes)
-        if self.resize:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        return self.blocks(x)
-
-
 class _BoundActQuant(nn.Module):
     """An LSQ activation quantizer fixed to one mode (fits a ``quant`` slot)."""
 
@@ -221,6 +116,3 @@ def strip_fake_quant(model: nn.Module) -> nn.Module:
             module.quant = nn.Identity()
     return model
 
-
-# SpaceEvo's extra block types register themselves (after every name above exists).
-from . import meta_static  # noqa: E402,F401  isort: skip

@@ -21,9 +21,9 @@ from search_spaces import BlockSpec, Genome, InputError, SearchSpace
 
 from .device import module_device
 from .elastic import act_modes
-from .elastic_blocks import build_elastic_block
+from .blocks import build_elastic_block
 from .quant import QuantMode
-from .static import StaticNet
+from .static_net import StaticNet
 
 __all__ = ["QuantSupernet"]
 

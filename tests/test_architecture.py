@@ -1,10 +1,12 @@
-"""Data flows one way: search_spaces <- supernets, predictors <- nas; nothing imports experiments."""
+"""Data flows one way: search_spaces <- supernets, predictors <- nas; nothing imports experiments; no file-level
+import cycles (a module-level or function-level import, absolute or relative, is an edge)."""
 
 import ast
 import subprocess
 import sys
 from pathlib import Path
 
+import networkx as nx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +42,47 @@ def test_search_spaces_import_is_light():
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> nx.DiGraph:
+    """Module -> every module of ours it imports anywhere in the file (relative imports resolved)."""
+    files = {module_name(p): p for pkg in ALLOWED for p in (ROOT / pkg).rglob("*.py")}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = nx.DiGraph()
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                module = ".".join([*base, *([node.module] if node.module else [])])
+                targets = [module, *(f"{module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for target in filter(None, map(resolve, targets)):
+                if target != name and not name.startswith(target + "."):  # a module's own package is no cycle
+                    graph.add_edge(name, target)
+    return graph
+
+
+def test_no_import_cycles_between_files():
+    cycles = [sorted(c) for c in nx.strongly_connected_components(import_graph()) if len(c) > 1]
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_the_cycle_check_sees_relative_and_function_level_imports():
+    graph = import_graph()
+    assert graph.has_edge("nas.lpgnas", "nas.config_errors")  # absolute, module level
+    assert graph.has_edge("supernets.supernet", "supernets.quant")  # relative: from .quant import ...
+    assert graph.has_edge("nas.cli", "nas.spaceevo.table")  # inside a function

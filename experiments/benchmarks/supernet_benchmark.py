@@ -37,7 +37,7 @@ from search_spaces import Genome, SearchSpace, get_space
 from supernets.data import load_dataset
 from supernets.evaluate import SubnetEvaluator
 from supernets.fit import fit_supernet
-from supernets.static import StaticNet
+from supernets.static_net import StaticNet
 from supernets.supernet import QuantSupernet
 from supernets.training import SupernetConfig, SupernetTrainer
 

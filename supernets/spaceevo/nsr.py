@@ -23,7 +23,7 @@ from search_spaces import BlockSpec, block_costs
 from search_spaces.meta import BLOCK_TYPES, MacroArch, stage_block
 
 from ..elastic import act_modes
-from ..elastic_blocks import build_elastic_block
+from ..blocks import build_elastic_block
 from ..evaluate import bn_recalibrated
 from ..quant import QuantMode
 

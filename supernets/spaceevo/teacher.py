@@ -27,7 +27,7 @@ from search_spaces.meta import BLOCK_TYPES, MACROS, MacroArch, stage_block
 from ..augment import augment_batch
 from ..data import ImageSplits
 from ..evaluate import accuracy, batches
-from ..static import StaticNet
+from ..static_net import StaticNet
 
 __all__ = ["TeacherConfig", "teacher_specs", "train_teacher", "load_teacher", "stage_features"]
 

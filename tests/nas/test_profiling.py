@@ -12,7 +12,7 @@ from nas.profiling import cached_table, distinct_blocks, measure_subnet, profile
 from predictors.latency import LatencyPredictor, LatencyTable
 from search_spaces import BlockSpec, get_space
 from supernets import deploy
-from supernets.static import build_block
+from supernets.blocks import build_block
 
 TINY = dict(image_size=8, stem_channels=8, stage_channels=[16], stage_strides=[2], stage_se=[True],
             stage_act=["hswish"], depths=[1, 2], kernels=[3, 5], expands=[3], head_channels=16)

@@ -5,7 +5,7 @@ import torch
 
 from search_spaces import block_costs, get_space
 from search_spaces.meta import BLOCK_TYPES
-from supernets.static import build_block
+from supernets.blocks import build_block
 from supernets.testing import SupernetConformance
 
 # tiny macro: two stages, so three candidates cover all six block types (and both windows of each stage)

@@ -1,8 +1,5 @@
-"""Elastic blocks of the SpaceEvo block types that are new op types (static modules: ``meta_static``).
-
-Imported at the end of :mod:`supernets.elastic_blocks`, so every supernet knows them; each passes the
-shipped extraction conformance suite (:mod:`supernets.testing`).
-"""
+"""SpaceEvo's MobileNetV1-dual (``dsconv_dual``): two depthwise-separable convs with a residual; static
+and elastic. The structure is documented in :mod:`search_spaces.blocks`."""
 
 from __future__ import annotations
 
@@ -13,12 +10,37 @@ from torch import Tensor, nn
 
 from search_spaces import BlockSpec
 
-from .elastic import ElasticConvBNAct, ElasticSE
-from .elastic_blocks import ElasticBlock, _importance, register_elastic_block, spec_modes
-from .meta_static import DsConvDual, FusedMBConv
-from .quant import QuantMode
+from ..elastic import ElasticConvBNAct
+from ..quant import QuantMode
+from ..static import ConvBNAct
+from .registry import ElasticBlock, importance, register_elastic_block, register_static_block, spec_modes
 
-__all__ = ["ElasticDsConvDual", "ElasticFusedMBConv"]
+__all__ = ["DsConvDual", "ElasticDsConvDual"]
+
+
+def _proj(spec: BlockSpec) -> nn.Module:
+    """The ``proj`` shortcut of ``bottleneck``: average-pool for the stride, then 1×1 conv + BN."""
+    pool = nn.AvgPool2d(spec.stride, ceil_mode=True) if spec.stride > 1 else nn.Identity()
+    return nn.Sequential(pool, ConvBNAct(spec.in_ch, spec.out_ch))
+
+
+@register_static_block("dsconv_dual")
+class DsConvDual(nn.Module):
+    """Two depthwise-separable convs (the first strided) with a residual (SpaceEvo's MobileNetV1-dual)."""
+
+    def __init__(self, spec: BlockSpec) -> None:
+        super().__init__()
+        i, o, k = spec.in_ch, spec.out_ch, spec.kernel
+        self.dw1 = ConvBNAct(i, i, k, spec.stride, groups=i, act=spec.act)
+        self.pw1 = ConvBNAct(i, o, act=spec.act)
+        self.dw2 = ConvBNAct(o, o, k, groups=o, act=spec.act)
+        self.pw2 = ConvBNAct(o, o, act=spec.act)
+        self.shortcut: nn.Module | None = _proj(spec) if spec.shortcut == "proj" else (
+            nn.Identity() if spec.shortcut == "identity" else None)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, in, H, W) -> (B, out, H/s, W/s)
+        y = self.pw2(self.dw2(self.pw1(self.dw1(x))))
+        return y if self.shortcut is None else y + self.shortcut(x)
 
 
 @register_elastic_block("dsconv_dual")
@@ -55,42 +77,7 @@ class ElasticDsConvDual(ElasticBlock):
     @torch.no_grad()
     def sort_channels(self) -> None:
         """The channels between ``pw1`` and ``pw2`` move together, ordered by how much ``pw2`` reads them."""
-        perm = torch.argsort(_importance(self.pw2.conv), descending=True)
+        perm = torch.argsort(importance(self.pw2.conv), descending=True)
         self.pw1.permute_out(perm)
         self.dw2.permute_out(perm)
         self.pw2.permute_in(perm)
-
-
-@register_elastic_block("fused_mbconv")
-class ElasticFusedMBConv(ElasticBlock):
-    def __init__(self, big: BlockSpec, w_modes: Sequence[QuantMode], a_modes: Sequence[QuantMode]) -> None:
-        super().__init__()
-        q = {"w_modes": w_modes, "a_modes": a_modes}
-        self.fused = ElasticConvBNAct(big.in_ch, big.mid_ch, big.kernel, big.stride, act=big.act, **q)
-        self.se = ElasticSE(big.mid_ch, **q) if big.se else None
-        self.project = ElasticConvBNAct(big.mid_ch, big.out_ch, **q)
-
-    def forward(self, x: Tensor, spec: BlockSpec) -> Tensor:  # (B, in, H, W) -> (B, out, H/s, W/s)
-        w, a = spec_modes(spec)
-        y = self.fused(x, spec.mid_ch, spec.kernel, w, a)  # (B, mid, H/s, W/s)
-        if self.se is not None:
-            y = self.se(y, w, a)
-        y = self.project(y, spec.out_ch, 1, w, a)
-        return x + y if spec.shortcut == "identity" else y
-
-    def extract(self, spec: BlockSpec) -> FusedMBConv:
-        w, a = spec_modes(spec)
-        static = FusedMBConv(spec)
-        static.fused = self.fused.extract(spec.in_ch, spec.mid_ch, spec.kernel, w, a)
-        if self.se is not None:
-            static.se = self.se.extract(spec.mid_ch, w, a)
-        static.project = self.project.extract(spec.mid_ch, spec.out_ch, 1, w, a)
-        return static
-
-    @torch.no_grad()
-    def sort_channels(self) -> None:
-        perm = torch.argsort(_importance(self.project.conv), descending=True)
-        self.fused.permute_out(perm)
-        if self.se is not None:
-            self.se.permute_channels(perm)
-        self.project.permute_in(perm)
