@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nas.bit_stage import bit_sensitivity, check_bit_allocation
 from nas.config import LoadedConfig
 from nas.rundir import atomic_write_json
 from nas.search import SearchResult
@@ -42,6 +43,7 @@ def uses_predictors(algorithm: str) -> bool:
 
 def check_predictors(loaded: LoadedConfig, space: SearchSpace) -> None:
     """A ``predictors`` section must matter for the searcher, name known models and load its dataset."""
+    check_bit_allocation(loaded)
     section, algorithm = loaded.config.predictors, loaded.config.search.algorithm
     if section is None:
         return
@@ -94,7 +96,8 @@ def search_context(loaded: LoadedConfig, space: SearchSpace, cheap: Any, *, subn
     table = quant_sensitivity(section.quant_sensitivity, space, subnets, run_dir, log)
     if table is not None:
         options["sensitivity"] = table
-    return SearchContext(cheap=cheap, model=section.model, model_options=options, prior=prior_rows(loaded, space))
+    return SearchContext(cheap=cheap, model=section.model, model_options=options, prior=prior_rows(loaded, space),
+                         sensitivity=bit_sensitivity(loaded, space, subnets, run_dir, log, kl=quant_sensitivity))
 
 
 def quant_sensitivity(setting: bool | Path, space: SearchSpace, subnets: Any, run_dir: Path | None,

@@ -9,7 +9,7 @@ from .base import (Searcher, get_searcher, list_searchers, missing_requirements,
                    searcher_class, searcher_options)
 
 # Importing the modules registers the built-in searchers.
-from . import random_search, pymoo_searchers, optuna_searchers, predictor_guided  # noqa: E402,F401  isort: skip
+from . import random_search, pymoo_searchers, optuna_searchers, predictor_guided, bit_allocation  # noqa: E402,F401  isort: skip
 
 __all__ = ["SearchContext", "Searcher", "get_searcher", "list_searchers", "missing_requirements", "register_searcher", "searcher_class",
            "searcher_options"]

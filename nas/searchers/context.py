@@ -21,12 +21,15 @@ class SearchContext:
         model: accuracy-predictor model name (``predictors.accuracy.list_models()``, ``auto``, ``ensemble``).
         model_options: keyword options of ``make_predictor`` (e.g. ``analytic_features``).
         prior: ``(genome, metrics)`` measured in earlier runs (a predictor dataset), used for fitting.
+        sensitivity: per-gene sensitivity table (``predictors.accuracy.QuantSensitivity``) the bit-allocation
+            searchers minimise (``ilp-bits``, ``nas-then-ilp``); ``None`` when the run measures none.
     """
 
     cheap: Any = None
     model: str = "ensemble"
     model_options: Mapping[str, Any] = field(default_factory=dict)
     prior: Sequence[tuple[Genome, Mapping[str, float]]] = ()
+    sensitivity: Any = None
 
     @property
     def cheap_metrics(self) -> set[str]:

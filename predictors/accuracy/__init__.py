@@ -17,12 +17,14 @@ from .dataset import COLUMNS, PredictorDataset, Row, synthetic_accuracy
 from .features import COST_FEATURES, FeatureEncoder
 from .metrics import ranking_metrics
 from .sensitivity import SENSITIVITY_JSON, QuantSensitivity
+from .hessian import HESSIAN_JSON, HessianSensitivity
 from .models import (AUTO_CANDIDATES, ENSEMBLE_MEMBERS, RegressorPredictor, build_model, list_models,
                      make_predictor, register_model)
 from .transfer import TransferPredictor
 
 __all__ = [
     "AUTO_CANDIDATES", "AccuracyPredictor", "COLUMNS", "COST_FEATURES", "ENSEMBLE_MEMBERS", "FeatureEncoder",
+    "HESSIAN_JSON", "HessianSensitivity",
     "MIN_SAMPLES", "PredictorDataset", "QuantSensitivity", "RegressorPredictor", "Row", "SENSITIVITY_JSON",
     "TransferPredictor", "build_model",
     "cv_plus_interval", "kfold_assignments", "list_models", "make_predictor", "ranking_metrics", "register_model",

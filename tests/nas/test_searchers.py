@@ -15,7 +15,9 @@ from nas.searchers.testing import (TWO_OBJECTIVES, SearcherConformance, bitops_l
                                    make_searcher, run_batches, small_space)
 from search_spaces import InputError, get_space
 
-CHEAP = [n for n in list_searchers() if not searcher_class(n).expensive]
+# Bit allocators (ilp-bits, nas-then-ilp) propose one candidate per budget and stop: tests/nas/test_bit_allocation.py
+FINITE = [n for n in list_searchers() if getattr(searcher_class(n), "finite", False)]
+CHEAP = [n for n in list_searchers() if not searcher_class(n).expensive and n not in FINITE]
 EXPENSIVE = [n for n in list_searchers() if searcher_class(n).expensive]
 PYMOO = ["nsga2", "nsga3", "agemoea2", "smsemoa"]
 
@@ -31,6 +33,7 @@ class TestRegisteredSearchers(SearcherConformance):
 
 def test_expected_searchers_are_registered():
     assert {"random", "optuna-nsga2", "optuna-tpe", "optuna-gp", *PYMOO} <= set(list_searchers())
+    assert set(FINITE) == {"ilp-bits", "nas-then-ilp"}
 
 
 @pytest.mark.slow

@@ -1,0 +1,81 @@
+"""The sensitivity table a bit-allocation search (``ilp-bits``, ``nas-then-ilp``) minimises, in a run.
+
+``search.options.sensitivity``: ``hessian`` (default) measures HAWQ-V3's costs on the run's supernet and
+saves ``hessian_sensitivity.json`` in the run folder (a resumed run reads it back); ``kl`` uses ZeroQ's
+output KL (``quant_sensitivity.json``, as ``predictors.quant_sensitivity: true``); any other value is the
+path of a saved table, which the searcher loads itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nas.config import LoadedConfig
+from search_spaces import SearchSpace
+
+__all__ = ["is_bit_allocator", "check_bit_allocation", "bit_sensitivity", "HESSIAN_IMAGES"]
+
+#: Validation images the loss and its Hessian are averaged over (two batches of 128).
+HESSIAN_IMAGES = 256
+
+
+def is_bit_allocator(algorithm: str) -> bool:
+    """Whether the searcher allocates bits from a sensitivity table."""
+    from nas.searchers import list_searchers, searcher_class
+
+    return algorithm in list_searchers() and getattr(searcher_class(algorithm), "finite", False)
+
+
+def _setting(loaded: LoadedConfig) -> tuple[str, int]:
+    options = loaded.config.search.options
+    return str(options.get("sensitivity", "hessian")), options.get("hessian_samples", 16)
+
+
+def check_bit_allocation(loaded: LoadedConfig) -> None:
+    """A measured sensitivity needs a supernet (before any work: one error naming the option)."""
+    from nas.searchers.bit_allocation import SENSITIVITY_SOURCES
+
+    if not is_bit_allocator(loaded.config.search.algorithm):
+        return
+    setting, _ = _setting(loaded)
+    if setting in SENSITIVITY_SOURCES and loaded.config.supernet is None:
+        raise loaded.error("search.options.sensitivity", f"{setting!r} is measured on the supernet, but this config "
+                                                         "has no supernet section; add one or give the path of a "
+                                                         "saved sensitivity table")
+
+
+def bit_sensitivity(loaded: LoadedConfig, space: SearchSpace, subnets: Any, run_dir: Path | None,
+                    log: Callable[[str], None] = print, *, kl: Callable[..., Any]) -> Any:
+    """The table the run's bit allocator minimises (``None`` for other searchers and for saved-table paths).
+
+    ``kl(True, space, subnets, run_dir, log)`` measures (or rereads) ZeroQ's table: the predictors' own stage.
+    """
+    if not is_bit_allocator(loaded.config.search.algorithm):
+        return None
+    setting, samples = _setting(loaded)
+    if setting == "kl":
+        return kl(True, space, subnets, run_dir, log)
+    if setting != "hessian":
+        return None
+    from predictors.accuracy import HESSIAN_JSON, HessianSensitivity
+
+    path = Path(run_dir) / HESSIAN_JSON
+    if path.exists():
+        log(f"Hessian sensitivity: reusing {path}")
+        return HessianSensitivity.load(path, space)
+    import torch
+
+    from supernets.hessian import measure_hessian_sensitivity
+
+    start = time.perf_counter()
+    x, y = subnets.eval_x[:HESSIAN_IMAGES], subnets.eval_y[:HESSIAN_IMAGES]
+    measured = measure_hessian_sensitivity(subnets.supernet, torch.cat(subnets.calib), x, y, samples=samples,
+                                           batch_size=subnets.batch_size)
+    table = HessianSensitivity(space, measured.omega, traces=measured.traces, samples=samples, images=len(x))
+    table.save(path)
+    log(f"Hessian sensitivity of {len(measured.omega)} genes measured in {time.perf_counter() - start:.1f} s "
+        f"({samples} Rademacher samples, {len(x)} validation images): {path}")
+    return table
