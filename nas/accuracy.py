@@ -17,6 +17,7 @@ from supernets.data import ImageSplits
 from supernets.device import CPU, Placement
 from supernets.evaluate import SubnetEvaluator, accuracy
 from supernets.fit import fit_supernet
+from supernets.launch import LaunchPlan
 
 from .config_sections import SupernetSection
 
@@ -49,9 +50,10 @@ class SupernetAccuracyEvaluator:
 
 def supernet_evaluator(section: SupernetSection, space: SearchSpace, data: ImageSplits, run_dir: Path, *,
                        progress: bool = True, log: Callable[[str], None] | None = None,
-                       placement: Placement | None = None) -> SubnetEvaluator:
+                       placement: Placement | None = None, launch: LaunchPlan | None = None) -> SubnetEvaluator:
     """Train the supernet into ``run_dir/supernet.pt`` (resuming it), or load ``section.checkpoint``; on
-    ``placement``'s device and precision (default: fp32 on the CPU), the data moved there once."""
+    ``placement``'s device and precision (default: fp32 on the CPU), the data moved there once; in
+    ``launch.processes`` processes when more than one (the evaluator then lives in this one)."""
     placement = placement or CPU
     data = data.to(placement.device, channels_last=placement.channels_last)
     if section.checkpoint is not None:
@@ -62,7 +64,7 @@ def supernet_evaluator(section: SupernetSection, space: SearchSpace, data: Image
             log(f"using the trained supernet {section.checkpoint}")
     else:
         net = fit_supernet(space, data, section.train_config(), checkpoint=Path(run_dir) / SUPERNET_CHECKPOINT,
-                           progress=progress, log=log, placement=placement).net
+                           progress=progress, log=log, placement=placement, launch=launch).net
     if data.image_size != net.image_size:
         raise InputError(f"the supernet was trained on {net.image_size}x{net.image_size} images, the dataset has "
                          f"{data.image_size}x{data.image_size}", source=str(section.checkpoint), field="image_size")

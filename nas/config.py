@@ -38,7 +38,8 @@ from search_spaces.errors import InputError, nearest
 from search_spaces.inputs import MAX_CONFIG_BYTES, MAX_INT, dotted as _dotted, find_bad_number, parse_yaml, read_text
 
 __all__ = ["PLANNED_SECTIONS", "ExistingPath", "DatasetConfig", "SearchSpaceConfig", "ObjectiveConfig",
-           "SearchConfig", "ExecutorConfig", "DeviceConfig", "OutputConfig", "ExperimentConfig", "LoadedConfig",
+           "SearchConfig", "ExecutorConfig", "DeviceConfig", "DistributedConfig", "OutputConfig", "ExperimentConfig",
+           "LoadedConfig",
            "load_config", "parse_config", "apply_overrides", "config_to_yaml", "config_diff", "translate_validation_error",
            "RESERVED_OPTIONS", "MAX_BUDGET"]
 
@@ -213,6 +214,20 @@ class DeviceConfig(_Section):
         return resolve_placement(type=self.type, index=self.index, precision=self.precision, compile=self.compile)
 
 
+class DistributedConfig(_Section):
+    """How many processes train the supernet (data-parallel, gradients averaged) and how they talk.
+
+    ``backend: auto`` is NCCL on CUDA, gloo on the CPU; ``launcher: local`` spawns the processes on this
+    machine (``ray`` is not available yet). Checked against this machine before any work (too many
+    processes for its CPUs or GPUs, NCCL without CUDA). Only supernet training uses it; the search runs in
+    the main process afterwards. A resume may change it (``--set distributed.processes=N``).
+    """
+
+    processes: int = Field(1, ge=1, le=1024, strict=True)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    launcher: Literal["local", "ray"] = "local"
+
+
 class OutputConfig(_Section):
     """Where runs go (relative to the working directory) and how many subnets to export."""
 
@@ -239,6 +254,7 @@ class ExperimentConfig(_Section):
     latency: LatencySection | None = None
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     device: DeviceConfig = Field(default_factory=DeviceConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("name")

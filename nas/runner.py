@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nas.config import LoadedConfig, config_diff, config_to_yaml, load_config
+from nas.distributed import RESUMABLE_PREFIX, check_distributed
 from nas.latency_stage import check_latency
 from nas.predictor_stage import check_predictors, search_context, write_predictor_artifacts
 from nas.stages import Stages, build_stages, declared_metrics
@@ -85,6 +86,7 @@ class Experiment:
     batch_size: int
     latency_notes: tuple[str, ...] = ()  # one line per latency table, from check_latency
     placement: Any = None  # supernets.device.Placement of the config's device section
+    launch: Any = None  # supernets.launch.LaunchPlan of the config's distributed section
 
 
 @dataclass(frozen=True)
@@ -186,13 +188,14 @@ def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experimen
     """Build and cross-check everything; every problem is an InputError pointing into the config."""
     reporter = reporter or SilentReporter()
     placement = check_device(loaded)
+    launch = check_distributed(loaded, placement)
     if loaded.config.kind == "space-search":
-        return dataclasses.replace(_prepare_space_search(loaded), placement=placement)
+        return dataclasses.replace(_prepare_space_search(loaded), placement=placement, launch=launch)
     space = build_space(loaded)
     with reporter.step(f"loading dataset {loaded.config.dataset.name}"):
         dataset, data = check_dataset(loaded, space)
     if loaded.config.kind != "search":  # its own procedure checks the rest (e.g. LPGNAS)
-        return Experiment(loaded, space, {}, dataset, data, (), (), 0, placement=placement)
+        return Experiment(loaded, space, {}, dataset, data, (), (), 0, placement=placement, launch=launch)
     metrics = declared_metrics(loaded.config)
     check_metrics(loaded, list(metrics))
     check_predictors(loaded, space)
@@ -208,7 +211,7 @@ def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experimen
 
     check_executor(loaded)  # kind ray: Ray importable, cluster reachable, enough resources; last, as it is slow
     return Experiment(loaded, space, metrics, dataset, data, search.objective_list(), search.constraint_list(),
-                      batch_size, latency_notes, placement)
+                      batch_size, latency_notes, placement, launch)
 
 
 def _prepare_space_search(loaded: LoadedConfig) -> Experiment:
@@ -252,6 +255,7 @@ def summary(exp: Experiment) -> list[tuple[str, str]]:
         ("budget", f"{search.budget} distinct candidates"),
         *_section_rows(exp),
         ("device", _device_line(exp.placement)),
+        *_launch_rows(exp),
         ("executor", config.executor.describe()),
         ("output", f"{config.output.root}/{config.name}-<timestamp>/ (export top {config.output.export_top})"),
     ]
@@ -282,6 +286,20 @@ def _device_line(placement: Any) -> str:
     """Where the supernet trains and evaluates, for ``qnas validate`` and the report."""
     info = placement.describe()
     return f"{info['name']} ({info['device']}, {info['precision']}{', torch.compile' if placement.compile else ''})"
+
+
+def _launch_rows(exp: Experiment) -> list[tuple[str, str]]:
+    """A summary row for supernet training in several processes (none for one: the report stays as it was)."""
+    plan = exp.launch
+    if plan is None or plan.processes == 1:
+        return []
+    return [("training processes", f"{plan.processes} local processes ({plan.backend}), each on its shard of every "
+                                   f"batch; the search runs in this one")]
+
+
+def _processes(exp: Experiment) -> int:
+    """How many processes train the supernet (the manifest's ``processes``)."""
+    return exp.launch.processes if exp.launch is not None else 1
 
 
 def _device_record(exp: Experiment) -> dict[str, Any]:
@@ -411,7 +429,7 @@ def start_run(config_path: str | Path, *, overrides: Sequence[str] = (), out: st
         reporter.info(f"run folder {run_dir}")
         atomic_write_text(run_dir / CONFIG, config_to_yaml(config))
         update_manifest(run_dir, **new_manifest(seed=config.seed, space=_space_info(exp)), device=_device_record(exp),
-                        processes=1)
+                        processes=_processes(exp))
         if config.kind != "search":
             _execute_kind(exp, run_dir, reporter)
             return RunOutcome(run_dir, None, time.perf_counter() - start)
@@ -473,10 +491,11 @@ def _resume_locked(run: Path, config_path: str | Path | None, overrides: Sequenc
     stored = load_config(run / CONFIG)
     if config_path is not None or overrides:
         given = load_config(config_path if config_path is not None else run / CONFIG, overrides)
-        diff = config_diff(stored.config, given.config)
+        diff = [d for d in config_diff(stored.config, given.config) if not d.startswith(RESUMABLE_PREFIX)]
         if diff:
             raise InputError("differs from the run's config.yaml (run -> given): " + "; ".join(diff[:8])
                              + ("; ..." if len(diff) > 8 else "") + "; start a new run instead", source=given.source)
+        stored = given  # equal but for the training processes, which a resume may change
     read_manifest(run)  # a damaged manifest or journal stops the resume before any work
     if stored.config.kind == "search":
         search = stored.config.search
@@ -494,7 +513,7 @@ def _resume_locked(run: Path, config_path: str | Path | None, overrides: Sequenc
         reporter.info(f"resuming {run}: {len(prior)} candidates in the journal")
         resumes = [*read_manifest(run).get("resumes", []), {"at": now_iso(), "journal_records": len(prior),
                    "dropped_line": None if contents.dropped is None else contents.dropped.line,
-                   "device": _device_record(exp).get("name"), "processes": 1}]
+                   "device": _device_record(exp).get("name"), "processes": _processes(exp)}]
         update_manifest(run, status="running", resumes=resumes)
         shutil.rmtree(run / "searcher", ignore_errors=True)  # the replay rebuilds the searcher's own files
         result = _execute(exp, run, journal, reporter, prior)

@@ -137,7 +137,7 @@ def build_stages(exp: Any, run_dir: Path, reporter: Any) -> Stages:
 
         stages.subnets = supernet_evaluator(config.supernet, exp.space, exp.data, run_dir,
                                             progress=not getattr(reporter, "quiet", True), log=reporter.info,
-                                            placement=exp.placement)
+                                            placement=exp.placement, launch=exp.launch)
         stages.executor = make_executor(config.executor)  # the expensive evaluators run through it
         evaluators.append(stages.executor.evaluator(SupernetAccuracyFactory.from_subnets(stages.subnets)))
         stages.evaluator = CompositeEvaluator(evaluators)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from search_spaces.blocks import se_channels
 
+from .distributed import sync_batch_norm, sync_group
 from .quant import LsqActQuantizer, LsqWeightQuantizer, QuantMode
 from .static import ConvBNAct, QuantLinear, SqueezeExcite, make_act
 
@@ -34,6 +35,10 @@ def _elastic_bn(bn: nn.BatchNorm2d, y: Tensor, training: bool) -> Tensor:
     if training:
         bn.num_batches_tracked.add_(1)
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    world = sync_group() if training else None
+    if world is not None:  # several training processes: statistics of the global batch
+        return sync_batch_norm(y, bn.weight[:c], bn.bias[:c], bn.running_mean[:c], bn.running_var[:c],
+                               momentum=factor, eps=bn.eps, world=world)
     return F.batch_norm(y, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c], bn.bias[:c],
                         training, factor, bn.eps)
 

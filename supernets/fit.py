@@ -1,4 +1,4 @@
-"""Train a supernet end to end with per-epoch checkpoints, resume and a progress bar."""
+"""Train a supernet end to end with per-epoch checkpoints, resume and a progress bar (in this process or several)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from search_spaces import SearchSpace
 from .checkpoint import restore_trainer, save_checkpoint
 from .data import ImageSplits
 from .device import Placement
+from .launch import LaunchPlan, train_processes
 from .supernet import QuantSupernet
 from .training import EpochLog, SupernetConfig, SupernetTrainer
 
@@ -19,13 +20,15 @@ __all__ = ["fit_supernet"]
 
 def fit_supernet(space: SearchSpace, data: ImageSplits, config: SupernetConfig, *, checkpoint: str | Path,
                  progress: bool = True, log: Callable[[str], None] | None = print,
-                 placement: Placement | None = None) -> SupernetTrainer:
+                 placement: Placement | None = None, launch: LaunchPlan | None = None) -> SupernetTrainer:
     """Train (or finish training) the supernet of ``space`` on ``data``.
 
     The checkpoint at ``checkpoint`` is written after every epoch; if it already exists training
     resumes from it (refusing a different space or config), so a killed run loses at most one epoch.
     ``placement`` (default: fp32 on the CPU) says where and in which precision to train; checkpoints
     hold CPU tensors, so one written on a GPU resumes on a CPU and the other way round.
+    ``launch`` with more than one process trains in that many local processes (this one waits for them,
+    then loads what their rank 0 wrote); a checkpoint resumes on any number of processes.
     """
     net = QuantSupernet(space, image_size=data.image_size, seed=config.seed)
     net.check_data(data.in_channels, data.num_classes, data.image_size, source=f"dataset {data.name!r}")
@@ -37,6 +40,9 @@ def fit_supernet(space: SearchSpace, data: ImageSplits, config: SupernetConfig, 
             log(f"supernet already trained ({trainer.epoch}/{trainer.total_epochs} epochs): loaded {checkpoint}")
         elif log and trainer.epoch:
             log(f"resuming supernet training at epoch {trainer.epoch + 1}/{trainer.total_epochs} from {checkpoint}")
+    if launch is not None and launch.processes > 1 and not trainer.done:
+        _train_elsewhere(space, data, config, checkpoint, trainer, launch, progress=progress, log=log)
+        return trainer
     with _progress_bar(progress) as bar:
         while not trainer.done:
             description = f"supernet epoch {trainer.epoch + 1}/{trainer.total_epochs} ({trainer.phase(trainer.epoch)})"
@@ -50,6 +56,33 @@ def fit_supernet(space: SearchSpace, data: ImageSplits, config: SupernetConfig, 
             if log:
                 log(_describe(entry, trainer.total_epochs))
     return trainer
+
+
+def _train_elsewhere(space: SearchSpace, data: ImageSplits, config: SupernetConfig, checkpoint: Path,
+                     trainer: SupernetTrainer, launch: LaunchPlan, *, progress: bool,
+                     log: Callable[[str], None] | None) -> None:
+    """Train in ``launch.processes`` processes, showing rank 0's progress here; then load their checkpoint."""
+    if log:
+        log(f"training the supernet in {launch.processes} processes ({launch.backend})")
+    with _progress_bar(progress) as bar:
+        tasks: dict[int, object] = {}
+
+        def on_event(event: tuple) -> None:
+            if event[0] == "step" and bar is not None:
+                _, epoch, step, steps = event
+                if epoch not in tasks:
+                    tasks[epoch] = bar.add_task(f"supernet epoch {epoch + 1}/{trainer.total_epochs} "
+                                                f"({trainer.phase(epoch)}, {launch.processes} processes)", total=steps)
+                bar.update(tasks[epoch], completed=step + 1)
+            elif event[0] == "epoch":
+                if bar is not None and event[1].epoch in tasks:
+                    bar.remove_task(tasks.pop(event[1].epoch))
+                if log:
+                    log(_describe(event[1], event[2]))
+
+        train_processes(space, data, config, checkpoint=checkpoint, placement=trainer.placement, plan=launch,
+                        on_event=on_event if (bar is not None or log) else None, steps=bar is not None)
+    restore_trainer(trainer, checkpoint)
 
 
 @contextlib.contextmanager

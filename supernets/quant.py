@@ -44,6 +44,8 @@ from typing import Literal, Sequence
 import torch
 from torch import Tensor, nn
 
+from .distributed import global_numel
+
 BITS_ALLOWED: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 32)
 GRANULARITIES: tuple[str, ...] = ("channel", "tensor")
 EPS = 1e-8  # smallest allowed step; also guards all-zero tensors at init
@@ -399,7 +401,7 @@ class LsqActQuantizer(_LsqBase):
         qmin, qmax = self.qrange(mode)
         if self._needs_init(key, None):
             self._init_from(x.detach(), mode, key, qmin, qmax)
-        g = 1.0 / math.sqrt(x.numel() * qmax)
+        g = 1.0 / math.sqrt(global_numel(x.numel()) * qmax)  # the global batch's count with several processes
         s, z = self._effective(key, qmin, qmax, None, g)
         return (self._kernel or fake_quant)(x, s, z, qmin, qmax, None)
 

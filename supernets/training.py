@@ -15,6 +15,11 @@ The model and the data are moved there once; batches are indexed and augmented t
 numbers still come from the trainer's CPU generator, so CPU and GPU runs draw the same batches);
 forward passes run under the placement's autocast and losses in fp32; fp16 scales the loss. Per-step
 losses stay on the device until the epoch ends, so a GPU step never waits for the host.
+
+Several processes (a :class:`~supernets.distributed.World` of ``size > 1``): every rank draws the same
+global batch, augmentation and subnets from the same seeded generators and trains on its shard of
+the batch; BN statistics, loss weights and gradients are synchronised so the weights stay equal on
+every rank and equal to one process training the global batch (see :mod:`supernets.distributed`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from search_spaces import Genome
 
 from .augment import augment_batch
 from .device import CPU, Placement
+from .distributed import SINGLE, World, synced_step
 from .evaluate import SubnetEvaluator
 from .quant import compile_fake_quant
 from .supernet import QuantSupernet
@@ -71,13 +77,14 @@ class SupernetTrainer:
 
     def __init__(self, supernet: QuantSupernet, train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor,
                  config: SupernetConfig, *, standalone: Genome | None = None,
-                 placement: Placement | None = None) -> None:
+                 placement: Placement | None = None, world: World = SINGLE) -> None:
         """``standalone``: train only this subnet (cross-entropy, same schedule) — the from-scratch baseline.
 
         ``placement``: device and precision (default :data:`~supernets.device.CPU`, fp32); ``supernet``
-        is moved there in place, the tensors are copied there once.
+        is moved there in place, the tensors are copied there once. ``world``: this process's rank among
+        the training processes (default: one process).
         """
-        self.placement = placement or CPU
+        self.placement, self.world = placement or CPU, world
         self.net, self.cfg, self.standalone = self.placement.put_module(supernet), config, standalone
         put = self.placement.put
         self.train_x, self.train_y, self.val_x, self.val_y = (put(t) for t in (train_x, train_y, val_x, val_y))
@@ -93,6 +100,7 @@ class SupernetTrainer:
         self.rng = np.random.default_rng(config.seed)
         self.torch_gen = torch.Generator().manual_seed(config.seed)
         self.epoch = 0  # epochs completed (warm-up included)
+        self._weight = 1.0  # this rank's share of the current global batch (set by each step)
         self.history: list[EpochLog] = []
 
     @property
@@ -122,18 +130,30 @@ class SupernetTrainer:
         for step in range(self.steps_per_epoch):
             idx = order[step * self.cfg.batch_size:(step + 1) * self.cfg.batch_size]
             x = augment_batch(self.train_x[idx], self.torch_gen) if self.cfg.augment else self.train_x[idx]  # (B,C,H,W)
-            parts.append(self._step(self.placement.layout(x), self.train_y[idx], phase))
+            mine = self.world.shard(len(idx))  # the whole batch is augmented: every rank draws the same numbers
+            parts.append(self._step(self.placement.layout(x[mine]), self.train_y[idx][mine], phase, len(idx)))
             if on_step is not None:  # the host needs this step's loss now: one sync per step
                 on_step(step, _step_loss([float(t) for t in parts[-1]]))
-        losses = _step_losses(parts)
-        max_acc, min_acc = self.extreme_accuracies(quantize=phase == "qat")
+        losses = _step_losses(parts, self.world)
+        # Evaluation is rank 0's: the others would only repeat it (their logs are not kept).
+        max_acc, min_acc = self.extreme_accuracies(quantize=phase == "qat") if self.world.is_main else (math.nan,) * 2
         log = EpochLog(self.epoch, phase, float(np.mean(losses)), max_acc, min_acc, time.perf_counter() - start)
         self.history.append(log)
         self.epoch += 1
         return log
 
-    def _step(self, x: Tensor, y: Tensor, phase: str) -> list[Tensor]:
-        """One optimizer step; returns its loss terms as detached device scalars (summed on the host later)."""
+    def _step(self, x: Tensor, y: Tensor, phase: str, batch: int) -> list[Tensor]:
+        """One optimizer step on this rank's part ``x`` of a global batch of ``batch`` images.
+
+        Returns the loss terms as detached device scalars (summed on the host later), already weighted
+        by this rank's share of the batch.
+        """
+        self._weight = self.world.weight(len(x), batch)
+        with synced_step(self.world, self._weight):
+            terms = self._step_terms(x, y, phase)
+        return [t * self._weight for t in terms] if self.world.distributed else terms
+
+    def _step_terms(self, x: Tensor, y: Tensor, phase: str) -> list[Tensor]:
         net, cfg, space = self.net, self.cfg, self.net.space
         quantize = phase == "qat"
         self.optimizer.zero_grad(set_to_none=True)
@@ -153,6 +173,7 @@ class SupernetTrainer:
             reg = cfg.wdr_weight * wdr_loss(net)
             self._backward(reg)
             terms.append(reg.detach())
+        self.world.all_reduce_grads(net.parameters())  # the global batch's gradient on every rank
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -171,6 +192,8 @@ class SupernetTrainer:
         return logits.float()
 
     def _backward(self, loss: Tensor) -> None:
+        if self.world.distributed:
+            loss = loss * self._weight  # summed over ranks: the mean over the global batch
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
 
     def _student_loss(self, logits: Tensor, soft: Tensor, y: Tensor) -> Tensor:
@@ -201,9 +224,9 @@ def _step_loss(terms: list[float]) -> float:
     return total
 
 
-def _step_losses(parts: list[list[Tensor]]) -> list[float]:
-    """Every step's loss with one device-to-host transfer for the whole epoch."""
-    flat = torch.stack([t for terms in parts for t in terms]).tolist()
+def _step_losses(parts: list[list[Tensor]], world: World = SINGLE) -> list[float]:
+    """Every step's loss with one device-to-host transfer (and, with several ranks, one all-reduce) per epoch."""
+    flat = world.all_reduce_sum(torch.stack([t for terms in parts for t in terms])).tolist()
     out, i = [], 0
     for terms in parts:
         out.append(_step_loss(flat[i:i + len(terms)]))

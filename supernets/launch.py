@@ -1,0 +1,224 @@
+"""Start N training processes on this machine and wait for them: ``distributed.launcher: local``.
+
+The calling process stays the one that owns the run: it checks (and resumes from) the checkpoint
+itself, spawns ``processes`` workers (``torch.multiprocessing``, start method ``spawn``), shows their
+progress and, once they finish, reloads the checkpoint rank 0 wrote. Each worker joins a process
+group over a rendezvous on 127.0.0.1 (a free port; gloo and NCCL bootstrap on the loopback
+interface), trains on its shard of every batch and, if it is rank 0, writes the checkpoint after
+every epoch, so a killed launch loses at most one epoch and resumes on any number of processes.
+
+A worker dies with its parent (``PR_SET_PDEATHSIG`` on Linux): a killed run must not leave orphans
+writing into a folder that a resume may already be using.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import queue as queue_module
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search_spaces import SearchSpace
+
+from search_spaces.errors import InputError
+
+from .device import Placement, _cuda_inventory
+from .distributed import World, free_port
+
+__all__ = ["LaunchPlan", "resolve_launch", "train_processes", "train_rank", "BACKENDS", "LAUNCHERS"]
+
+LOOPBACK = "127.0.0.1"
+BACKENDS: tuple[str, ...] = ("auto", "gloo", "nccl")
+LAUNCHERS: tuple[str, ...] = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How many processes train, with which collective backend, and their torch threads each.
+
+    ``timeout_s``: how long a collective waits for a missing peer before the group gives up (rank 0
+    evaluates two subnets after each epoch while the others wait, so this is generous).
+    """
+
+    processes: int
+    backend: str = "gloo"
+    threads: int = 1
+    timeout_s: float = 1800.0
+
+
+def resolve_launch(*, processes: int, backend: str, launcher: str, placement: Placement, threads: int = 1,
+                   batch_size: int | None = None) -> LaunchPlan:
+    """The plan a ``distributed: {processes, backend, launcher}`` section asks for, checked against this machine.
+
+    ``backend: auto`` is NCCL when the supernet trains on CUDA, else gloo. Raises :class:`InputError` naming
+    ``distributed.*`` and what this machine has: more processes than CPUs (or than CUDA devices from
+    ``device.index`` on), NCCL without CUDA, a backend this torch lacks, more processes than images per batch,
+    or ``launcher: ray`` (not available yet).
+    """
+    if launcher != "local":
+        raise InputError(f"launcher {launcher!r} is not available yet (Ray Train is not installed with qnas and no "
+                         "Ray launcher is implemented); use launcher: local, or torchrun", field="distributed.launcher")
+    if backend == "auto":
+        backend = "nccl" if placement.is_cuda else "gloo"
+    _check_backend(backend, placement)
+    _check_count(processes, placement)
+    if batch_size is not None and processes > batch_size:
+        raise InputError(f"{processes} processes cannot share a batch of {batch_size} images (supernet.batch_size); "
+                         "every process needs at least one", field="distributed.processes")
+    return LaunchPlan(processes=processes, backend=backend, threads=threads)
+
+
+def _check_backend(backend: str, placement: Placement) -> None:
+    import torch.distributed as dist
+
+    if backend == "nccl" and not placement.is_cuda:
+        raise InputError(f"nccl needs CUDA devices, but the supernet trains on the CPU (this machine has "
+                         f"{_cuda_inventory()}); use gloo or auto", field="distributed.backend")
+    available = {"gloo": dist.is_available() and dist.is_gloo_available(),
+                 "nccl": dist.is_available() and dist.is_nccl_available()}
+    if not available.get(backend, False):
+        have = [name for name, ok in available.items() if ok]
+        raise InputError(f"this torch ({torch.__version__}) has no {backend} backend (it has: "
+                         f"{', '.join(have) or 'none'})", field="distributed.backend")
+
+
+def _check_count(processes: int, placement: Placement) -> None:
+    if placement.is_cuda:
+        first = placement.device.index or 0
+        if first + processes > torch.cuda.device_count():
+            raise InputError(f"{processes} processes need one CUDA device each from cuda:{first} on, but this machine "
+                             f"has {_cuda_inventory()}", field="distributed.processes")
+        return
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if processes > cpus:
+        raise InputError(f"{processes} processes need a CPU each, but this machine lets qnas use {cpus} "
+                         f"CPU{'s' if cpus != 1 else ''}", field="distributed.processes")
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a worker needs, picklable (data as CPU tensors, shared with the workers by torch)."""
+
+    space: SearchSpace
+    data: Any  # supernets.data.ImageSplits on the CPU
+    config: Any  # supernets.config.SupernetConfig
+    checkpoint: Path
+    placement: Placement
+    plan: LaunchPlan
+    port: int
+    parent: int
+    steps: bool  # rank 0 reports every step (for a progress bar), not only every epoch
+
+
+def train_processes(space: SearchSpace, data: Any, config: Any, *, checkpoint: Path, placement: Placement,
+                    plan: LaunchPlan, on_event: Callable[[tuple], None] | None = None, steps: bool = False) -> None:
+    """Train the supernet of ``space`` to the end on ``plan.processes`` local processes (resuming ``checkpoint``).
+
+    ``on_event`` receives rank 0's ``("epoch", EpochLog, total)`` events (and with ``steps`` its
+    ``("step", epoch, step, steps)`` events) in this process while the workers run. A worker's failure
+    is raised here as a RuntimeError with its message (the others are stopped).
+    """
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    events = context.SimpleQueue() if on_event is not None else None
+    job = _Job(space, data.to("cpu"), config, Path(checkpoint), placement, plan, free_port(), os.getpid(),
+               steps and on_event is not None)
+    procs = mp.start_processes(_worker, args=(job, events), nprocs=plan.processes, join=False, start_method="spawn")
+    try:
+        while not procs.join(0.2):
+            _drain(events, on_event)
+    except mp.ProcessRaisedException as err:
+        raise RuntimeError(f"a training process failed: {_last_line(str(err))}") from None
+    except mp.ProcessExitedException as err:
+        raise RuntimeError(f"a training process died: {err}") from None
+    finally:
+        for p in procs.processes:
+            if p.is_alive():
+                p.terminate()
+    _drain(events, on_event)
+
+
+def _drain(events: Any, on_event: Callable[[tuple], None] | None) -> None:
+    while events is not None and on_event is not None and not events.empty():
+        try:
+            on_event(events.get())
+        except (EOFError, queue_module.Empty):
+            return
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else text
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies; exit now if it already has."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the collective timeout ends an orphan instead
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _worker(rank: int, job: _Job, events: Any) -> None:
+    """One training process: join the group, train every remaining epoch, rank 0 checkpoints and reports."""
+    import torch.distributed as dist
+
+    _die_with_parent(job.parent)
+    torch.set_num_threads(job.plan.threads)
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")
+    placement = _rank_placement(job.placement, rank)
+    if placement.is_cuda:
+        torch.cuda.set_device(placement.device)
+    dist.init_process_group(job.plan.backend, init_method=f"tcp://{LOOPBACK}:{job.port}", rank=rank,
+                            world_size=job.plan.processes, timeout=datetime.timedelta(seconds=job.plan.timeout_s))
+    try:
+        train_rank(job.space, job.data, job.config, checkpoint=job.checkpoint, placement=placement,
+                   world=World(rank, job.plan.processes), events=events, steps=job.steps)
+    finally:
+        dist.destroy_process_group()
+
+
+def _rank_placement(placement: Placement, rank: int) -> Placement:
+    """Rank ``r`` of a CUDA run uses the device ``index + r``; CPU ranks share the CPU."""
+    if not placement.is_cuda:
+        return placement
+    return dataclasses.replace(placement, device=torch.device("cuda", (placement.device.index or 0) + rank))
+
+
+def train_rank(space: SearchSpace, data: Any, config: Any, *, checkpoint: Path, placement: Placement, world: World,
+               events: Any = None, steps: bool = False) -> None:
+    """This rank's part of the training, in a process group that is already set up.
+
+    Rank 0 writes the checkpoint after every epoch and puts its events on ``events`` (if given).
+    """
+    from .checkpoint import restore_trainer, save_checkpoint
+    from .supernet import QuantSupernet
+    from .training import SupernetTrainer
+
+    net = QuantSupernet(space, image_size=data.image_size, seed=config.seed)
+    trainer = SupernetTrainer(net, data.train_x, data.train_y, data.val_x, data.val_y, config, placement=placement,
+                              world=world)
+    if checkpoint.exists():
+        restore_trainer(trainer, checkpoint)  # every rank reads the same state: they start equal
+    report = events is not None and world.is_main and steps
+    while not trainer.done:
+        epoch = trainer.epoch
+        on_step = (lambda step, loss: events.put(("step", epoch, step, trainer.steps_per_epoch))) if report else None
+        entry = trainer.train_epoch(on_step=on_step)
+        if world.is_main:
+            save_checkpoint(trainer, checkpoint)
+            if events is not None:
+                events.put(("epoch", entry, trainer.total_epochs))

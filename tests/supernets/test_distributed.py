@@ -1,0 +1,108 @@
+"""Supernet training in several processes (gloo on the CPU) equals one process training the global batch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from search_spaces.testing import tiny_mbv3
+from supernets.checkpoint import read_checkpoint, save_checkpoint
+from supernets.config import SupernetConfig
+from supernets.data import load_dataset
+from supernets.distributed import World
+from supernets.fit import fit_supernet
+from supernets.launch import LaunchPlan
+from supernets.supernet import QuantSupernet
+from supernets.training import SupernetTrainer
+
+# 2 steps per epoch (64 images, batch 32). CONFIG: a float warm-up epoch and a float sandwich epoch, so the
+# synchronised BN, the loss weights and the gradient all-reduce are exercised on the largest, the smallest and a
+# random subnet. QAT: one sandwich epoch fake-quantized from the start (quantizers initialised from the seeded
+# weights, identical everywhere): LSQ steps and zero points too. Later QAT epochs are not compared: a rounding
+# that a float difference of 1e-7 flips moves an activation by a whole step, so QAT amplifies the different
+# summation orders of 1 and 2 processes into differences far above float tolerance (in one process as well).
+CONFIG = SupernetConfig(warmup_epochs=1, epochs=1, qat_start=1, batch_size=32, random_subnets=1, bn_calib_samples=64,
+                        seed=0)
+QAT = CONFIG.model_copy(update={"warmup_epochs": 0, "qat_start": 0})
+TWO = LaunchPlan(processes=2, backend="gloo", timeout_s=120)  # a lost peer fails the test within 2 minutes
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(1)
+    return tiny_mbv3(), load_dataset("digits", max_train=64)
+
+
+@pytest.fixture(scope="module")
+def single(setup, tmp_path_factory):
+    """The references: one process, the whole batch of 32 per step (one per config, trained on first use)."""
+    space, data = setup
+    done: dict[SupernetConfig, SupernetTrainer] = {}
+
+    def train(config: SupernetConfig) -> SupernetTrainer:
+        if config not in done:
+            done[config] = fit_supernet(space, data, config, checkpoint=tmp_path_factory.mktemp("one") / "s.pt",
+                                        progress=False, log=None)
+        return done[config]
+    return train
+
+
+def _assert_same_weights(state: dict, reference: dict) -> None:
+    """Equal to float tolerance (2e-5: the largest difference measured here was 5e-6, on weights of ~0.3)."""
+    assert state.keys() == reference.keys()
+    for key, want in reference.items():
+        if want.is_floating_point():
+            worst = float((state[key] - want).abs().max())
+            assert torch.allclose(state[key], want, rtol=1e-4, atol=2e-5), (key, worst)
+        else:
+            assert torch.equal(state[key], want), key
+
+
+@pytest.mark.parametrize("config", [CONFIG, QAT], ids=["float", "qat"])
+def test_two_gloo_processes_train_the_weights_of_one(setup, single, tmp_path, config):
+    space, data = setup
+    events = []
+    trainer = fit_supernet(space, data, config, checkpoint=tmp_path / "s.pt", progress=False, log=events.append,
+                           launch=TWO)
+    reference = single(config)
+    assert trainer.done and trainer.epoch == reference.epoch
+    _assert_same_weights(trainer.net.state_dict(), reference.net.state_dict())
+    for mine, ref in zip(trainer.history, reference.history, strict=True):  # rank 0's log: global-batch losses
+        assert mine.phase == ref.phase and math.isclose(mine.loss, ref.loss, rel_tol=1e-4)
+        assert math.isclose(mine.max_acc, ref.max_acc, abs_tol=2 / len(data.val_y))
+    assert events[0] == "training the supernet in 2 processes (gloo)"
+    assert len(events) == 1 + reference.epoch  # and one line per epoch from rank 0
+
+
+def test_a_run_started_on_one_process_resumes_on_two(setup, single, tmp_path):
+    space, data = setup
+    first = SupernetTrainer(QuantSupernet(space, image_size=data.image_size, seed=CONFIG.seed), data.train_x,
+                            data.train_y, data.val_x, data.val_y, CONFIG)
+    first.train_epoch()
+    save_checkpoint(first, tmp_path / "s.pt")  # as a run killed after its first epoch leaves it
+    trainer = fit_supernet(space, data, CONFIG, checkpoint=tmp_path / "s.pt", progress=False, log=None, launch=TWO)
+    _assert_same_weights(trainer.net.state_dict(), single(CONFIG).net.state_dict())
+    assert read_checkpoint(tmp_path / "s.pt")["epoch"] == 2
+
+
+@pytest.mark.parametrize(("rank", "size", "n", "want"), [
+    (0, 1, 32, slice(0, 32)), (0, 2, 32, slice(0, 16)), (1, 2, 32, slice(16, 32)),
+    (0, 3, 32, slice(0, 11)), (1, 3, 32, slice(11, 22)), (2, 3, 32, slice(22, 32)),
+])
+def test_shards_cover_the_batch_once(rank, size, n, want):
+    world = World(rank, size)
+    assert world.shard(n) == want
+    assert math.isclose(world.weight(want.stop - want.start, n), (want.stop - want.start) / n if size > 1 else 1.0)
+
+
+def test_a_failing_worker_is_an_error_here(setup, tmp_path):
+    space, data = setup
+    broken = data.__class__(**{**data.__dict__, "num_classes": 3})  # the head has 10 outputs: workers fail
+    bad_labels = broken.train_y.clone()
+    bad_labels[0] = 99  # cross-entropy refuses a label beyond the classes
+    broken = broken.__class__(**{**broken.__dict__, "train_y": bad_labels, "num_classes": 10})
+    with pytest.raises(RuntimeError, match="a training process failed: .*"):
+        fit_supernet(space, broken, CONFIG, checkpoint=tmp_path / "s.pt", progress=False, log=None, launch=TWO)
+    assert not (tmp_path / "s.pt").exists()
