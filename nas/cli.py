@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search_spaces.errors import InputError, QnasError
+from search_spaces.registries import Registry
 
 __all__ = ["COMMAND_MODULES", "Command", "register_command", "build_parser", "RichReporter", "Parser", "positive_int",
            "non_negative_int", "main"]
@@ -50,7 +51,7 @@ class Command:
     handler: Handler
 
 
-_COMMANDS: dict[str, Command] = {}
+_COMMANDS: Registry[Command] = Registry("qnas subcommand")
 
 
 def register_command(name: str, *, help: str,
@@ -58,9 +59,7 @@ def register_command(name: str, *, help: str,
     """Decorator registering ``handler(args) -> exit code`` as ``qnas NAME`` (duplicate names raise)."""
 
     def wrap(handler: Handler) -> Handler:
-        if name in _COMMANDS:
-            raise ValueError(f"qnas subcommand {name!r} is already registered")
-        _COMMANDS[name] = Command(name, help, configure, handler)
+        _COMMANDS.register(name, Command(name, help, configure, handler))
         return handler
 
     return wrap

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from search_spaces.errors import nearest
 
+from supernets.backends import LATENCY_BACKENDS
 from supernets.config import SupernetConfig
 
 from .config_paths import ExistingPath, resolve_existing
@@ -85,9 +86,6 @@ class PredictorsSection(BaseModel):
                 "n_folds": self.n_folds}
 
 
-BACKENDS = ("torch-fp32", "torch-int8", "onnxruntime-fp32", "onnxruntime-int8")
-
-
 class ProfileSpec(BaseModel):
     """Profile a table for the space on this machine on first use (cached under ``cache_dir``)."""
 
@@ -105,8 +103,9 @@ class ProfileSpec(BaseModel):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"unknown backend {value!r}{nearest(value, BACKENDS)}; expected one of {list(BACKENDS)}")
+        if value not in LATENCY_BACKENDS:
+            names = LATENCY_BACKENDS.names()
+            raise ValueError(f"unknown backend {value!r}{nearest(value, names)}; expected one of {names}")
         return value
 
 

@@ -26,7 +26,8 @@ from predictors.latency.coverage import DEFAULT_SAMPLES
 from search_spaces import InputError, QnasError, SearchSpace, list_spaces
 from search_spaces.inputs import dotted, find_bad_number, parse_json
 from search_spaces.registry import space_from_options
-from supernets.deploy import BACKENDS, check_backend, device_name
+from supernets.backends import LATENCY_BACKENDS
+from supernets.timing import check_backend, device_name
 
 __all__ = ["add_latency_command", "main"]
 
@@ -183,7 +184,7 @@ def add_latency_command(subparsers: Any) -> None:
     prof = sub.add_parser("profile", help="measure every distinct block of a space on this machine")
     prof.add_argument("--space", required=True, help=f"search space ({', '.join(list_spaces())})")
     prof.add_argument("--space-options", default="{}", help="space options as a JSON object")
-    prof.add_argument("--backend", required=True, choices=BACKENDS)
+    prof.add_argument("--backend", required=True, choices=[name for name, _ in LATENCY_BACKENDS.items()])
     prof.add_argument("--threads", type=positive_int, default=1)
     prof.add_argument("--batch", type=positive_int, default=1)
     prof.add_argument("--out", required=True, help="table file (.csv or .json)")

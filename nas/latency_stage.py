@@ -191,10 +191,11 @@ class TableLatencyEvaluator:
 
 def measurable_here(loaded: LoadedTable) -> bool:
     """Whether the table describes this machine, so its subnets can be timed for real here."""
-    from supernets import deploy
+    from supernets import timing
+    from supernets.backends import LATENCY_BACKENDS
 
     header = loaded.table.header
-    return header.backend in deploy.BACKENDS and header.device == deploy.device_name()
+    return header.backend in LATENCY_BACKENDS and header.device == timing.device_name()
 
 
 def measure_front(tables: Sequence[LoadedTable], space: SearchSpace, genomes: Sequence[Genome],

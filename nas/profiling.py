@@ -2,7 +2,7 @@
 
 ``profile_space`` lists every distinct block of the space (every slot x every combination of the
 genes that decide it, bits mapped the way the backend can run them), times them in interleaved
-chunks with :func:`supernets.deploy.measure_blocks` (a pure function, so chunks can be shipped to
+chunks with :func:`supernets.timing.measure_blocks` (a pure function, so chunks can be shipped to
 Ray workers), appends each finished chunk to ``<out>.partial.jsonl`` so an interrupted run resumes,
 measures the per-call overhead and ~10 whole subnets, fits the calibration and writes the table
 atomically.
@@ -26,8 +26,9 @@ import numpy as np
 from predictors.latency import Entry, LatencyPredictor, LatencyTable, SlotPlan, TableHeader, fit_calibration, map_bits
 from search_spaces import BlockSpec, Genome, SearchSpace
 from search_spaces.atomic import append_jsonl, read_partial_records
-from supernets import deploy
-from supernets.deploy import Timing
+from supernets import timing
+from supernets.backends import LATENCY_BACKENDS
+from supernets.timing import Timing
 
 __all__ = ["bits_measured_as", "distinct_blocks", "profile_space", "cached_table", "cached_table_path", "recalibrate",
            "measure_subnet", "measure_subnets", "calibration_genomes", "default_cpus", "DEFAULT_CACHE"]
@@ -52,7 +53,7 @@ def default_cpus(threads: int) -> tuple[int, ...] | None:
 def bits_measured_as(bits: set[int], backend: str) -> dict[int, int]:
     """How each bit-width is timed: everything as INT8 on INT8 backends (no sub-8-bit kernels on CPUs;
     32-bit blocks too, as the deployed network is fully INT8), everything as FP32 on FP32 backends."""
-    target = 8 if deploy.backend_dtype(backend) == "int8" else 32
+    target = 8 if timing.backend_dtype(backend) == "int8" else 32
     return {b: target for b in sorted(bits) if b != target}
 
 
@@ -106,18 +107,18 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int],
 def profile_space(space: SearchSpace, backend: str, *, out_path: str | Path, threads: int = 1, batch: int = 1,
                   runs: int = 50, passes: int = 10, warmup: int = 2, n_calibration: int = 10, resume: bool = True,
                   progress: bool = True, seed: int = 0, chunk_size: int = 16, pin: bool = True,
-                  realtime: bool = False, measure_blocks: MeasureFn = deploy.measure_blocks) -> LatencyTable:
+                  realtime: bool = False, measure_blocks: MeasureFn = timing.measure_blocks) -> LatencyTable:
     """Profile every distinct block of ``space`` on ``backend`` here and write the table to ``out_path``.
 
     ``runs`` timed runs per block spread over ``passes`` interleaved passes; ``pin`` the measuring thread
-    to one CPU; ``realtime``: SCHED_FIFO while timing (see :class:`supernets.deploy.Protocol`).
-    ``measure_blocks`` (default :func:`supernets.deploy.measure_blocks`) times one chunk of specs; pass
+    to one CPU; ``realtime``: SCHED_FIFO while timing (see :class:`supernets.timing.Protocol`).
+    ``measure_blocks`` (default :func:`supernets.timing.measure_blocks`) times one chunk of specs; pass
     a wrapper to run chunks elsewhere. Returns the calibrated table (also written, CSV or JSON by suffix).
     """
-    deploy.check_backend(backend)
+    timing.check_backend(backend)
     out_path, started = Path(out_path), time.monotonic()
     blocks, mapping = distinct_blocks(space, backend)
-    protocol = deploy.Protocol(threads, runs, passes, warmup, default_cpus(threads) if pin else None,
+    protocol = timing.Protocol(threads, runs, passes, warmup, default_cpus(threads) if pin else None,
                                realtime=realtime)
     meta = {"space": space.name, "fingerprint": space.fingerprint(), "backend": backend, "threads": threads,
             "batch": batch, "runs": runs, "passes": passes, "clock": protocol.clock_name}
@@ -127,9 +128,9 @@ def profile_space(space: SearchSpace, backend: str, *, out_path: str | Path, thr
                                   lambda chunk, at: measure_blocks(chunk, backend, batch=batch, seed=seed + at,
                                                                    protocol=protocol))
         header = TableHeader(
-            device=deploy.device_name(), backend=backend, space=space.name, dtype=deploy.backend_dtype(backend),
+            device=timing.device_name(), backend=backend, space=space.name, dtype=timing.backend_dtype(backend),
             threads=threads, batch=batch, clock=protocol.clock_name,
-            per_call_overhead_ms=_sig(deploy.measure_overhead(backend, protocol)),
+            per_call_overhead_ms=_sig(timing.measure_overhead(backend, protocol)),
             date=datetime.now(timezone.utc).isoformat(timespec="seconds"), space_fingerprint=space.fingerprint(),
             space_options=json.dumps(space.options(), sort_keys=True), bits_measured_as=mapping)
         table = LatencyTable(header, [Entry(b, _sig(t.mean_ms), _sig(t.std_ms), t.count)
@@ -177,7 +178,7 @@ def cached_table(space: SearchSpace, backend: str, *, threads: int = 1, batch: i
     path = cached_table_path(space, backend, threads=threads, batch=batch, cache_dir=cache_dir)
     if path.exists():
         table = LatencyTable.load(path, space=space)
-        table.check_target(backend=backend, device=deploy.device_name(), threads=threads, batch=batch,
+        table.check_target(backend=backend, device=timing.device_name(), threads=threads, batch=batch,
                            source=str(path))
         if refresh_calibration:
             table = recalibrate(table, space, **{k: v for k, v in profile_kwargs.items() if k in ("runs", "passes")})
@@ -194,11 +195,11 @@ def cached_table_path(space: SearchSpace, backend: str, *, threads: int = 1, bat
 
 
 def _calibrate(table: LatencyTable, space: SearchSpace, backend: str, n: int, seed: int, batch: int,
-               protocol: deploy.Protocol) -> LatencyTable:
+               protocol: timing.Protocol) -> LatencyTable:
     """Fit scale + offset on ``n`` whole subnets (smallest, largest, then random ones) measured here."""
     genomes = calibration_genomes(space, n, seed=seed + 10_007)
     nets = [space.blocks(g) for g in genomes]
-    measured = deploy.measure_nets(nets, backend, batch=batch, seed=seed, protocol=protocol)
+    measured = timing.measure_nets(nets, backend, batch=batch, seed=seed, protocol=protocol)
     predictor = LatencyPredictor(table, strict=True)
     raw = [predictor.predict(space.blocks(g)).raw_ms for g in genomes]
     cal = fit_calibration(raw, [t.mean_ms for t in measured])
@@ -212,7 +213,7 @@ def recalibrate(table: LatencyTable, space: SearchSpace, *, n_calibration: int =
     """The table with its calibration refitted on ``n_calibration`` subnets measured now (its backend, threads
     and batch): the cheap fix when the machine's speed has drifted since the table was built."""
     h = table.header
-    protocol = deploy.Protocol(h.threads, runs, passes, warmup, default_cpus(h.threads) if pin else None,
+    protocol = timing.Protocol(h.threads, runs, passes, warmup, default_cpus(h.threads) if pin else None,
                                realtime=realtime)
     return _calibrate(table, space, h.backend, n_calibration, seed, h.batch, protocol)
 
@@ -232,8 +233,7 @@ def calibration_genomes(space: SearchSpace, n: int, *, seed: int) -> list[Genome
 
 def _notes(table: LatencyTable, runs: int, passes: int, seconds: float) -> str:
     h = table.header
-    edges = {"torch-int8": "quantized tensors in and out", "onnxruntime-int8": "uint8 in and out, edge Q/DQ "
-             "stripped"}.get(h.backend, "float in and out")
+    edges = LATENCY_BACKENDS.get(h.backend).edges if h.backend in LATENCY_BACKENDS else "float in and out"
     target = 8 if h.dtype == "int8" else 32
     mapped = ", ".join(str(k) for k in sorted(h.bits_measured_as))
     why = "no integer kernels below 8 bits here" if target == 8 else "a float backend"
@@ -251,8 +251,8 @@ def measure_subnets(space: SearchSpace, genomes: Sequence[Genome], backend: str,
     ``modules``: already built float :class:`supernets.static_net.StaticNet` per genome (e.g. extracted from a
     trained supernet); by default subnets are built with seeded random weights, which time the same."""
     nets: list[Any] = list(modules) if modules is not None else [space.blocks(g) for g in genomes]
-    protocol = deploy.Protocol(threads, runs, passes, warmup, default_cpus(threads) if pin else None, clock, realtime)
-    return deploy.measure_nets(nets, backend, batch=batch, seed=seed, protocol=protocol)
+    protocol = timing.Protocol(threads, runs, passes, warmup, default_cpus(threads) if pin else None, clock, realtime)
+    return timing.measure_nets(nets, backend, batch=batch, seed=seed, protocol=protocol)
 
 
 def measure_subnet(space: SearchSpace, genome: Genome, backend: str, *, module: Any = None,

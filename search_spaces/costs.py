@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .blocks import BlockSpec, se_channels
+from .registries import Registry
 
 __all__ = ["Layer", "Costs", "block_layers", "block_costs", "model_costs", "register_op_layers"]
 
@@ -63,19 +64,12 @@ class Costs:
         return self.size_bytes / 1024
 
 
-_LAYERS: dict[str, Callable[[BlockSpec], list[Layer]]] = {}
+_LAYERS: Registry[Callable[[BlockSpec], list[Layer]]] = Registry("op type", field="op")
 
 
 def register_op_layers(op: str) -> Callable[[Callable[[BlockSpec], list[Layer]]], Callable[[BlockSpec], list[Layer]]]:
     """Register the layer list of an op type (raise on duplicates, like every qnas registry)."""
-
-    def wrap(fn: Callable[[BlockSpec], list[Layer]]) -> Callable[[BlockSpec], list[Layer]]:
-        if op in _LAYERS:
-            raise ValueError(f"op type {op!r} already has a cost function")
-        _LAYERS[op] = fn
-        return fn
-
-    return wrap
+    return _LAYERS.register(op)
 
 
 def _se_layers(channels: int) -> list[Layer]:
@@ -115,10 +109,7 @@ def _head_layers(b: BlockSpec) -> list[Layer]:
 
 def block_layers(block: BlockSpec) -> list[Layer]:
     """The conv/linear layers of a block, in forward order."""
-    try:
-        return _LAYERS[block.op](block)
-    except KeyError:
-        raise ValueError(f"no cost function for op type {block.op!r}; known: {sorted(_LAYERS)}") from None
+    return _LAYERS.get(block.op)(block)
 
 
 def block_costs(block: BlockSpec) -> Costs:

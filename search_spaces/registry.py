@@ -7,11 +7,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from .errors import InputError, nearest
+from .registries import Registry
 from .space import SearchSpace
 
 __all__ = ["register_space", "get_space", "list_spaces", "space_class", "space_from_dict", "space_from_options"]
 
-_SPACES: dict[str, type[SearchSpace]] = {}
+_SPACES: Registry[type[SearchSpace]] = Registry("search space", field="search_space.name")
 S = TypeVar("S", bound=type[SearchSpace])
 
 
@@ -19,10 +20,8 @@ def register_space(name: str) -> Callable[[S], S]:
     """Class decorator registering a search space under ``name`` (duplicate names raise)."""
 
     def wrap(cls: S) -> S:
-        if name in _SPACES:
-            raise ValueError(f"search space {name!r} is already registered by {_SPACES[name].__qualname__}")
+        _SPACES.register(name, cls)
         cls.name = name
-        _SPACES[name] = cls
         return cls
 
     return wrap
@@ -30,15 +29,12 @@ def register_space(name: str) -> Callable[[S], S]:
 
 def list_spaces() -> list[str]:
     """Names of all registered search spaces, sorted."""
-    return sorted(_SPACES)
+    return _SPACES.names()
 
 
 def space_class(name: str, *, source: str | None = None) -> type[SearchSpace]:
     """The class registered under ``name``; unknown names get the nearest valid one."""
-    if name not in _SPACES:
-        raise InputError(f"unknown search space {name!r}{nearest(name, _SPACES)} (known: {list_spaces()})",
-                         source=source, field="search_space.name")
-    return _SPACES[name]
+    return _SPACES.get(name, source=source)
 
 
 def get_space(name: str, /, *, source: str | None = None, **options: Any) -> SearchSpace:

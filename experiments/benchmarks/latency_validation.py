@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 from nas.profiling import calibration_genomes, measure_subnets, profile_space
 from predictors.latency import LatencyPredictor, fit_calibration
 from search_spaces import Genome, SearchSpace, get_space
-from supernets import deploy
+from supernets import timing
 
 HERE = Path(__file__).resolve().parent
 SPACES: dict[str, dict[str, Any]] = {
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 subnets, 20 runs each")
     parser.add_argument("--spaces", nargs="+", default=list(SPACES), choices=list(SPACES))
-    parser.add_argument("--backends", nargs="+", default=list(deploy.BACKENDS), choices=list(deploy.BACKENDS))
+    parser.add_argument("--backends", nargs="+", default=list(timing.BACKENDS), choices=list(timing.BACKENDS))
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--passes", type=int, default=10)
@@ -143,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
     print()
     print_table(results)
-    report = {"device": deploy.device_name(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    report = {"device": timing.device_name(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "settings": {"threads": 1, "batch": 1, "runs": args.runs, "passes": args.passes, "n": args.n,
-                           "clock": deploy.default_clock(1), "realtime": args.realtime, "quick": args.quick, "spaces": SPACES,
+                           "clock": timing.default_clock(1), "realtime": args.realtime, "quick": args.quick, "spaces": SPACES,
                            "load_average_at_end": os.getloadavg()[0]},
               "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

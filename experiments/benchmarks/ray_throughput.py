@@ -38,7 +38,7 @@ from nas.executors.supernet import SupernetAccuracyFactory
 from search_spaces import Genome, SearchSpace, get_space
 from supernets.checkpoint import load_supernet
 from supernets.data import load_dataset
-from supernets.deploy import device_name
+from supernets.timing import device_name
 from supernets.evaluate import SubnetEvaluator
 
 RESULTS = Path(__file__).parent / "results"

@@ -38,7 +38,7 @@ from nas.profiling import calibration_genomes, measure_subnets, profile_space
 from predictors.latency import (LatencyPredictor, LatencyTable, calibrate_from_timings, fit_calibration, read_timings,
                                 table_coverage)
 from search_spaces import Genome, SearchSpace, get_space
-from supernets import deploy
+from supernets import timing
 
 HERE = Path(__file__).resolve().parent
 TIMER = HERE.parent / "latency_tables" / "time_onnx_models.py"
@@ -49,7 +49,7 @@ TARGET_WITHIN_10 = 95.0
 def template_table(space: SearchSpace, folder: Path, args: argparse.Namespace) -> tuple[LatencyTable, dict[str, float]]:
     """The table of the template path: export, time in a separate process, fill, calibrate."""
     start = time.monotonic()
-    write_template(space, folder, hint="int8", models="onnx", device=deploy.device_name(), backend=BACKEND,
+    write_template(space, folder, hint="int8", models="onnx", device=timing.device_name(), backend=BACKEND,
                    progress=False)
     export_s = time.monotonic() - start
     start = time.monotonic()
@@ -164,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
     print()
     print_table(results)
-    report = {"device": deploy.device_name(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    report = {"device": timing.device_name(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "settings": {"threads": 1, "batch": 1, "runs": args.runs, "passes": args.passes, "n": args.n,
-                           "clock": deploy.default_clock(1), "realtime": args.realtime, "quick": args.quick,
+                           "clock": timing.default_clock(1), "realtime": args.realtime, "quick": args.quick,
                            "spaces": {s: SPACES[s] for s in args.spaces}, "cpus": os.cpu_count(),
                            "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()[0]},
               "results": results}

@@ -1,6 +1,6 @@
 """Latency profiling fanned out over the nodes of a Ray cluster of identical machines.
 
-:func:`supernets.deploy.measure_blocks` is pure (specs and settings in, timings out), so a chunk of
+:func:`supernets.timing.measure_blocks` is pure (specs and settings in, timings out), so a chunk of
 blocks can be timed on any node. :class:`RayBlockMeasurer` has its signature: pass it as
 ``profile_space(..., measure_blocks=RayBlockMeasurer(session))`` and each chunk is split over the
 nodes, one task per node (pinned to it), all timed at once, and put back in order.
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from search_spaces import BlockSpec
-from supernets.deploy import Protocol, Timing
+from supernets.timing import Protocol, Timing
 
 from .base import split_even
 from .ray_env import RaySession
@@ -29,13 +29,13 @@ __all__ = ["measure_on_this_node", "RayBlockMeasurer"]
 def measure_on_this_node(specs: Sequence[BlockSpec], backend: str, batch: int, seed: int,
                          protocol: Protocol) -> tuple[str, list[Timing]]:
     """``(CPU name, timings)`` measured here; the protocol's CPU pinning is remapped to this node's own CPUs."""
-    from supernets import deploy
+    from supernets import timing
 
     if protocol.cpus is not None and hasattr(os, "sched_getaffinity"):
         allowed = sorted(os.sched_getaffinity(0))
         protocol = dataclasses.replace(protocol, cpus=tuple(allowed[-len(protocol.cpus):]))
-    timings = deploy.measure_blocks(list(specs), backend, batch=batch, seed=seed, protocol=protocol)
-    return deploy.device_name(), timings
+    timings = timing.measure_blocks(list(specs), backend, batch=batch, seed=seed, protocol=protocol)
+    return timing.device_name(), timings
 
 
 class RayBlockMeasurer:

@@ -21,6 +21,7 @@ import numpy as np
 from nas.objectives import Constraint, Objective, objective_matrix, violation_matrix
 from search_spaces import Genome, InputError, SearchSpace
 from search_spaces.errors import nearest
+from search_spaces.registries import Registry
 
 __all__ = ["Searcher", "register_searcher", "get_searcher", "list_searchers", "searcher_class",
            "searcher_options", "missing_requirements", "check_option"]
@@ -174,7 +175,7 @@ class Searcher(ABC):
 
 
 # ---- registry ------------------------------------------------------------------------------------
-_SEARCHERS: dict[str, type[Searcher]] = {}
+_SEARCHERS: Registry[type[Searcher]] = Registry("searcher", field="search.algorithm")
 S = TypeVar("S", bound=type[Searcher])
 
 
@@ -182,10 +183,8 @@ def register_searcher(name: str) -> Callable[[S], S]:
     """Class decorator registering a searcher under ``name`` (duplicate names raise)."""
 
     def wrap(cls: S) -> S:
-        if name in _SEARCHERS:
-            raise ValueError(f"searcher {name!r} is already registered by {_SEARCHERS[name].__qualname__}")
+        _SEARCHERS.register(name, cls)
         cls.name = name
-        _SEARCHERS[name] = cls
         return cls
 
     return wrap
@@ -193,15 +192,12 @@ def register_searcher(name: str) -> Callable[[S], S]:
 
 def list_searchers() -> list[str]:
     """Names of all registered searchers, sorted."""
-    return sorted(_SEARCHERS)
+    return _SEARCHERS.names()
 
 
 def searcher_class(name: str) -> type[Searcher]:
     """The class registered under ``name``; unknown names get the nearest valid one."""
-    if name not in _SEARCHERS:
-        raise InputError(f"unknown searcher {name!r}{nearest(name, _SEARCHERS)} (known: {list_searchers()})",
-                         field="search.algorithm")
-    return _SEARCHERS[name]
+    return _SEARCHERS.get(name)
 
 
 def missing_requirements(name: str) -> list[str]:

@@ -1,7 +1,7 @@
 """Build SpaceEvo's lookup table: teacher -> block-wise NSR distillation -> INT8 latency of every sub-stage.
 
 The NSR part lives in :mod:`supernets.spaceevo` (torch); this module adds the latency part, which uses
-the latency-table profiler's timing protocol (:func:`supernets.deploy.measure_blocks`: real INT8
+the latency-table profiler's timing protocol (:func:`supernets.timing.measure_blocks`: real INT8
 backend, real boundary dtypes, one pinned thread, interleaved passes, per-call overhead subtracted)
 and also writes the timed blocks as an ordinary latency table (``<lut>.blocks.csv``). Finished
 combinations are appended to ``<lut>.partial.jsonl``, so an interrupted build resumes.
@@ -48,21 +48,21 @@ def measure_specs(specs: list[BlockSpec], backend: str, *, runs: int, passes: in
                   chunk: int = 32, log: Log = None) -> tuple[dict[str, float], float, Any]:
     """Time distinct blocks on ``backend`` here: (key -> ms, per-call overhead ms, LatencyTable of them)."""
     from predictors.latency import Entry, LatencyTable, TableHeader
-    from supernets import deploy
+    from supernets import timing
 
     from ..profiling import default_cpus
 
-    protocol = deploy.Protocol(1, runs, passes, 2, default_cpus(1))
+    protocol = timing.Protocol(1, runs, passes, 2, default_cpus(1))
     timings: dict[str, Any] = {}
     for start in range(0, len(specs), chunk):
         part = specs[start:start + chunk]
-        timings.update({b.key(): t for b, t in zip(part, deploy.measure_blocks(part, backend, seed=seed + start,
+        timings.update({b.key(): t for b, t in zip(part, timing.measure_blocks(part, backend, seed=seed + start,
                                                                                 protocol=protocol))})
         if log:
             log(f"timed {min(start + chunk, len(specs))}/{len(specs)} blocks on {backend}")
-    overhead = deploy.measure_overhead(backend, protocol)
-    header = TableHeader(device=deploy.device_name(), backend=backend, space="spaceevo-lut",
-                         dtype=deploy.backend_dtype(backend), clock=protocol.clock_name, per_call_overhead_ms=overhead,
+    overhead = timing.measure_overhead(backend, protocol)
+    header = TableHeader(device=timing.device_name(), backend=backend, space="spaceevo-lut",
+                         dtype=timing.backend_dtype(backend), clock=protocol.clock_name, per_call_overhead_ms=overhead,
                          date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          notes="blocks of the SpaceEvo lookup-table sub-stages (first block reads teacher channels)")
     table = LatencyTable(header, [Entry(b, t.mean_ms, t.std_ms, t.count) for b, t in
@@ -144,9 +144,9 @@ def build_lut(macro: str, data: Any, *, out_path: str | Path, teacher_checkpoint
     info = {"dataset": data.name, "teacher": "float ResNet (bottleneck, expand 1, widest widths, deepest depth)",
             "teacher_val_accuracy": teacher_acc, "per_call_overhead_ms": overhead,
             "stage_input_sizes": list(stage_input_sizes(MACROS[macro], data.image_size)), **asdict(settings)}
-    from supernets import deploy
+    from supernets import timing
 
-    lut = QtLut(macro, settings.backend, deploy.device_name(), float(fixed_ms), entries, info)
+    lut = QtLut(macro, settings.backend, timing.device_name(), float(fixed_ms), entries, info)
     lut.save(out_path)
     partial.unlink(missing_ok=True)
     return lut

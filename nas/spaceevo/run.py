@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -29,6 +29,7 @@ from nas.rundir import atomic_write_json, atomic_write_text
 from search_spaces import InputError
 from search_spaces.errors import nearest
 from search_spaces.meta import MACROS, parse_candidate
+from supernets.backends import int8_backends
 
 from .evolution import EvolutionSettings, aging_evolution
 from .lut import QtLut
@@ -51,7 +52,7 @@ class LutConfig(_Section):
     path: ExistingPath | None = Field(None, description="an existing lookup table (JSON); omitted: build it in "
                                                         "the run")
     teacher_checkpoint: ConfigPath | None = Field(None, description="cached teacher (default: RUN_DIR/teacher.pt)")
-    backend: Literal["onnxruntime-int8", "torch-int8"] = "onnxruntime-int8"
+    backend: str = Field("onnxruntime-int8", description="an INT8 latency backend (SpaceEvo scores INT8 latency)")
     teacher_epochs: int = Field(10, ge=1, le=10_000)
     distill_steps: int = Field(40, ge=1, le=1_000_000)
     rows: int = Field(24, ge=2, le=10_000, description="sampled sub-stages per (stage, block, window)")
@@ -60,6 +61,14 @@ class LutConfig(_Section):
     n_eval: int = Field(256, ge=16, le=1_000_000, description="validation images the NSR is measured on")
     runs: int = Field(20, ge=1, le=100_000)
     passes: int = Field(4, ge=1, le=10_000)
+
+    @field_validator("backend")
+    @classmethod
+    def _int8_backend(cls, value: str) -> str:
+        names = int8_backends()
+        if value not in names:
+            raise ValueError(f"expected an INT8 latency backend{nearest(value, names)}; one of {names}")
+        return value
 
 
 class QtConfig(_Section):

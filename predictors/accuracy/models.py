@@ -24,7 +24,7 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.svm import SVR
 
 from search_spaces import Genome, InputError, SearchSpace
-from search_spaces.errors import nearest
+from search_spaces.registries import Registry
 
 from .conformal import AccuracyPredictor
 from .features import COST_FEATURES, FeatureEncoder
@@ -34,8 +34,8 @@ __all__ = ["AUTO_CANDIDATES", "ENSEMBLE_MEMBERS", "RegressorPredictor", "build_m
            "make_predictor", "register_model"]
 
 ModelFactory = Callable[[int, int], Any]
-_MODELS: dict[str, ModelFactory] = {}
 _STRATEGIES = ("auto", "ensemble")
+_MODELS: Registry[ModelFactory] = Registry("accuracy model", field="model", reserved=_STRATEGIES)
 
 #: Models ``"auto"`` cross-validates by default: the most accurate of those that fit 400 genomes in
 #: a fraction of a second (trees ranked worst on one-hot genomes; the MLP is slower and no better).
@@ -49,32 +49,22 @@ ENSEMBLE_MEMBERS = ("ridge", "gp", "hgb")
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator registering a model factory ``(seed, n_samples) -> regressor`` under ``name``."""
-
-    def wrap(factory: ModelFactory) -> ModelFactory:
-        if name in _MODELS or name in _STRATEGIES:
-            raise ValueError(f"accuracy model {name!r} is already registered")
-        _MODELS[name] = factory
-        return factory
-
-    return wrap
+    return _MODELS.register(name)
 
 
 def list_models() -> list[str]:
     """Names of all registered models, sorted (``"auto"`` and ``"ensemble"`` are strategies, not listed)."""
-    return sorted(_MODELS)
+    return _MODELS.names()
 
 
 def build_model(name: str, *, seed: int = 0, n_samples: int = 100) -> Any:
     """An unfitted regressor of the registered model ``name``."""
-    _check_names([name], field="model")
-    return _MODELS[name](seed, n_samples)
+    return _MODELS.get(name)(seed, n_samples)
 
 
 def _check_names(names: Sequence[str], *, field: str) -> None:
     for name in names:
-        if name not in _MODELS:
-            raise InputError(f"unknown accuracy model {name!r}{nearest(name, _MODELS)} (known: {list_models()})",
-                             field=field)
+        _MODELS.get(name, field=field)
 
 
 # ---- built-in models --------------------------------------------------------------------------

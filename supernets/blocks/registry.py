@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 
 from search_spaces import BlockSpec
+from search_spaces.registries import Registry
 
 from ..quant import QuantMode
 
@@ -23,26 +24,17 @@ __all__ = ["ElasticBlock", "build_block", "build_elastic_block", "importance", "
            "register_static_block", "spec_modes"]
 
 StaticBuilder = Callable[[BlockSpec], nn.Module]
-_STATIC: dict[str, StaticBuilder] = {}
+_STATIC: Registry[StaticBuilder] = Registry("static block", field="op")
 
 
 def register_static_block(op: str) -> Callable[[StaticBuilder], StaticBuilder]:
     """Register how an op type becomes a static module (duplicates raise)."""
-
-    def wrap(fn: StaticBuilder) -> StaticBuilder:
-        if op in _STATIC:
-            raise ValueError(f"op type {op!r} already has a static builder")
-        _STATIC[op] = fn
-        return fn
-
-    return wrap
+    return _STATIC.register(op)
 
 
 def build_block(spec: BlockSpec) -> nn.Module:
     """A freshly initialised static module for ``spec``."""
-    if spec.op not in _STATIC:
-        raise ValueError(f"no static module for op type {spec.op!r}; known: {sorted(_STATIC)}")
-    return _STATIC[spec.op](spec)
+    return _STATIC.get(spec.op)(spec)
 
 
 def spec_modes(spec: BlockSpec) -> tuple[QuantMode, QuantMode]:
@@ -70,23 +62,14 @@ class ElasticBlock(nn.Module):
 
 
 ElasticBuilder = Callable[[BlockSpec, Sequence[QuantMode], Sequence[QuantMode]], ElasticBlock]
-_ELASTIC: dict[str, ElasticBuilder] = {}
+_ELASTIC: Registry[ElasticBuilder] = Registry("elastic block", field="op")
 
 
 def register_elastic_block(op: str) -> Callable[[ElasticBuilder], ElasticBuilder]:
     """Register the elastic block class of an op type (duplicates raise)."""
-
-    def wrap(builder: ElasticBuilder) -> ElasticBuilder:
-        if op in _ELASTIC:
-            raise ValueError(f"op type {op!r} already has an elastic block")
-        _ELASTIC[op] = builder
-        return builder
-
-    return wrap
+    return _ELASTIC.register(op)
 
 
 def build_elastic_block(big: BlockSpec, w_modes: Sequence[QuantMode], a_modes: Sequence[QuantMode]) -> ElasticBlock:
     """The elastic block for a slot whose largest configuration is ``big``."""
-    if big.op not in _ELASTIC:
-        raise ValueError(f"no elastic block for op type {big.op!r}; known: {sorted(_ELASTIC)}")
-    return _ELASTIC[big.op](big, w_modes, a_modes)
+    return _ELASTIC.get(big.op)(big, w_modes, a_modes)

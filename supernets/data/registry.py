@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import torch
 
 from search_spaces.errors import InputError, nearest
+from search_spaces.registries import Registry
 
 if TYPE_CHECKING:  # torch_geometric is heavy; only graph loaders import it, lazily.
     from torch_geometric.data import Data
@@ -94,7 +95,7 @@ class _Entry:
     options: tuple[str, ...]
 
 
-_REGISTRY: dict[str, _Entry] = {}
+_REGISTRY: Registry[_Entry] = Registry("dataset", field="dataset.name", normalize=lambda name: name.strip().lower())
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -121,9 +122,9 @@ def register_dataset(name: str, *, kind: Kind) -> Callable[[_F], _F]:
         raise ValueError("dataset name must not be empty")
 
     def decorate(loader: _F) -> _F:
-        if key in _REGISTRY:
+        if key in _REGISTRY:  # before inspecting the signature: a duplicate is the clearer error
             raise ValueError(f"dataset {key!r} is already registered")
-        _REGISTRY[key] = _Entry(kind, loader, _loader_options(key, loader))
+        _REGISTRY.register(key, _Entry(kind, loader, _loader_options(key, loader)))
         return loader
 
     return decorate
@@ -131,18 +132,11 @@ def register_dataset(name: str, *, kind: Kind) -> Callable[[_F], _F]:
 
 def list_datasets() -> list[str]:
     """Names of all registered datasets, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def _entry(name: str) -> _Entry:
-    key = str(name).strip().lower()
-    if key not in _REGISTRY:
-        valid = list_datasets()
-        raise InputError(
-            f"unknown dataset {name!r}{nearest(key, valid)} (valid: {', '.join(valid)})",
-            field="dataset.name",
-        )
-    return _REGISTRY[key]
+    return _REGISTRY.get(name)
 
 
 def dataset_kind(name: str) -> Kind:

@@ -137,7 +137,7 @@ def test_argparse_exits_become_return_codes(capsys):
 
 
 def test_register_command_hook(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_COMMANDS", dict(cli._COMMANDS))
+    monkeypatch.setattr(cli, "_COMMANDS", cli._COMMANDS.copy())
 
     @register_command("hello", help="say hello", configure=lambda p: p.add_argument("who"))
     def _hello(args):

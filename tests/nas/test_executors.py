@@ -372,7 +372,7 @@ def test_profiling_fans_out_over_nodes_in_order(ray_cluster):
     from nas.executors.ray_env import RaySession
     from nas.executors.ray_profiling import RayBlockMeasurer
     from nas.profiling import distinct_blocks
-    from supernets.deploy import Protocol
+    from supernets.timing import Protocol
 
     specs = distinct_blocks(get_space("mbv3", **SPACE), "torch-fp32")[0][:4]
     session = RaySession(ray_cluster)

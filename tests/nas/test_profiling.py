@@ -11,7 +11,7 @@ from nas.latency_cli import main as latency_main
 from nas.profiling import cached_table, distinct_blocks, measure_subnet, profile_space, recalibrate
 from predictors.latency import LatencyPredictor, LatencyTable
 from search_spaces import BlockSpec, get_space
-from supernets import deploy
+from supernets import deploy, timing
 from supernets.blocks import build_block
 
 TINY = dict(image_size=8, stem_channels=8, stage_channels=[16], stage_strides=[2], stage_se=[True],
@@ -64,7 +64,7 @@ def test_resume_does_not_remeasure_finished_blocks(tmp_path, space):
         if measured:
             raise KeyboardInterrupt
         measured.append([s.key() for s in specs])
-        return deploy.measure_blocks(specs, backend, **kwargs)
+        return timing.measure_blocks(specs, backend, **kwargs)
 
     out = tmp_path / "t.json"
     with pytest.raises(KeyboardInterrupt):
@@ -74,7 +74,7 @@ def test_resume_does_not_remeasure_finished_blocks(tmp_path, space):
 
     def recording(specs, backend, **kwargs):
         measured.append([s.key() for s in specs])
-        return deploy.measure_blocks(specs, backend, **kwargs)
+        return timing.measure_blocks(specs, backend, **kwargs)
 
     table = profile_space(space, "torch-fp32", out_path=out, chunk_size=2, measure_blocks=recording, **FAST)
     later = {k for chunk in measured[1:] for k in chunk}

@@ -199,7 +199,7 @@ def test_registry_refuses_duplicates_and_unknown_names(task):
     space = task[0]
     with pytest.raises(ValueError, match="already registered"):
         register_model("ridge")(lambda seed, n: None)
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="'auto' is reserved"):
         register_model("auto")(lambda seed, n: None)
     with pytest.raises(InputError, match="did you mean 'ridge'"):
         make_predictor(space, "ridgee")

@@ -98,7 +98,7 @@ def test_bad_seed():
 
 
 def test_register_dataset_rejects_duplicates_and_bad_signatures(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", registry._REGISTRY.copy())
     with pytest.raises(ValueError, match="already registered"):
         register_dataset("digits", kind="image")(lambda *, root=None, seed=0: None)
     with pytest.raises(TypeError, match="keyword-only"):
