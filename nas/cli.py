@@ -35,7 +35,8 @@ from search_spaces.registries import Registry
 __all__ = ["COMMAND_MODULES", "Command", "register_command", "build_parser", "RichReporter", "Parser", "positive_int",
            "non_negative_int", "main"]
 
-COMMAND_MODULES: tuple[str, ...] = ("nas.export_cli", "nas.latency_cli:add_latency_command", "nas.qt_cli")
+COMMAND_MODULES: tuple[str, ...] = ("nas.export_cli", "nas.latency_cli:add_latency_command", "nas.qt_cli",
+                                    "nas.docs_cli")
 """Imported by :func:`build_parser`: ``"module"`` (registers itself) or ``"module:function"`` (adds parsers)."""
 
 Handler = Callable[[argparse.Namespace], int]

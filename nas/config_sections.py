@@ -31,7 +31,8 @@ class SupernetSection(SupernetConfig):
     same search space, and then the training keys must be left out (they are read from it).
     """
 
-    checkpoint: ExistingPath | None = None
+    checkpoint: ExistingPath | None = Field(None, description="reuse a trained supernet (same space) instead of "
+                                                              "training; then leave the training keys out")
 
     @model_validator(mode="after")
     def _checkpoint_or_training(self) -> SupernetSection:
@@ -62,13 +63,21 @@ class PredictorsSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = "ensemble"
-    candidates: list[str] = Field(default_factory=lambda: ["ridge", "svr", "gp"], min_length=1)
-    analytic_features: bool = True
-    interactions: bool = True
-    n_folds: int = Field(5, ge=2, le=20)
-    dataset: ExistingPath | None = None
-    quant_sensitivity: bool | Path = False
+    model: str = Field("ensemble", description="accuracy predictor of predictor-nsga2: ensemble (mean of ridge, GP and"
+                                               " gradient boosting), auto (the cross-validated best of candidates), or"
+                                               " a registered model (ridge, svr, gp, mlp, rf, extra_trees, hgb)")
+    candidates: list[str] = Field(default_factory=lambda: ["ridge", "svr", "gp"], min_length=1,
+                                  description="models auto compares by cross-validation")
+    analytic_features: bool = Field(True, description="add log MACs / BitOps / size and the bit-width histogram to the"
+                                                      " one-hot genome features")
+    interactions: bool = Field(True, description="add the joint one-hot of the gene pairs the space declares (each "
+                                                 "stage's depth with the next stage's first activation bits)")
+    n_folds: int = Field(5, ge=2, le=20, description="cross-validation folds (model selection and CV+ intervals)")
+    dataset: ExistingPath | None = Field(None, description="a predictor_dataset.csv of an earlier run: its measured "
+                                                           "accuracies join the training data")
+    quant_sensitivity: bool | Path = Field(False, description="true: measure ZeroQ's per-layer quantization "
+                                                              "sensitivity on the supernet before the search and use "
+                                                              "it as a feature; a path: reuse a quant_sensitivity.json")
 
     @field_validator("quant_sensitivity", mode="before")
     @classmethod
@@ -91,12 +100,15 @@ class ProfileSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: str
-    threads: int = Field(1, ge=1, le=64)
-    batch: int = Field(1, ge=1, le=4096)
-    runs: int = Field(50, ge=5, le=100_000)
-    passes: int = Field(10, ge=2, le=10_000)
-    cache_dir: Path | None = None
+    backend: str = Field(description="a registered latency backend: torch-fp32, torch-int8, onnxruntime-fp32, "
+                                     "onnxruntime-int8")
+    threads: int = Field(1, ge=1, le=64, description="threads the backend times with (1 is steadiest on a shared "
+                                                     "machine)")
+    batch: int = Field(1, ge=1, le=4096, description="batch size of the timed models")
+    runs: int = Field(50, ge=5, le=100_000, description="timed runs per block in all")
+    passes: int = Field(10, ge=2, le=10_000, description="interleaved passes the runs are spread over (mean of the "
+                                                         "pass medians)")
+    cache_dir: Path | None = Field(None, description="where profiled tables are cached (default ~/.cache/qnas/latency)")
     recalibrate: bool = Field(True, description="refit a cached table's calibration on 10 subnets measured at the "
                                                 "start of the run (the machine's speed drifts; seconds)")
 
@@ -114,11 +126,13 @@ class LatencyTableSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str | None = None
-    table: ExistingPath | None = None
-    profile: ProfileSpec | None = None
-    backend: str | None = None
-    strict: bool = False
+    name: str | None = Field(None, description="names the metric latency_ms.<name> when there are several tables")
+    table: ExistingPath | None = Field(None, description="a latency table file (CSV or JSON, "
+                                                         "experiments/latency_tables/README.md) of any device")
+    profile: ProfileSpec | None = Field(None, description="profile this machine on first use instead of reading a file")
+    backend: str | None = Field(None, description="the backend the table must have been measured on (checked)")
+    strict: bool = Field(False, description="a block missing from the table is an error before anything trains, "
+                                            "instead of the learned fallback (flagged latency_ms_fallback)")
 
     @model_validator(mode="after")
     def _one_source(self) -> LatencyTableSpec:
@@ -135,7 +149,8 @@ class LatencySection(LatencyTableSpec):
     A single table gives the metric ``latency_ms``; several give ``latency_ms.<name>``.
     """
 
-    tables: list[LatencyTableSpec] | None = None
+    tables: list[LatencyTableSpec] | None = Field(None, description="several tables, one objective each (metrics "
+                                                                    "latency_ms.<name>)")
 
     @model_validator(mode="after")
     def _one_source(self) -> LatencySection:  # type: ignore[override]

@@ -61,35 +61,61 @@ class LpgnasConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    lambdas: list[float] = Field(default_factory=lambda: [0.01, 0.03, 0.06, 0.1])
-    target_size_kb: float | None = Field(None, gt=0)
-    max_size_kb: float | None = Field(None, gt=0)
-    penalty: Literal["log", "linear"] = "log"
-    bitops_weight: float = Field(0.1, ge=0)
-    search_epochs: int = Field(200, ge=1, le=MAX_EPOCHS, strict=True)
-    warmup_epochs: int = Field(50, ge=0, le=MAX_EPOCHS, strict=True)
-    weight_sampling: Literal["mixture", "path"] = "mixture"
-    gumbel: bool = False
-    tau_start: float = Field(1.0, gt=0)
-    tau_end: float = Field(0.1, gt=0)
-    lr: float = Field(0.05, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    arch_lr: float = Field(0.03, gt=0)
-    arch_weight_decay: float = Field(0.0, ge=0)
-    dropout: float = Field(0.5, ge=0, lt=1)
-    retrain_epochs: int = Field(200, ge=1, le=MAX_EPOCHS, strict=True)
-    retrain_lr: float = Field(0.01, gt=0)
-    retrain_weight_decay: float = Field(5e-4, ge=0)
-    retrain_step_lr_scale: float = Field(3.0, gt=0)
-    patience: int = Field(100, ge=1, le=MAX_EPOCHS, strict=True)
-    seeds: int = Field(10, ge=1, le=1000, strict=True)
-    search_restarts: int = Field(1, ge=1, le=1000, strict=True)
-    select_by: Literal["validation", "accuracy", "objective"] = "validation"
-    select_from: Literal["lambda", "run"] = "lambda"
-    select_seeds: int = Field(2, ge=1, le=1000, strict=True)
-    final_select_seeds: int | None = Field(None, ge=1, le=1000, strict=True)
-    workers: int = Field(1, ge=1, le=1024, strict=True)
-    normalize_features: bool = True
+    lambdas: list[float] = Field(default_factory=lambda: [0.01, 0.03, 0.06, 0.1],
+                                 description="cost weights; one differentiable search (and one front point) per value")
+    target_size_kb: float | None = Field(None, gt=0, description="size below which the size penalty vanishes (relu of "
+                                                                 "the log ratio); none: always penalise")
+    max_size_kb: float | None = Field(None, gt=0, description="deployment budget: larger designs are neither retrained"
+                                                              " nor kept")
+    penalty: Literal["log", "linear"] = Field("log", description="log: lambda * (log E[size] + bitops_weight * log "
+                                                                 "E[BitOps]) under the architecture softmax; linear: "
+                                                                 "the expectations themselves")
+    bitops_weight: float = Field(0.1, ge=0, description="weight of the BitOps term beside the size term of the penalty")
+    search_epochs: int = Field(200, ge=1, le=MAX_EPOCHS, strict=True, description="epochs of the differentiable search")
+    warmup_epochs: int = Field(50, ge=0, le=MAX_EPOCHS, strict=True, description="search epochs that train only the "
+                                                                                 "weights before the architecture "
+                                                                                 "parameters move")
+    weight_sampling: Literal["mixture", "path"] = Field("mixture", description="mixture: weights train on the relaxed "
+                                                                               "mixture (LPGNAS, DARTS); path: on one "
+                                                                               "design sampled per step")
+    gumbel: bool = Field(False, description="sample the architecture with Gumbel-softmax instead of the plain softmax")
+    tau_start: float = Field(1.0, gt=0, description="Gumbel-softmax temperature at the start of the search")
+    tau_end: float = Field(0.1, gt=0, description="Gumbel-softmax temperature at the end of the search")
+    lr: float = Field(0.05, gt=0, description="learning rate of the supernet weights during the search")
+    weight_decay: float = Field(5e-4, ge=0, description="weight decay of the supernet weights during the search")
+    arch_lr: float = Field(0.03, gt=0, description="learning rate of the architecture parameters")
+    arch_weight_decay: float = Field(0.0, ge=0, description="weight decay of the architecture parameters")
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout of node features in search and retraining")
+    retrain_epochs: int = Field(200, ge=1, le=MAX_EPOCHS, strict=True, description="QAT retraining epochs of a derived"
+                                                                                   " design")
+    retrain_lr: float = Field(0.01, gt=0, description="learning rate of the retraining")
+    retrain_weight_decay: float = Field(5e-4, ge=0, description="weight decay of the retraining")
+    retrain_step_lr_scale: float = Field(3.0, gt=0, description="learning-rate multiplier of the quantizer steps "
+                                                                "during retraining (at 1 the steps lag the growing "
+                                                                "weights)")
+    patience: int = Field(100, ge=1, le=MAX_EPOCHS, strict=True, description="retraining stops after this many epochs "
+                                                                             "without a better validation accuracy")
+    seeds: int = Field(10, ge=1, le=1000, strict=True, description="retraining seeds of the kept design (its accuracy "
+                                                                   "is their mean)")
+    search_restarts: int = Field(1, ge=1, le=1000, strict=True, description="seeded searches per lambda; one design is"
+                                                                            " kept per lambda")
+    select_by: Literal["validation", "accuracy", "objective"] = Field("validation",
+                                                                      description="how restarts are compared: "
+                                                                                  "validation (cross-entropy after "
+                                                                                  "select_seeds retrainings plus "
+                                                                                  "lambda * penalty), accuracy "
+                                                                                  "(validation accuracy), objective "
+                                                                                  "(the searches' own objective, no "
+                                                                                  "retraining)")
+    select_from: Literal["lambda", "run"] = Field("lambda", description="lambda: each lambda chooses among its own "
+                                                                        "searches; run: among all searches of the run")
+    select_seeds: int = Field(2, ge=1, le=1000, strict=True, description="retrainings each candidate design gets when "
+                                                                         "restarts are compared")
+    final_select_seeds: int | None = Field(None, ge=1, le=1000, strict=True,
+                                           description="compare the best two candidates again on this many retrainings")
+    workers: int = Field(1, ge=1, le=1024, strict=True, description="processes running searches and retrainings in "
+                                                                    "parallel")
+    normalize_features: bool = Field(True, description="row-normalise the node features (as the Planetoid GCN)")
 
     @field_validator("lambdas")
     @classmethod

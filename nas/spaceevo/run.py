@@ -53,14 +53,16 @@ class LutConfig(_Section):
                                                         "the run")
     teacher_checkpoint: ConfigPath | None = Field(None, description="cached teacher (default: RUN_DIR/teacher.pt)")
     backend: str = Field("onnxruntime-int8", description="an INT8 latency backend (SpaceEvo scores INT8 latency)")
-    teacher_epochs: int = Field(10, ge=1, le=10_000)
-    distill_steps: int = Field(40, ge=1, le=1_000_000)
+    teacher_epochs: int = Field(10, ge=1, le=10_000, description="epochs of the float teacher the stages are distilled"
+                                                                 " from")
+    distill_steps: int = Field(40, ge=1, le=1_000_000, description="block-wise distillation steps per sampled "
+                                                                   "sub-stage (W8A8)")
     rows: int = Field(24, ge=2, le=10_000, description="sampled sub-stages per (stage, block, window)")
     n_features: int = Field(2048, ge=64, le=10_000_000, description="training images whose teacher features are "
                                                                      "distilled")
     n_eval: int = Field(256, ge=16, le=1_000_000, description="validation images the NSR is measured on")
-    runs: int = Field(20, ge=1, le=100_000)
-    passes: int = Field(4, ge=1, le=10_000)
+    runs: int = Field(20, ge=1, le=100_000, description="timed runs per block (INT8 latency)")
+    passes: int = Field(4, ge=1, le=10_000, description="interleaved timing passes")
 
     @field_validator("backend")
     @classmethod
@@ -74,11 +76,13 @@ class LutConfig(_Section):
 class QtConfig(_Section):
     """The Q-T score (SpaceEvo, Wang et al., ICCV 2023): constraints, N, top-k, t and a."""
 
-    latency_constraints_ms: list[float] = Field(min_length=1, max_length=64)
-    n_subnets: int = Field(100_000, ge=1, le=10_000_000)
-    top_k: int = Field(50, ge=1, le=10_000_000)
-    t: float = Field(0.1, gt=0)
-    a: float = Field(0.01, ge=0)
+    latency_constraints_ms: list[float] = Field(min_length=1, max_length=64,
+                                                description="INT8 latency constraints (ms) the Q-T score rewards low "
+                                                            "loss under, one term each")
+    n_subnets: int = Field(100_000, ge=1, le=10_000_000, description="subnets sampled per candidate space (N)")
+    top_k: int = Field(50, ge=1, le=10_000_000, description="best subnets per constraint whose loss counts (top-k)")
+    t: float = Field(0.1, gt=0, description="temperature of the score's loss term (t)")
+    a: float = Field(0.01, ge=0, description="weight of the feasible fraction (a)")
 
     @field_validator("latency_constraints_ms")
     @classmethod
@@ -92,8 +96,10 @@ class QtConfig(_Section):
 
 
 class EvolutionConfig(_Section):
-    population: int = Field(500, ge=1, le=100_000)
-    sample: int = Field(125, ge=1, le=100_000)
+    """Aging evolution over candidate spaces (regularized evolution, Real et al., AAAI 2019)."""
+
+    population: int = Field(500, ge=1, le=100_000, description="spaces alive at a time (aging evolution)")
+    sample: int = Field(125, ge=1, le=100_000, description="spaces sampled per tournament; the best is mutated")
     total: int = Field(5000, ge=1, le=1_000_000, description="spaces scored in all, the initial population "
                                                               "included")
 
@@ -107,10 +113,12 @@ class EvolutionConfig(_Section):
 class SpaceSearchConfig(_Section):
     """The ``space_search:`` section of a ``kind: space-search`` experiment."""
 
-    macro: str = "c10"
-    lut: LutConfig = Field(default_factory=LutConfig)
-    qt: QtConfig
-    evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
+    macro: str = Field("c10", description="macro-architecture whose stages the candidate spaces fill (c10: 4 stages "
+                                          "for 32x32 images)")
+    lut: LutConfig = Field(default_factory=LutConfig, description="the Q-T lookup table: an existing JSON, or built in"
+                                                                  " the run")
+    qt: QtConfig = Field(description="the Q-T score settings")
+    evolution: EvolutionConfig = Field(default_factory=EvolutionConfig, description="aging evolution over spaces")
     top: int = Field(10, ge=1, le=10_000, description="spaces shown in the report and the plot")
 
     @field_validator("macro")
