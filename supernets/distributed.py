@@ -41,10 +41,15 @@ __all__ = ["World", "SINGLE", "synced_step", "sync_group", "global_numel", "sync
 
 @dataclass(frozen=True)
 class World:
-    """This process's ``rank`` among ``size`` training processes (``size == 1``: no process group)."""
+    """This process's ``rank`` among ``size`` training processes (``size == 1``: no process group).
+
+    ``sync_bn: False`` normalises each shard with its own statistics (plain DDP): two collectives less per
+    BN layer and subnet, but no longer the result of one process.
+    """
 
     rank: int = 0
     size: int = 1
+    sync_bn: bool = True
 
     @property
     def distributed(self) -> bool:
@@ -121,7 +126,7 @@ def synced_step(world: World, share: float) -> Iterator[None]:
 def sync_group() -> World | None:
     """The world BN statistics are synchronised over now, or None (local statistics)."""
     active = _SYNC.get()
-    return None if active is None else active[0]
+    return active[0] if active is not None and active[0].sync_bn else None
 
 
 def global_numel(n: int) -> float:

@@ -40,7 +40,8 @@ LAUNCHERS: tuple[str, ...] = ("local", "ray")
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """How many processes train, with which collective backend, and their torch threads each.
+    """How many processes train, with which collective backend, their torch threads each, and whether BN
+    statistics are those of the global batch (``sync_bn``, see :class:`~supernets.distributed.World`).
 
     ``timeout_s``: how long a collective waits for a missing peer before the group gives up (rank 0
     evaluates two subnets after each epoch while the others wait, so this is generous).
@@ -49,11 +50,12 @@ class LaunchPlan:
     processes: int
     backend: str = "gloo"
     threads: int = 1
+    sync_bn: bool = True
     timeout_s: float = 1800.0
 
 
 def resolve_launch(*, processes: int, backend: str, launcher: str, placement: Placement, threads: int = 1,
-                   batch_size: int | None = None) -> LaunchPlan:
+                   sync_bn: bool = True, batch_size: int | None = None) -> LaunchPlan:
     """The plan a ``distributed: {processes, backend, launcher}`` section asks for, checked against this machine.
 
     ``backend: auto`` is NCCL when the supernet trains on CUDA, else gloo. Raises :class:`InputError` naming
@@ -62,8 +64,9 @@ def resolve_launch(*, processes: int, backend: str, launcher: str, placement: Pl
     or ``launcher: ray`` (not available yet).
     """
     if launcher != "local":
-        raise InputError(f"launcher {launcher!r} is not available yet (Ray Train is not installed with qnas and no "
-                         "Ray launcher is implemented); use launcher: local, or torchrun", field="distributed.launcher")
+        raise InputError(f"launcher {launcher!r} is not available yet (Ray Train, ray[train], is not among qnas's "
+                         "locked dependencies and no Ray launcher is implemented); use launcher: local",
+                         field="distributed.launcher")
     if backend == "auto":
         backend = "nccl" if placement.is_cuda else "gloo"
     _check_backend(backend, placement)
@@ -71,7 +74,7 @@ def resolve_launch(*, processes: int, backend: str, launcher: str, placement: Pl
     if batch_size is not None and processes > batch_size:
         raise InputError(f"{processes} processes cannot share a batch of {batch_size} images (supernet.batch_size); "
                          "every process needs at least one", field="distributed.processes")
-    return LaunchPlan(processes=processes, backend=backend, threads=threads)
+    return LaunchPlan(processes=processes, backend=backend, threads=threads, sync_bn=sync_bn)
 
 
 def _check_backend(backend: str, placement: Placement) -> None:
@@ -186,7 +189,7 @@ def _worker(rank: int, job: _Job, events: Any) -> None:
                             world_size=job.plan.processes, timeout=datetime.timedelta(seconds=job.plan.timeout_s))
     try:
         train_rank(job.space, job.data, job.config, checkpoint=job.checkpoint, placement=placement,
-                   world=World(rank, job.plan.processes), events=events, steps=job.steps)
+                   world=World(rank, job.plan.processes, sync_bn=job.plan.sync_bn), events=events, steps=job.steps)
     finally:
         dist.destroy_process_group()
 

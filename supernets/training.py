@@ -62,7 +62,11 @@ def __getattr__(name: str) -> Any:
 
 @dataclass(frozen=True)
 class EpochLog:
-    """What one epoch did, for logs, checkpoints and reports."""
+    """What one epoch did, for logs, checkpoints and reports.
+
+    ``seconds`` is the whole epoch, ``train_seconds`` its optimizer steps alone (without the evaluation of
+    the largest and smallest subnet): the figure training throughput is computed from (NaN in old checkpoints).
+    """
 
     epoch: int
     phase: str
@@ -70,6 +74,7 @@ class EpochLog:
     max_acc: float
     min_acc: float
     seconds: float
+    train_seconds: float = math.nan
 
 
 class SupernetTrainer:
@@ -134,10 +139,12 @@ class SupernetTrainer:
             parts.append(self._step(self.placement.layout(x[mine]), self.train_y[idx][mine], phase, len(idx)))
             if on_step is not None:  # the host needs this step's loss now: one sync per step
                 on_step(step, _step_loss([float(t) for t in parts[-1]]))
-        losses = _step_losses(parts, self.world)
+        losses = _step_losses(parts, self.world)  # waits for the last step, wherever it runs
+        trained = time.perf_counter() - start
         # Evaluation is rank 0's: the others would only repeat it (their logs are not kept).
         max_acc, min_acc = self.extreme_accuracies(quantize=phase == "qat") if self.world.is_main else (math.nan,) * 2
-        log = EpochLog(self.epoch, phase, float(np.mean(losses)), max_acc, min_acc, time.perf_counter() - start)
+        log = EpochLog(self.epoch, phase, float(np.mean(losses)), max_acc, min_acc, time.perf_counter() - start,
+                       trained)
         self.history.append(log)
         self.epoch += 1
         return log
