@@ -87,6 +87,15 @@ def test_a_run_started_on_one_process_resumes_on_two(setup, single, tmp_path):
     assert read_checkpoint(tmp_path / "s.pt")["epoch"] == 2
 
 
+def test_local_batch_norm_trains_but_is_not_one_process(setup, single, tmp_path):
+    space, data = setup
+    plain = LaunchPlan(processes=2, backend="gloo", sync_bn=False, timeout_s=120)
+    trainer = fit_supernet(space, data, CONFIG, checkpoint=tmp_path / "s.pt", progress=False, log=None, launch=plain)
+    assert trainer.done
+    with pytest.raises(AssertionError):  # BN of 16 images per shard instead of 32: other weights
+        _assert_same_weights(trainer.net.state_dict(), single(CONFIG).net.state_dict())
+
+
 @pytest.mark.parametrize(("rank", "size", "n", "want"), [
     (0, 1, 32, slice(0, 32)), (0, 2, 32, slice(0, 16)), (1, 2, 32, slice(16, 32)),
     (0, 3, 32, slice(0, 11)), (1, 3, 32, slice(11, 22)), (2, 3, 32, slice(22, 32)),
