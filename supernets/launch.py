@@ -7,8 +7,9 @@ group over a rendezvous on 127.0.0.1 (a free port; gloo and NCCL bootstrap on th
 interface), trains on its shard of every batch and, if it is rank 0, writes the checkpoint after
 every epoch, so a killed launch loses at most one epoch and resumes on any number of processes.
 
-A worker dies with its parent (``PR_SET_PDEATHSIG`` on Linux): a killed run must not leave orphans
-writing into a folder that a resume may already be using.
+A worker dies with its parent (``PR_SET_PDEATHSIG`` on Linux: SIGKILL, where torch's spawn sets a SIGINT
+that a worker could catch and outlive): a killed run must not leave orphans writing into a folder that
+a resume may already be using (a test SIGKILLs a run and checks).
 """
 
 from __future__ import annotations

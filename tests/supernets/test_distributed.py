@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +116,44 @@ def test_a_failing_worker_is_an_error_here(setup, tmp_path):
     with pytest.raises(RuntimeError, match="a training process failed: .*"):
         fit_supernet(space, broken, CONFIG, checkpoint=tmp_path / "s.pt", progress=False, log=None, launch=TWO)
     assert not (tmp_path / "s.pt").exists()
+
+
+KILLED_RUN = """
+import sys, torch
+from search_spaces.testing import tiny_mbv3
+from supernets.config import SupernetConfig
+from supernets.data import load_dataset
+from supernets.fit import fit_supernet
+from supernets.launch import LaunchPlan
+torch.set_num_threads(1)
+config = SupernetConfig(warmup_epochs=1, epochs=1000, batch_size=32, random_subnets=1, bn_calib_samples=64)
+fit_supernet(tiny_mbv3(), load_dataset("digits", max_train=64), config, checkpoint=sys.argv[1], progress=False,
+             log=None, launch=LaunchPlan(processes=2, timeout_s=120))
+"""
+
+
+def test_workers_die_with_a_killed_run(tmp_path):
+    """A run killed by SIGKILL leaves no training process behind to write into its folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    checkpoint = tmp_path / "s.pt"
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(checkpoint)], cwd=Path(__file__).parents[2])
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # rank 0 has written its first epoch: both workers are training
+        assert checkpoint.exists(), "the workers never finished an epoch"
+        workers = psutil.Process(run.pid).children(recursive=True)
+        assert len(workers) >= 2
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+        gone, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        if run.poll() is None:
+            run.kill()
