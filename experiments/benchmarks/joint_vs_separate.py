@@ -15,7 +15,7 @@ accuracy drop of lowering each quantization gene of the largest subnet alone.
 Accuracies are recorded in JSON-lines pools (``subnet_pool.py``) and replayed across methods and seeds.
 
 Usage:  python experiments/benchmarks/joint_vs_separate.py --checkpoint results/supernet_cifar10_e3_b3468.pt
-Results: a printed table and results/joint_vs_separate_<dataset>.json
+Results: a printed table and results/joint_vs_separate_<dataset><--tag>.json
 """
 
 from __future__ import annotations
@@ -174,6 +174,7 @@ def main() -> None:
     parser.add_argument("--drop-all", dest="drop_lowest", action="store_false",
                         help="measure the accuracy drop of every lower choice (default: each gene's lowest only)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the pools, tables and result")
+    parser.add_argument("--tag", default="", help="suffix of the result file (another setting, same pools)")
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
@@ -198,7 +199,7 @@ def main() -> None:
     budgets = {m: budgets_of(space, cheap, m) for m in args.kinds}
     ilp = {m: ilp_on_largest(space, bs, context, evaluator) for m, bs in budgets.items()}
     rows: list[dict] = [{} for _ in range(args.seeds)]
-    out = args.results / f"joint_vs_separate_{args.dataset}.json"
+    out = args.results / f"joint_vs_separate_{args.dataset}{args.tag}.json"
     for metric, bs in budgets.items():  # one kind after the other, the JSON rewritten after every search
         for seed in range(args.seeds):
             rows[seed][metric] = run_kind(metric, bs, seed, space, cheap, evaluator, context, args)
