@@ -231,9 +231,11 @@ def _pareto(args: argparse.Namespace) -> int:
     from nas.pareto import front_indices, total_violation
     from nas.rundir import CONFIG, JOURNAL, check_run_dir
 
+    from nas.kinds import get_kind
+
     run = check_run_dir(args.run_dir)
-    config = load_config(run / CONFIG, check_files=False).config
-    objectives, constraints = _objectives(config, run / CONFIG)
+    loaded = load_config(run / CONFIG, check_files=False)
+    objectives, constraints = get_kind(loaded.config.kind).front_definition(loaded)
     contents = read_journal(run / JOURNAL)
     if contents.dropped is not None:
         RichReporter().warn(str(contents.dropped))
@@ -250,37 +252,13 @@ def _pareto(args: argparse.Namespace) -> int:
 
 
 def _show_kind_outcome(run_dir: Path) -> None:
-    """The ranked spaces of a space search, or the front of another kind (from its journal)."""
-    import json
-
+    """What a kind with its own procedure found (LPGNAS: its front; a space search: its ranked spaces)."""
     from nas.config import load_config
+    from nas.kinds import get_kind
     from nas.rundir import CONFIG
 
-    config = load_config(run_dir / CONFIG, check_files=False).config
-    if config.kind != "space-search":
-        _pareto(argparse.Namespace(run_dir=str(run_dir)))
-        return
-    from nas.spaceevo.table import ranking_table
-    from nas.spaceevo.qt_score import QtScore
-
-    ranking = [QtScore.from_dict(r) for r in json.loads((run_dir / "ranking.json").read_text())["ranking"]]
-    qt = config.space_search.qt.settings(config.seed)
-    _stdout().print(ranking_table(ranking[: config.space_search.top], qt,
-                                  f"best {min(len(ranking), config.space_search.top)} of {len(ranking)} spaces by "
-                                  f"Q-T score (all in ranking.csv)"))
-
-
-def _objectives(config: Any, source: Path | None = None) -> tuple[Sequence[Any], Sequence[Any]]:
-    """The objectives and constraints a run's front is defined by (fixed for kinds with their own procedure);
-    ``source`` is the run's config, named when it has no front."""
-    if config.kind == "search":
-        return config.search.objective_list(), config.search.constraint_list()
-    if config.kind == "space-search":
-        raise InputError("a space-search run ranks search spaces and has no Pareto front; see its ranking.csv "
-                         "and report.md", source=source, field="kind")
-    from nas.lpgnas import OBJECTIVES
-
-    return OBJECTIVES, ()
+    loaded = load_config(run_dir / CONFIG, check_files=False)
+    get_kind(loaded.config.kind).show(run_dir, loaded, lambda run: _pareto(argparse.Namespace(run_dir=str(run))))
 
 
 # ---- entry point ------------------------------------------------------------------------------

@@ -28,10 +28,12 @@ def check_distributed(loaded: LoadedConfig, placement: Any) -> Any:
     """
     from supernets.launch import resolve_launch
 
+    from nas.kinds import get_kind
+
     config = loaded.config
     section = config.distributed
-    if section.processes > 1 and (config.kind != "search" or config.supernet is None
-                                  or config.supernet.checkpoint is not None):
+    trains = get_kind(config.kind).trains_in_processes
+    if section.processes > 1 and (not trains or config.supernet is None or config.supernet.checkpoint is not None):
         raise loaded.error("distributed.processes", f"got {section.processes}; several processes train a supernet, "
                                                     "and this config trains none (it needs kind: search and a "
                                                     "supernet: section without checkpoint); remove distributed")

@@ -25,7 +25,7 @@ def _export(args: argparse.Namespace) -> int:
     from nas.config import load_config
     from nas.export import export_subnet
     from nas.rundir import CONFIG, atomic_write_json, check_output_folder, check_run_dir
-    from nas.runner import build_space, check_dataset
+    from nas.experiment import build_space, check_dataset
     from supernets.checkpoint import load_supernet
     from supernets.evaluate import SubnetEvaluator
 

@@ -49,7 +49,7 @@ PHASES = ("training", "sensitivity", "search", "export")
 
 WRAPPER = textwrap.dedent("""
     import os, sys
-    import nas.accuracy, nas.runner, nas.stages, supernets.sensitivity
+    import nas.accuracy, nas.kinds.search, nas.stages, supernets.sensitivity
     from search_spaces.atomic import append_jsonl
 
     def marked(owner, name, phase):
@@ -61,7 +61,7 @@ WRAPPER = textwrap.dedent("""
 
     marked(nas.accuracy, "fit_supernet", "training")
     marked(supernets.sensitivity, "measure_quant_sensitivity", "sensitivity")
-    marked(nas.runner, "run_search", "search")
+    marked(nas.kinds.search, "run_search", "search")
     marked(nas.stages.Stages, "export_models", "export")
     measure = nas.accuracy.SupernetAccuracyEvaluator.evaluate_iter
 

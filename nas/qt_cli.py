@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nas.cli import register_command
 from nas.config import load_config
+from nas.kinds.space_search import SpaceSearchKind
 from nas.spaceevo.run import SpaceSearchConfig
 from nas.spaceevo.table import ranking_table
 from search_spaces import InputError
@@ -38,8 +39,8 @@ def load_space_search_config(path: str | Path, overrides: Sequence[str] = ()) ->
     against the file's folder). Every problem is one :class:`InputError` naming the file and field."""
     loaded = load_config(path, overrides)
     config = loaded.config
-    if config.kind != "space-search":
-        raise InputError(f"expected an experiment of kind: space-search, got kind: {config.kind}",
+    if config.kind != SpaceSearchKind.name:  # the Q-T settings and lookup table live in its section
+        raise InputError(f"expected an experiment of kind: {SpaceSearchKind.name}, got kind: {config.kind}",
                          source=loaded.source, field="kind")
     return SpaceSearchExperiment(config.space_search, config.name, config.seed, loaded.source)
 
