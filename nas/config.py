@@ -39,9 +39,8 @@ from search_spaces.inputs import MAX_CONFIG_BYTES, MAX_INT, dotted as _dotted, f
 
 __all__ = ["PLANNED_SECTIONS", "ExistingPath", "DatasetConfig", "SearchSpaceConfig", "ObjectiveConfig",
            "SearchConfig", "ExecutorConfig", "DeviceConfig", "DistributedConfig", "OutputConfig", "ExperimentConfig",
-           "LoadedConfig",
-           "load_config", "parse_config", "apply_overrides", "config_to_yaml", "config_diff", "translate_validation_error",
-           "RESERVED_OPTIONS", "MAX_BUDGET"]
+           "LoadedConfig", "load_config", "parse_config", "apply_overrides", "config_to_yaml", "config_diff",
+           "translate_validation_error", "RESERVED_OPTIONS", "MAX_BUDGET"]
 
 PLANNED_SECTIONS: dict[str, str] = {}
 
@@ -53,23 +52,31 @@ class _Section(BaseModel):
 class DatasetConfig(_Section):
     """Which dataset the subnets are for (``load_dataset(name, root=..., seed=..., **options)``)."""
 
-    name: str
-    root: ExistingPath | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="a registered dataset: digits (built in), mnist, cifar10, cora, citeseer")
+    root: ExistingPath | None = Field(None, description="folder holding the dataset files (default: $QNAS_DATA); must "
+                                                        "exist")
+    options: dict[str, Any] = Field(default_factory=dict, description="loader options, e.g. max_train, val_fraction; "
+                                                                      "cifar10: variant full (50k/10k, the default "
+                                                                      "when present) or subset (10k/10k)")
 
 
 class SearchSpaceConfig(_Section):
     """Which registered space to search (``get_space(name, **options)``)."""
 
-    name: str
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="a registered space: mbv3, resnet, spaceevo (options: {candidate: c10-3333-1111}), "
+                                  "gnn (kind: lpgnas)")
+    options: dict[str, Any] = Field(default_factory=dict, description="the space's options (in_channels, image_size, "
+                                                                      "stage_channels, w_bits, ...); in_channels, "
+                                                                      "num_classes and image_size must match the "
+                                                                      "dataset")
 
 
 class ObjectiveConfig(_Section):
     """A metric to optimise and its direction."""
 
-    metric: str
-    direction: Literal["min", "max"] = "min"
+    metric: str = Field(description="accuracy (with supernet), latency_ms (with latency), macs, params, size_kb, "
+                                    "bitops")
+    direction: Literal["min", "max"] = Field("min", description="minimise or maximise it")
 
 
 def _check_constraint(text: str) -> str:
@@ -86,12 +93,22 @@ MAX_BUDGET = 1_000_000
 class SearchConfig(_Section):
     """The search: algorithm, what to optimise, which candidates are allowed, how many to evaluate."""
 
-    algorithm: str = "nsga2"
-    options: dict[str, Any] = Field(default_factory=dict)
-    objectives: list[ObjectiveConfig]
-    constraints: list[Annotated[str, AfterValidator(_check_constraint)]] = Field(default_factory=list)
-    budget: int = Field(100, ge=1, le=MAX_BUDGET, strict=True)
-    seed: int | None = Field(None, ge=0, strict=True)
+    algorithm: str = Field("nsga2", description="a registered searcher: predictor-nsga2 (predictor in the loop), "
+                                                "random, nsga2, nsga3, agemoea2, smsemoa, optuna-nsga2, optuna-tpe, "
+                                                "optuna-gp, ilp-bits, nas-then-ilp")
+    options: dict[str, Any] = Field(default_factory=dict, description="searcher options, e.g. population_size (pymoo),"
+                                                                      " batch_size (random)")
+    objectives: list[ObjectiveConfig] = Field(description="what to optimise: [{metric: accuracy, direction: max}, "
+                                                          "{metric: latency_ms}]")
+    constraints: list[Annotated[str, AfterValidator(_check_constraint)]] = Field(default_factory=list,
+                                                                                 description="bounds like 'params >= "
+                                                                                             "60000' or 'size_kb <= "
+                                                                                             "200'; contradictory "
+                                                                                             "bounds are refused")
+    budget: int = Field(100, ge=1, le=MAX_BUDGET, strict=True, description="distinct candidates to evaluate; at least "
+                                                                           "the searcher's batch (population)")
+    seed: int | None = Field(None, ge=0, strict=True, description="searcher seed when it should differ from the "
+                                                                  "experiment's seed")
 
     @field_validator("objectives")
     @classmethod
@@ -142,13 +159,20 @@ class ExecutorConfig(_Section):
     restarts of a worker that dies mid-evaluation.
     """
 
-    kind: str = "local"
-    address: str | None = None
-    num_workers: int = Field(2, ge=1, le=10_000, strict=True)
-    cpus_per_worker: float = Field(0.5, gt=0, le=1024)
-    resources: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
-    threads: int = Field(1, ge=1, le=1024, strict=True)
-    max_retries: int = Field(3, ge=0, le=100, strict=True)
+    kind: str = Field("local", description="local (this process) or ray (Ray workers; see docs/guide.md)")
+    address: str | None = Field(None, description="ray: null starts a private Ray here (loopback only, token auth); "
+                                                  "auto joins the cluster ray start made on this machine; HOST:PORT or"
+                                                  " ray://HOST:PORT")
+    num_workers: int = Field(2, ge=1, le=10_000, strict=True, description="ray: actors; each batch is dealt over them,"
+                                                                          " one call per candidate")
+    cpus_per_worker: float = Field(0.5, gt=0, le=1024, description="ray: CPUs reserved per worker (fractional)")
+    resources: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict,
+                                                                description="ray: extra resources per worker, e.g. "
+                                                                            "{GPU: 1} (it then evaluates on its GPU)")
+    threads: int = Field(1, ge=1, le=1024, strict=True, description="torch threads of this process and of each Ray "
+                                                                    "worker; 1 is deliberate on shared machines")
+    max_retries: int = Field(3, ge=0, le=100, strict=True, description="ray: restarts of a worker that dies "
+                                                                       "mid-evaluation (its calls are retried)")
 
     @field_validator("kind")
     @classmethod
@@ -202,10 +226,13 @@ class DeviceConfig(_Section):
     of range or fp16 on the CPU is one error naming the key and what the machine has.
     """
 
-    type: Literal["auto", "cpu", "cuda"] = "auto"
-    index: int = Field(0, ge=0, le=1023, strict=True)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    compile: bool = False
+    type: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the supernet trains and evaluates: auto "
+                                                                     "(CUDA when present, else the CPU), cpu or cuda")
+    index: int = Field(0, ge=0, le=1023, strict=True, description="the CUDA device")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 "
+                                                                                   "on the CPU; fake quantization "
+                                                                                   "always computes in fp32")
+    compile: bool = Field(False, description="torch.compile the fake-quantization kernels (eager fallback)")
 
     def placement(self) -> Any:
         """The :class:`supernets.device.Placement` this section resolves to here (imports torch)."""
@@ -221,18 +248,25 @@ class DistributedConfig(_Section):
     machine (``ray`` is not available yet). Checked against this machine before any work (too many
     processes for its CPUs or GPUs, NCCL without CUDA). Only supernet training uses it; the search runs in
     the main process afterwards. A resume may change it (``--set distributed.processes=N``).
+    ``sync_batch_norm``: BN statistics of the global batch (the weights of one process training it); false
+    normalises each shard by itself, as plain DDP does: fewer collectives, different results.
     """
 
-    processes: int = Field(1, ge=1, le=1024, strict=True)
-    backend: Literal["auto", "gloo", "nccl"] = "auto"
-    launcher: Literal["local", "ray"] = "local"
+    processes: int = Field(1, ge=1, le=1024, strict=True, description="processes training the supernet, each on its "
+                                                                      "shard of every batch (a resume may change it)")
+    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: NCCL on CUDA, gloo on the CPU")
+    launcher: Literal["local", "ray"] = Field("local", description="local spawns the processes on this machine (ray is"
+                                                                   " not available yet)")
+    sync_batch_norm: bool = Field(True, description="BN statistics over the global batch (as one process); false: per "
+                                                    "shard, as plain DDP")
 
 
 class OutputConfig(_Section):
     """Where runs go (relative to the working directory) and how many subnets to export."""
 
-    root: Path = Path("runs")
-    export_top: int = Field(5, ge=0, strict=True)
+    root: Path = Field(Path("runs"), description="where run folders are created (relative to the working directory)")
+    export_top: int = Field(5, ge=0, strict=True, description="Pareto subnets written to subnets/, spread along the "
+                                                              "front")
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -241,21 +275,30 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 class ExperimentConfig(_Section):
     """A whole experiment; ``name`` defaults to the config file's stem and names the run folder."""
 
-    kind: Literal["search", "lpgnas", "space-search"] = "search"
-    name: str = "experiment"
-    seed: int = Field(0, ge=0, strict=True)
-    dataset: DatasetConfig
-    search_space: SearchSpaceConfig | None = None
-    search: SearchConfig | None = None
-    lpgnas: LpgnasConfig | None = None
-    space_search: SpaceSearchConfig | None = None
-    supernet: SupernetSection | None = None
-    predictors: PredictorsSection | None = None
-    latency: LatencySection | None = None
-    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
-    device: DeviceConfig = Field(default_factory=DeviceConfig)
-    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
+    kind: Literal["search", "lpgnas", "space-search"] = Field("search", description="the experiment's procedure "
+                                                                                    "(nas/kinds); sections another "
+                                                                                    "kind needs are refused")
+    name: str = Field("experiment", description="names the run folder (letters, digits, _ . -); default: the config "
+                                                "file's stem")
+    seed: int = Field(0, ge=0, strict=True, description="seeds the dataset split and, unless search.seed is set, the "
+                                                        "searcher")
+    dataset: DatasetConfig = Field(description="the data the subnets are for")
+    search_space: SearchSpaceConfig | None = Field(None, description="the space to search (not for kind: space-search)")
+    search: SearchConfig | None = Field(None, description="the searcher, objectives, constraints and budget (kind: "
+                                                          "search)")
+    lpgnas: LpgnasConfig | None = Field(None, description="LPGNAS settings (kind: lpgnas)")
+    space_search: SpaceSearchConfig | None = Field(None, description="SpaceEvo settings (kind: space-search)")
+    supernet: SupernetSection | None = Field(None, description="train the quantized supernet in the run folder (or "
+                                                               "reuse one); enables the accuracy metric")
+    predictors: PredictorsSection | None = Field(None, description="accuracy predictors of predictor-guided searchers")
+    latency: LatencySection | None = Field(None, description="latency tables (files of any device, or profiled here); "
+                                                             "enables latency_ms")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="where the expensive evaluations run")
+    device: DeviceConfig = Field(default_factory=DeviceConfig, description="where the supernet trains and evaluates")
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig,
+                                           description="how many processes train the supernet")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="where the run folder goes and what it "
+                                                                           "exports")
 
     @field_validator("name")
     @classmethod

@@ -40,7 +40,8 @@ def check_distributed(loaded: LoadedConfig, placement: Any) -> Any:
     batch = config.supernet.batch_size if config.supernet is not None else None
     try:
         plan = resolve_launch(processes=section.processes, backend=section.backend, launcher=section.launcher,
-                              placement=placement, threads=config.executor.threads, batch_size=batch)
+                              placement=placement, threads=config.executor.threads,
+                              sync_bn=section.sync_batch_norm, batch_size=batch)
     except InputError as err:
         raise loaded.error(err.field or "distributed", err.detail) from None
     return plan

@@ -3,7 +3,7 @@
 A backend is its name, its number format and a function that turns a *float* static module into a
 zero-argument runner (inputs prepared up front). Profiling, the config check, ``qnas latency profile``,
 the end-to-end timing of Pareto subnets and SpaceEvo's lookup table all read this registry, so a new
-runtime is one :func:`register_latency_backend` call (see the README's "Extending qnas"). This module
+runtime is one :func:`register_latency_backend` call (see docs/extending.md). This module
 imports no torch: configs are checked against it before anything heavy loads; the runners import
 :mod:`supernets.deploy` when they are built.
 """

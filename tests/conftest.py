@@ -65,3 +65,20 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_quant_supernet(request):
+    """(space, untrained supernet, 256 digits): the TINY_MBV3 space with the test module's ``TINY`` options."""
+    import torch
+
+    from search_spaces import get_space
+    from search_spaces.testing import TINY_MBV3
+    from supernets.data import load_dataset
+    from supernets.supernet import QuantSupernet
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    data = load_dataset("digits", max_train=256)
+    space = get_space("mbv3", **getattr(request.module, "TINY", TINY_MBV3))
+    return space, QuantSupernet(space, image_size=8), data

@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", type=Path, default=HERE / "results" / "latency_tables")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--no-realtime", dest="realtime", action="store_false",
-                        help="time at normal priority (default: SCHED_FIFO while timing, see README)")
+                        help="time at normal priority (default: SCHED_FIFO while timing, see "
+                             "experiments/latency_tables/README.md)")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.runs = min(args.n, 20), min(args.runs, 20)
@@ -143,17 +144,22 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
     print()
     print_table(results)
+    write_results(args, results, spaces=SPACES)
+    return 0
+
+
+def write_results(args: argparse.Namespace, results: list[dict[str, Any]], **settings: Any) -> None:
+    """``args.out``: the machine, the date, the timing settings and ``results``, written atomically."""
     report = {"device": timing.device_name(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "settings": {"threads": 1, "batch": 1, "runs": args.runs, "passes": args.passes, "n": args.n,
-                           "clock": timing.default_clock(1), "realtime": args.realtime, "quick": args.quick, "spaces": SPACES,
-                           "load_average_at_end": os.getloadavg()[0]},
+                           "clock": timing.default_clock(1), "realtime": args.realtime, "quick": args.quick,
+                           **settings, "load_average_at_end": os.getloadavg()[0]},
               "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1))
     os.replace(tmp, args.out)
     print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,18 +20,16 @@ Spearman ρ), its drift since its calibration, and the agreement of the two tabl
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from latency_validation import SPACES, metrics, noise_floor, validation_genomes
+from latency_validation import SPACES, metrics, noise_floor, validation_genomes, write_results
 
 from nas.latency_template import write_template
 from nas.profiling import calibration_genomes, measure_subnets, profile_space
@@ -164,17 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
     print()
     print_table(results)
-    report = {"device": timing.device_name(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "settings": {"threads": 1, "batch": 1, "runs": args.runs, "passes": args.passes, "n": args.n,
-                           "clock": timing.default_clock(1), "realtime": args.realtime, "quick": args.quick,
-                           "spaces": {s: SPACES[s] for s in args.spaces}, "cpus": os.cpu_count(),
-                           "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()[0]},
-              "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(report, indent=1))
-    os.replace(tmp_out, args.out)
-    print(f"wrote {args.out}")
+    write_results(args, results, spaces={s: SPACES[s] for s in args.spaces}, cpus=os.cpu_count(),
+                  load_average_at_start=load_at_start)
     return 0
 
 

@@ -3,11 +3,8 @@
 import pytest
 import torch
 
-from search_spaces import get_space
 from search_spaces.testing import TINY_MBV3
-from supernets.data import load_dataset
 from supernets.hessian import _hutchinson, measure_hessian_sensitivity
-from supernets.supernet import QuantSupernet
 
 TINY = TINY_MBV3 | dict(w_bits=[2, 4, 8], a_bits=[4, 8])
 
@@ -27,12 +24,8 @@ def test_hutchinson_is_exact_for_a_diagonal_hessian_and_unbiased_otherwise():
 
 
 @pytest.fixture(scope="module")
-def setup():
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    data = load_dataset("digits", max_train=256)
-    space = get_space("mbv3", **TINY)
-    return space, QuantSupernet(space, image_size=8), data
+def setup(tiny_quant_supernet):
+    return tiny_quant_supernet
 
 
 def test_every_quant_gene_gets_a_trace_and_costs_that_grow_as_bits_fall(setup):

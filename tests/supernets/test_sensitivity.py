@@ -1,25 +1,17 @@
 """ZeroQ-style per-layer quantization sensitivity measured on a supernet."""
 
 import pytest
-import torch
 
 from predictors.accuracy import QuantSensitivity
-from search_spaces import get_space
 from search_spaces.testing import TINY_MBV3
-from supernets.data import load_dataset
 from supernets.sensitivity import measure_context_sensitivity, measure_quant_sensitivity
-from supernets.supernet import QuantSupernet
 
 TINY = TINY_MBV3 | dict(w_bits=[2, 4, 8], a_bits=[2, 4, 8])
 
 
 @pytest.fixture(scope="module")
-def setup():
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    data = load_dataset("digits", max_train=256)
-    space = get_space("mbv3", **TINY)
-    return space, QuantSupernet(space, image_size=8), data
+def setup(tiny_quant_supernet):
+    return tiny_quant_supernet
 
 
 def test_every_quant_gene_is_measured_against_the_reference(setup):
