@@ -97,6 +97,47 @@ def test_local_batch_norm_trains_but_is_not_one_process(setup, single, tmp_path)
         _assert_same_weights(trainer.net.state_dict(), single(CONFIG).net.state_dict())
 
 
+def test_launch_plans_on_the_cpu():
+    from supernets.device import CPU
+    from supernets.launch import resolve_launch
+
+    plan = resolve_launch(processes=2, backend="auto", launcher="local", placement=CPU, threads=1, sync_bn=False)
+    assert plan == LaunchPlan(processes=2, backend="gloo", threads=1, sync_bn=False)
+
+
+@pytest.mark.parametrize(("options", "field", "words"), [
+    ({"processes": 10_000}, "distributed.processes", "this machine lets qnas use"),
+    ({"processes": 2, "backend": "nccl"}, "distributed.backend", "nccl needs CUDA devices"),
+    ({"processes": 2, "launcher": "ray"}, "distributed.launcher", "not available yet"),
+    ({"processes": 2, "batch_size": 1}, "distributed.processes", "cannot share a batch of 1 images"),
+])
+def test_bad_launches_name_the_key_and_the_machine(options, field, words):
+    from search_spaces import InputError
+    from supernets.device import CPU
+    from supernets.launch import resolve_launch
+
+    with pytest.raises(InputError) as err:
+        resolve_launch(**({"backend": "auto", "launcher": "local", "placement": CPU} | options))
+    assert err.value.field == field and words in str(err.value)
+
+
+def test_cuda_launches_take_one_device_per_process(monkeypatch):
+    from search_spaces import InputError
+    from supernets.device import resolve_placement
+    from supernets.launch import resolve_launch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
+    assert resolve_launch(processes=2, backend="auto", launcher="local", placement=resolve_placement()).backend == "nccl"
+    with pytest.raises(InputError) as err:
+        resolve_launch(processes=2, backend="auto", launcher="local", placement=resolve_placement(index=1))
+    assert err.value.field == "distributed.processes"
+    assert "from cuda:1 on, but this machine has 2 CUDA devices (cuda:0 Fake GPU, cuda:1 Fake GPU)" in str(err.value)
+
+
 @pytest.mark.parametrize(("rank", "size", "n", "want"), [
     (0, 1, 32, slice(0, 32)), (0, 2, 32, slice(0, 16)), (1, 2, 32, slice(16, 32)),
     (0, 3, 32, slice(0, 11)), (1, 3, 32, slice(11, 22)), (2, 3, 32, slice(22, 32)),
