@@ -3,9 +3,11 @@
 The calling process stays the one that owns the run: it checks (and resumes from) the checkpoint
 itself, spawns ``processes`` workers (``torch.multiprocessing``, start method ``spawn``), shows their
 progress and, once they finish, reloads the checkpoint rank 0 wrote. Each worker joins a process
-group over a rendezvous on 127.0.0.1 (a free port; gloo and NCCL bootstrap on the loopback
-interface), trains on its shard of every batch and, if it is rank 0, writes the checkpoint after
-every epoch, so a killed launch loses at most one epoch and resumes on any number of processes.
+group over a rendezvous on 127.0.0.1, trains on its shard of every batch and, if it is rank 0, writes
+the checkpoint after every epoch, so a killed launch loses at most one epoch and resumes on any number
+of processes. Nothing listens beyond the loopback interface: rank 0 binds the rendezvous store's socket
+to 127.0.0.1 itself (given ``tcp://127.0.0.1:port``, torch's store listens on every interface), and gloo
+and NCCL connect over ``lo``.
 
 A worker dies with its parent (``PR_SET_PDEATHSIG`` on Linux: SIGKILL, where torch's spawn sets a SIGINT
 that a worker could catch and outlive): a killed run must not leave orphans writing into a folder that
@@ -186,13 +188,32 @@ def _worker(rank: int, job: _Job, events: Any) -> None:
     placement = _rank_placement(job.placement, rank)
     if placement.is_cuda:
         torch.cuda.set_device(placement.device)
-    dist.init_process_group(job.plan.backend, init_method=f"tcp://{LOOPBACK}:{job.port}", rank=rank,
-                            world_size=job.plan.processes, timeout=datetime.timedelta(seconds=job.plan.timeout_s))
+    timeout = datetime.timedelta(seconds=job.plan.timeout_s)
+    store, listener = _loopback_store(rank, job.port, job.plan.processes, timeout)
+    dist.init_process_group(job.plan.backend, store=store, rank=rank, world_size=job.plan.processes, timeout=timeout)
     try:
         train_rank(job.space, job.data, job.config, checkpoint=job.checkpoint, placement=placement,
                    world=World(rank, job.plan.processes, sync_bn=job.plan.sync_bn), events=events, steps=job.steps)
     finally:
         dist.destroy_process_group()
+        if listener is not None:
+            listener.close()
+
+
+def _loopback_store(rank: int, port: int, size: int, timeout: datetime.timedelta) -> tuple[Any, Any]:
+    """The rendezvous store on 127.0.0.1:``port``; rank 0 serves it from a socket it bound to loopback only."""
+    import socket
+
+    import torch.distributed as dist
+
+    if rank != 0:
+        return dist.TCPStore(LOOPBACK, port, size, False, timeout=timeout), None
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((LOOPBACK, port))
+    listener.listen(128)
+    store = dist.TCPStore(LOOPBACK, port, size, True, timeout=timeout, wait_for_workers=False,
+                          master_listen_fd=listener.fileno())
+    return store, listener
 
 
 def _rank_placement(placement: Placement, rank: int) -> Placement:

@@ -173,8 +173,8 @@ fit_supernet(tiny_mbv3(), load_dataset("digits", max_train=64), config, checkpoi
 """
 
 
-def test_workers_die_with_a_killed_run(tmp_path):
-    """A run killed by SIGKILL leaves no training process behind to write into its folder."""
+def test_workers_listen_on_loopback_only_and_die_with_a_killed_run(tmp_path):
+    """The training processes listen on 127.0.0.1 only; a run killed by SIGKILL leaves none of them behind."""
     import signal
     import subprocess
     import sys
@@ -191,6 +191,8 @@ def test_workers_die_with_a_killed_run(tmp_path):
         assert checkpoint.exists(), "the workers never finished an epoch"
         workers = psutil.Process(run.pid).children(recursive=True)
         assert len(workers) >= 2
+        listening = [c.laddr for p in workers for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+        assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening  # loopback only
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=10)
         gone, alive = psutil.wait_procs(workers, timeout=20)
