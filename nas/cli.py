@@ -178,6 +178,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("give a CONFIG file to start a run, or --resume RUN_DIR to continue one")
     else:
         outcome = start_run(args.config, overrides=args.overrides, out=args.out, reporter=reporter)
+    if outcome.follower:  # a torchrun rank other than 0: rank 0 reports the run
+        return 0
     result = outcome.result
     if args.quiet:
         print(outcome.run_dir)

@@ -76,6 +76,7 @@ class RunOutcome:
     run_dir: Path
     result: SearchResult | None  # None for kinds with their own procedure (their artifacts are in run_dir)
     seconds: float
+    follower: bool = False  # a torchrun rank other than 0: it only trained its shards of rank 0's run
 
 
 def _rewrap(loaded: LoadedConfig, err: InputError, field: str) -> InputError:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.config import LoadedConfig, config_diff, config_to_yaml, load_config
-from nas.distributed import RESUMABLE_PREFIX, check_distributed
+from nas.distributed import RESUMABLE_PREFIX, check_distributed, follow_torchrun, is_torchrun_follower
 from nas.experiment import (Experiment, Reporter, RunOutcome, SilentReporter, build_space, check_dataset,
                             device_record, processes, use_threads)
 from nas.kinds import get_kind
@@ -69,6 +69,8 @@ def start_run(config_path: str | Path, *, overrides: Sequence[str] = (), out: st
     """``qnas run CONFIG``: check everything, create the run folder, run the experiment's kind."""
     reporter, start = reporter or SilentReporter(), time.perf_counter()
     loaded = load_config(config_path, overrides)
+    if is_torchrun_follower():  # rank 0 creates and owns the run folder; this rank only trains
+        return follow_torchrun(loaded)
     check_destination(loaded, out)
     exp = prepare(loaded, reporter)
     config = loaded.config
@@ -105,6 +107,8 @@ def resume_run(run_dir: str | Path, *, config_path: str | Path | None = None, ov
     """``qnas run --resume RUN_DIR``: continue the run with what it recorded (the search replays its journal)."""
     reporter, start = reporter or SilentReporter(), time.perf_counter()
     run = check_run_dir(run_dir)
+    if is_torchrun_follower():  # rank 0 holds the lock and resumes the run; this rank only trains
+        return follow_torchrun(_resumable_config(run, config_path, overrides))
     with run_lock(run):  # first: another process may still be running this folder
         stored = _resumable_config(run, config_path, overrides)
         read_manifest(run)  # a damaged manifest or journal stops the resume before any work

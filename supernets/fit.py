@@ -11,7 +11,7 @@ from search_spaces import SearchSpace
 from .checkpoint import restore_trainer, save_checkpoint
 from .data import ImageSplits
 from .device import Placement
-from .launch import LaunchPlan, train_processes
+from .launch import LaunchPlan, join_torchrun, train_processes, train_rank
 from .supernet import QuantSupernet
 from .training import EpochLog, SupernetConfig, SupernetTrainer
 
@@ -40,6 +40,9 @@ def fit_supernet(space: SearchSpace, data: ImageSplits, config: SupernetConfig, 
             log(f"supernet already trained ({trainer.epoch}/{trainer.total_epochs} epochs): loaded {checkpoint}")
         elif log and trainer.epoch:
             log(f"resuming supernet training at epoch {trainer.epoch + 1}/{trainer.total_epochs} from {checkpoint}")
+    if launch is not None and launch.torchrun:
+        _train_with_torchrun(space, data, config, checkpoint, trainer, launch, log=log)
+        return trainer
     if launch is not None and launch.processes > 1 and not trainer.done:
         _train_elsewhere(space, data, config, checkpoint, trainer, launch, progress=progress, log=log)
         return trainer
@@ -83,6 +86,37 @@ def _train_elsewhere(space: SearchSpace, data: ImageSplits, config: SupernetConf
         train_processes(space, data, config, checkpoint=checkpoint, placement=trainer.placement, plan=launch,
                         on_event=on_event if (bar is not None or log) else None, steps=bar is not None)
     restore_trainer(trainer, checkpoint)
+
+
+def _train_with_torchrun(space: SearchSpace, data: ImageSplits, config: SupernetConfig, checkpoint: Path,
+                         trainer: SupernetTrainer, launch: LaunchPlan, *, log: Callable[[str], None] | None) -> None:
+    """Rank 0 of a torchrun launch: tell the other ranks where the checkpoint is (or that there is nothing to
+    train, so they end), train with them, then load what this rank wrote."""
+    import torch.distributed as dist
+
+    world = join_torchrun(launch, trainer.placement)
+    try:
+        dist.broadcast_object_list([None if trainer.done else str(checkpoint)], src=0)
+        if trainer.done:
+            return
+        if log:
+            log(f"training the supernet in {world.size} torchrun processes ({launch.backend})")
+        train_rank(space, data, config, checkpoint=checkpoint, placement=trainer.placement, world=world,
+                   events=_EpochLines(log) if log else None)
+    finally:
+        dist.destroy_process_group()
+    restore_trainer(trainer, checkpoint)
+
+
+class _EpochLines:
+    """Rank 0's events, in its own process: one log line per epoch."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+
+    def put(self, event: tuple) -> None:
+        if event[0] == "epoch":
+            self.log(_describe(event[1], event[2]))
 
 
 @contextlib.contextmanager

@@ -34,7 +34,8 @@ from search_spaces.errors import InputError
 from .device import Placement, _cuda_inventory
 from .distributed import World, free_port
 
-__all__ = ["LaunchPlan", "resolve_launch", "train_processes", "train_rank", "BACKENDS", "LAUNCHERS"]
+__all__ = ["LaunchPlan", "resolve_launch", "train_processes", "train_rank", "torchrun_rank", "join_torchrun",
+           "rank_placement", "BACKENDS", "LAUNCHERS"]
 
 LOOPBACK = "127.0.0.1"
 BACKENDS: tuple[str, ...] = ("auto", "gloo", "nccl")
@@ -47,7 +48,8 @@ class LaunchPlan:
     statistics are those of the global batch (``sync_bn``, see :class:`~supernets.distributed.World`).
 
     ``timeout_s``: how long a collective waits for a missing peer before the group gives up (rank 0
-    evaluates two subnets after each epoch while the others wait, so this is generous).
+    evaluates two subnets after each epoch while the others wait, so this is generous). ``torchrun``: the
+    processes were started by ``torchrun`` (this one joins their group instead of spawning any).
     """
 
     processes: int
@@ -55,16 +57,18 @@ class LaunchPlan:
     threads: int = 1
     sync_bn: bool = True
     timeout_s: float = 1800.0
+    torchrun: bool = False
 
 
 def resolve_launch(*, processes: int, backend: str, launcher: str, placement: Placement, threads: int = 1,
-                   sync_bn: bool = True, batch_size: int | None = None) -> LaunchPlan:
+                   sync_bn: bool = True, batch_size: int | None = None, torchrun: bool = False) -> LaunchPlan:
     """The plan a ``distributed: {processes, backend, launcher}`` section asks for, checked against this machine.
 
     ``backend: auto`` is NCCL when the supernet trains on CUDA, else gloo. Raises :class:`InputError` naming
     ``distributed.*`` and what this machine has: more processes than CPUs (or than CUDA devices from
     ``device.index`` on), NCCL without CUDA, a backend this torch lacks, more processes than images per batch,
-    or ``launcher: ray`` (not available yet).
+    or ``launcher: ray`` (not available yet). With ``torchrun`` the processes are torchrun's (perhaps on
+    several machines): their count is not checked against this one.
     """
     if launcher != "local":
         raise InputError(f"launcher {launcher!r} is not available yet (Ray Train, ray[train], is not among qnas's "
@@ -73,11 +77,12 @@ def resolve_launch(*, processes: int, backend: str, launcher: str, placement: Pl
     if backend == "auto":
         backend = "nccl" if placement.is_cuda else "gloo"
     _check_backend(backend, placement)
-    _check_count(processes, placement)
+    if not torchrun:
+        _check_count(processes, placement)
     if batch_size is not None and processes > batch_size:
         raise InputError(f"{processes} processes cannot share a batch of {batch_size} images (supernet.batch_size); "
                          "every process needs at least one", field="distributed.processes")
-    return LaunchPlan(processes=processes, backend=backend, threads=threads, sync_bn=sync_bn)
+    return LaunchPlan(processes=processes, backend=backend, threads=threads, sync_bn=sync_bn, torchrun=torchrun)
 
 
 def _check_backend(backend: str, placement: Placement) -> None:
@@ -185,7 +190,7 @@ def _worker(rank: int, job: _Job, events: Any) -> None:
     torch.set_num_threads(job.plan.threads)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")
-    placement = _rank_placement(job.placement, rank)
+    placement = rank_placement(job.placement, rank)
     if placement.is_cuda:
         torch.cuda.set_device(placement.device)
     timeout = datetime.timedelta(seconds=job.plan.timeout_s)
@@ -216,11 +221,31 @@ def _loopback_store(rank: int, port: int, size: int, timeout: datetime.timedelta
     return store, listener
 
 
-def _rank_placement(placement: Placement, rank: int) -> Placement:
-    """Rank ``r`` of a CUDA run uses the device ``index + r``; CPU ranks share the CPU."""
+def rank_placement(placement: Placement, rank: int) -> Placement:
+    """Local rank ``r`` of a CUDA run uses the device ``index + r``; CPU ranks share the CPU."""
     if not placement.is_cuda:
         return placement
     return dataclasses.replace(placement, device=torch.device("cuda", (placement.device.index or 0) + rank))
+
+
+def torchrun_rank() -> tuple[int, int, int] | None:
+    """``(rank, world size, local rank)`` when this process is one of several that ``torchrun`` started."""
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" not in env or int(env.get("WORLD_SIZE", "1")) < 2:
+        return None
+    return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0"))
+
+
+def join_torchrun(plan: LaunchPlan, placement: Placement) -> World:
+    """Join the process group of the processes ``torchrun`` started (its rendezvous: ``env://``)."""
+    import torch.distributed as dist
+
+    rank, size, _ = torchrun_rank() or (0, 1, 0)
+    if placement.is_cuda:
+        torch.cuda.set_device(placement.device)
+    dist.init_process_group(plan.backend, init_method="env://", rank=rank, world_size=size,
+                            timeout=datetime.timedelta(seconds=plan.timeout_s))
+    return World(rank, size, sync_bn=plan.sync_bn)
 
 
 def train_rank(space: SearchSpace, data: Any, config: Any, *, checkpoint: Path, placement: Placement, world: World,

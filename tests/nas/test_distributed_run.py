@@ -31,10 +31,19 @@ def _write(tmp_path, **sections) -> object:
     return path
 
 
-@pytest.mark.skipif(CPUS < 2, reason="two training processes need two CPUs")
-def test_two_processes_train_then_search_and_a_resume_may_change_them(tmp_path):
+two_cpus = pytest.mark.skipif(CPUS < 2, reason="two training processes need two CPUs")
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """A run whose supernet two local gloo processes trained."""
     torch.set_num_threads(1)
-    outcome = start_run(_write(tmp_path, distributed={"processes": 2}))
+    return start_run(_write(tmp_path_factory.mktemp("ddp"), distributed={"processes": 2}))
+
+
+@two_cpus
+def test_two_processes_train_then_search_and_a_resume_may_change_them(two_processes):
+    outcome = two_processes
     manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
     assert manifest["processes"] == 2 and manifest["status"] == "finished"
     assert (outcome.run_dir / "supernet.pt").is_file() and outcome.result.evaluated == 8
@@ -83,4 +92,41 @@ def test_several_processes_need_a_supernet_to_train(tmp_path, capsys):
     assert main(["run", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "distributed.processes:" in err and "this config trains none" in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+@two_cpus
+def test_torchrun_trains_the_same_supernet(tmp_path, two_processes):
+    """``torchrun --nproc-per-node 2 -m nas.cli run CONFIG``: rank 0 owns the run, rank 1 trains its shards."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from supernets.checkpoint import read_checkpoint
+    from supernets.distributed import free_port
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+               "-m", "nas.cli", "run", str(_write(tmp_path)), "--out", str(out), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == str(out)  # only rank 0 reports
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["processes"] == 2 and manifest["status"] == "finished"
+    mine, local = (read_checkpoint(p / "supernet.pt")["model"] for p in (out, two_processes.run_dir))
+    for key, want in local.items():
+        assert torch.allclose(mine[key].float(), want.float(), atol=1e-6), key  # the same training as spawned
+
+
+def test_under_torchrun_the_processes_are_torchruns(tmp_path, capsys, monkeypatch):
+    from nas.cli import main
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    path = _write(tmp_path, distributed={"processes": 3})
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "distributed.processes:" in err and "torchrun started 2 processes" in err, err
     assert not (tmp_path / "runs").exists()
