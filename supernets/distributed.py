@@ -6,10 +6,12 @@ own slices of the shared weights; DDP's reducer expects one forward and one back
 iteration over ``forward`` and would need ``find_unused_parameters`` plus ``no_sync`` around all
 but the last backward, with parameters that are used partially. Reducing by hand after the last
 backward is simpler and exact: every rank samples the same subnets from the same seeded generator,
-so every rank holds gradients for the same parameters, and one flattened all-reduce averages them.
+so every rank holds gradients for the same parameters, and one flattened all-reduce sums them.
 
-For the result to equal a single process with the same global batch (the test checks it), two more
-things are synchronised besides gradients:
+For the result to equal a single process with the same global batch (to float tolerance, which the
+tests check over a float and a QAT epoch; over many QAT epochs the different summation orders flip
+roundings and the runs drift apart, as two single-process runs with different kernels would), three
+more things are synchronised besides gradients:
 
 * **BatchNorm statistics** (:func:`sync_batch_norm`, inside :func:`synced_step`): every elastic BN layer
   computes its batch mean and variance over the *global* batch, as ``SyncBatchNorm`` does (whose
