@@ -40,11 +40,29 @@ def check_bit_allocation(loaded: LoadedConfig) -> None:
 
     if not is_bit_allocator(loaded.config.search.algorithm):
         return
+    _check_budget_metrics(loaded)
     setting, _ = _setting(loaded)
     if setting in SENSITIVITY_SOURCES and loaded.config.supernet is None:
         raise loaded.error("search.options.sensitivity", f"{setting!r} is measured on the supernet, but this config "
                                                          "has no supernet section; add one or give the path of a "
                                                          "saved sensitivity table")
+
+
+def _check_budget_metrics(loaded: LoadedConfig) -> None:
+    """Each budget names a cheap metric this config provides (a latency budget needs a latency section)."""
+    from nas.objectives import parse_constraint
+    from nas.stages import declared_metrics
+
+    budgets = loaded.config.search.options.get("budgets")
+    cheap = [m for m, source in declared_metrics(loaded.config).items() if source != "measured"]
+    for i, text in enumerate(budgets if isinstance(budgets, list) else []):
+        try:
+            metric = parse_constraint(text).metric
+        except (TypeError, ValueError):
+            continue  # the searcher names a malformed budget itself
+        if metric not in cheap:
+            raise loaded.error(f"search.options.budgets[{i}]", f"cannot budget {metric!r}: the ILP budgets exact "
+                                                               f"cheap metrics, this config has {', '.join(cheap)}")
 
 
 def bit_sensitivity(loaded: LoadedConfig, space: SearchSpace, subnets: Any, run_dir: Path | None,

@@ -282,3 +282,7 @@ def test_configs_name_the_option_before_any_work(tmp_path):
     with pytest.raises(InputError, match=r"budget 'size_kb <= 1' cannot be met: the smallest size_kb") as err:
         prepare(load_config(write_config(tmp_path, {"budgets": ["size_kb <= 1"], "sensitivity": str(saved)})))
     assert err.value.field == "search.options.budgets[0]"
+    with pytest.raises(InputError, match="cannot budget 'latency_ms'.*size_kb") as err:  # no latency section
+        prepare(load_config(write_config(tmp_path, {"budgets": ["size_kb <= 1e9", "latency_ms <= 1"],
+                                                    "sensitivity": str(saved)})))
+    assert err.value.field == "search.options.budgets[1]"
