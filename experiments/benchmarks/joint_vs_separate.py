@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from nas.evaluators import AnalyticEvaluator, CompositeEvaluator
 from nas.objectives import Constraint, Objective
@@ -91,11 +92,17 @@ def measured_drops(test: MeasuredPool, lowest_only: bool) -> tuple[dict, dict]:
 
 
 def agreement(hessian, kl, drops, ref) -> dict:
+    """Spearman of the Hessian costs, ZeroQ's KL and the measured drops over single-gene variants, and of the raw
+    average Hessian trace of each gene against the drop of its lowest choice."""
     out = {}
     for name, (a, b) in {"hessian_vs_drop": (hessian.values, drops), "kl_vs_drop": (kl.values, drops),
                          "hessian_vs_kl": (hessian.values, kl.values)}.items():
         rho, n = variant_spearman(a, b, ref)
         out[name] = {"spearman": rho, "variants": n}
+    genes = [g for g in hessian.traces if g in drops]
+    lowest = [drops[g][min(drops[g], key=lambda c: (c == ref[g], c))] for g in genes]
+    out["trace_vs_lowest_drop"] = {"spearman": float(spearmanr([hessian.traces[g] for g in genes], lowest).statistic),
+                                   "variants": len(genes)}
     return out
 
 
@@ -175,6 +182,7 @@ def main() -> None:
                         help="measure the accuracy drop of every lower choice (default: each gene's lowest only)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the pools, tables and result")
     parser.add_argument("--tag", default="", help="suffix of the result file (another setting, same pools)")
+    parser.add_argument("--spearman-only", action="store_true", help="stop after the sensitivity agreement")
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
@@ -195,6 +203,14 @@ def main() -> None:
     spearman = agreement(hessian, kl, drops, ref)
     print(f"Spearman over {spearman['hessian_vs_drop']['variants']} single-gene variants: "
           + ", ".join(f"{k} {v['spearman']:.2f}" for k, v in spearman.items()), flush=True)
+    if args.spearman_only:
+        out = args.results / f"joint_vs_separate_{args.dataset}{args.tag}.json"
+        out.write_text(json.dumps({"checkpoint": stem, "test_samples": args.test_samples, "spearman": spearman,
+                                   "drop_variants": "lowest choice of each gene" if args.drop_lowest else
+                                   "every lower choice", "drops_pp": {g: {str(c): 100 * v for c, v in row.items()}
+                                                                      for g, row in drops.items()}}, indent=1))
+        print(f"wrote {out}")
+        return
     context = SearchContext(cheap=cheap, sensitivity=hessian)
     budgets = {m: budgets_of(space, cheap, m) for m in args.kinds}
     ilp = {m: ilp_on_largest(space, bs, context, evaluator) for m, bs in budgets.items()}
