@@ -29,7 +29,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from nas.config_errors import short_repr as _short, translate_validation_error
-from nas.config_paths import ExistingPath
+from nas.config_paths import ExistingPath, relative_to_config
 from nas.config_sections import LatencySection, PredictorsSection, SupernetSection
 from nas.lpgnas import LpgnasConfig
 from nas.spaceevo.run import SpaceSearchConfig
@@ -109,6 +109,23 @@ class SearchConfig(_Section):
                                                                            "the searcher's batch (population)")
     seed: int | None = Field(None, ge=0, strict=True, description="searcher seed when it should differ from the "
                                                                   "experiment's seed")
+
+    @field_validator("options")
+    @classmethod
+    def _paths_from_config_folder(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Options the searcher declares as file names resolve against the config's folder (and are stored
+        absolute in the run's config.yaml, so a resume finds the same file)."""
+        from nas.searchers import list_searchers, searcher_class
+
+        algorithm = info.data.get("algorithm")
+        if algorithm not in list_searchers():
+            return value  # the runner names an unknown algorithm
+        out = dict(value)
+        for name, words in searcher_class(algorithm).path_options.items():
+            given = out.get(name)
+            if isinstance(given, str) and given.strip() and given not in words:
+                out[name] = str(relative_to_config(Path(given), info))
+        return out
 
     @field_validator("objectives")
     @classmethod

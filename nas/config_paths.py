@@ -7,10 +7,10 @@ from typing import Annotated
 
 from pydantic import AfterValidator, ValidationInfo
 
-__all__ = ["ExistingPath", "ConfigPath", "resolve_existing"]
+__all__ = ["ExistingPath", "ConfigPath", "relative_to_config", "resolve_existing"]
 
 
-def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+def relative_to_config(value: Path, info: ValidationInfo) -> Path:
     """Resolve against the config's folder (the working folder when the config came from no file)."""
     context = info.context or {}
     path = value.expanduser()
@@ -22,7 +22,7 @@ def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
 def resolve_existing(value: Path, info: ValidationInfo) -> Path:
     """Resolve against the config's folder; a missing file is an error naming the resolved path."""
     context = info.context or {}
-    path = _relative_to_config(value, info)
+    path = relative_to_config(value, info)
     if context.get("check_files", True) and not path.exists():
         raise ValueError(f"file or folder not found: {path}")
     return path
@@ -31,5 +31,5 @@ def resolve_existing(value: Path, info: ValidationInfo) -> Path:
 ExistingPath = Annotated[Path, AfterValidator(resolve_existing)]
 """A path to an existing input file or folder, relative to the config file's folder."""
 
-ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+ConfigPath = Annotated[Path, AfterValidator(relative_to_config)]
 """A path relative to the config file's folder that need not exist yet (a cache, an output)."""

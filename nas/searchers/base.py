@@ -58,12 +58,15 @@ class Searcher(ABC):
             drivers may want to say so; our tests run such searchers on a tiny budget only.
         requires: optional packages the searcher imports when built (a clear error names them).
         min_objectives: the fewest objectives the searcher handles.
+        path_options: options that name files, with the words that are not paths (``{"sensitivity":
+            ("hessian", "kl")}``); the config resolves them against its own folder, like every input path.
     """
 
     name: ClassVar[str] = ""
     expensive: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()
     min_objectives: ClassVar[int] = 1
+    path_options: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     def __init__(self, space: SearchSpace, objectives: Sequence[Objective], *,
                  constraints: Sequence[Constraint] = (), seed: int = 0) -> None:

@@ -38,6 +38,7 @@ class _BitAllocator(Searcher):
     """Shared parts: budgets, the sensitivity table, the cheap evaluator and one ILP per (architecture, budget)."""
 
     finite: ClassVar[bool] = True  # proposes a fixed number of candidates, then nothing (no conformance suite)
+    path_options: ClassVar[Mapping[str, tuple[str, ...]]] = {"sensitivity": ("hessian", "kl")}
 
     def __init__(self, space: SearchSpace, objectives: Sequence[Objective], *, constraints: Sequence[Constraint] = (),
                  seed: int = 0, context: SearchContext | None = None, budgets: Sequence[str] = (),
@@ -118,6 +119,9 @@ class _BitAllocator(Searcher):
 @register_searcher("ilp-bits")
 class IlpBitsSearcher(_BitAllocator):
     """HAWQ-V3: for one fixed architecture, the least-sensitive bits under each budget (one candidate each)."""
+
+    path_options: ClassVar[Mapping[str, tuple[str, ...]]] = {"sensitivity": ("hessian", "kl"),
+                                                             "architecture": ("largest",)}
 
     def __init__(self, space: SearchSpace, objectives: Sequence[Objective], *, constraints: Sequence[Constraint] = (),
                  seed: int = 0, context: SearchContext | None = None, architecture: str = "largest",

@@ -131,6 +131,21 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     assert load_config(path).config.dataset.root == (tmp_path / "data").resolve()
 
 
+def test_searcher_file_options_resolve_against_the_config_folder(tmp_path):
+    """ilp-bits reads its architecture and sensitivity table from files named in search.options: like every
+    input path they are relative to the config, stored absolute (a resume from the run folder finds them)."""
+    (tmp_path / "cfg").mkdir()
+    text = GOOD.replace("  algorithm: nsga2\n  options: {population_size: 4}\n",
+                        "  algorithm: ilp-bits\n  options: {architecture: arch.json, sensitivity: ../t/h.json, "
+                        "budgets: ['size_kb <= 30']}\n")
+    options = load_config(write(tmp_path / "cfg", text)).config.search.options
+    assert options["architecture"] == str((tmp_path / "cfg" / "arch.json").resolve())
+    assert options["sensitivity"] == str((tmp_path / "t" / "h.json").resolve())
+    kept = load_config(write(tmp_path, text.replace("arch.json", "largest").replace("../t/h.json", "kl")))
+    assert kept.config.search.options["architecture"] == "largest"
+    assert kept.config.search.options["sensitivity"] == "kl"
+
+
 def test_empty_and_missing_files(tmp_path):
     assert "the config is empty" in error_of(write(tmp_path, ""))
     assert f"config file not found: {tmp_path / 'nope.yaml'}" in error_of(tmp_path / "nope.yaml")
