@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from search_spaces import InputError
@@ -25,22 +26,28 @@ Located = dict[str, tuple[Any, "int | None"]]
 Rows = list[tuple[Located, "int | None"]]
 
 
-def check_columns(names: list[str], src: str, line: int | None, where: str = "column") -> None:
+def check_columns(names: list[str], src: str, line: int | None, where: str = "column", *,
+                  expected: Sequence[str] = COLUMNS, needs: str = "a table needs") -> None:
     """Refuse unknown, repeated and missing columns, naming the first offender."""
     for name in names:
-        if name not in COLUMNS:
-            raise InputError(f"unknown {where}{nearest(name, COLUMNS)} (expected: {', '.join(COLUMNS)})",
-                             source=src, field=name, line=line)
+        if name not in expected:
+            raise InputError(f"unknown {where}{nearest(name, expected)} (expected: {', '.join(expected)})",
+                             source=src, field=name or None, line=line)
         if names.count(name) > 1:
             raise InputError(f"{where} appears twice", source=src, field=name, line=line)
-    missing = [c for c in COLUMNS if c not in names]
+    missing = [c for c in expected if c not in names]
     if missing:
-        raise InputError(f"missing {where}(s) {', '.join(missing)} (a table needs: {', '.join(COLUMNS)})",
+        raise InputError(f"missing {where}(s) {', '.join(missing)} ({needs}: {', '.join(expected)})",
                          source=src, field=missing[0], line=line)
 
 
-def parse_csv(text: str, src: str) -> tuple[Located, Rows]:
-    """``# name: value`` header lines (``##`` lines are free comments), a column row, data rows."""
+def parse_csv(text: str, src: str, *, expected: Sequence[str] = COLUMNS, needs: str = "a table needs",
+              header_names: Sequence[str] | None = None) -> tuple[Located, Rows]:
+    """``# name: value`` header lines (``##`` lines are free comments), a column row, data rows.
+
+    ``expected``: the columns (any order, each once); ``header_names``: the only header fields allowed
+    (None: any). Shared by latency tables and the subnet timings files of ``qnas latency calibrate``.
+    """
     header: Located = {}
     columns: list[str] | None = None
     rows: Rows = []
@@ -52,6 +59,10 @@ def parse_csv(text: str, src: str) -> tuple[Located, Rows]:
             if columns is not None:
                 raise InputError("header lines must come before the column row", source=src, line=number)
             name, sep, value = stripped[1:].partition(":")
+            if header_names is not None and (not sep or name.strip() not in header_names):
+                raise InputError(f"expected a header line '# name: value' with name one of {', '.join(header_names)}"
+                                 f"{nearest(name.strip(), header_names)}", source=src, field=name.strip() or None,
+                                 line=number)
             if not sep:
                 raise InputError("expected a header line '# name: value' (use '##' for comments)", source=src,
                                  line=number)
@@ -65,13 +76,13 @@ def parse_csv(text: str, src: str) -> tuple[Located, Rows]:
             raise InputError(f"not a CSV row: {err}", source=src, line=number) from None
         if columns is None:
             columns = cells
-            check_columns(columns, src, number)
+            check_columns(columns, src, number, expected=expected, needs=needs)
             continue
         if len(cells) != len(columns):
             raise InputError(f"expected {len(columns)} cells, got {len(cells)}", source=src, field="row", line=number)
         rows.append(({c: (v, number) for c, v in zip(columns, cells)}, number))
     if columns is None:
-        raise InputError(f"no column row found (expected: {', '.join(COLUMNS)})", source=src, field="columns")
+        raise InputError(f"no column row found (expected: {', '.join(expected)})", source=src, field="columns")
     return header, rows
 
 

@@ -28,10 +28,11 @@ from typing import Any
 
 from search_spaces import Genome, InputError, SearchSpace
 from search_spaces.atomic import atomic_write_text
-from search_spaces.errors import nearest, shown
+from search_spaces.errors import shown
 from search_spaces.inputs import parse_json, read_text
 
 from .calibration import Calibration, fit_calibration, raw_latency
+from .formats import parse_csv
 from .table import LatencyTable
 
 __all__ = ["TIMINGS_FORMAT", "OVERHEAD_ROW", "MIN_SUBNETS", "SubnetTiming", "SubnetTimings", "write_timings_template",
@@ -91,36 +92,14 @@ def read_timings(path: str | Path, space: SearchSpace) -> SubnetTimings:
     """Read a filled timings file of ``space``; every problem is one InputError naming file, line and field."""
     src = str(path)
     text = read_text(path, what="subnet timings file")
-    header: dict[str, tuple[str, int]] = {}
-    columns: list[str] | None = None
+    raw_header, rows = parse_csv(text, src, expected=COLUMNS, needs="expected", header_names=_HEADER)
+    _check_header({name: (value, line or 1) for name, (value, line) in raw_header.items()}, space, src)
     overhead: tuple[float, int] | None = None
     subnets: list[SubnetTiming] = []
     names: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("##") or stripped == "#":
-            continue
-        if stripped.startswith("#"):
-            if columns is not None:
-                raise InputError("header lines must come before the column row", source=src, line=number)
-            name, sep, value = stripped[1:].partition(":")
-            if not sep or name.strip() not in _HEADER:
-                raise InputError(f"expected a header line '# name: value' with name one of {', '.join(_HEADER)}"
-                                 f"{nearest(name.strip(), _HEADER)}", source=src, field=name.strip() or None,
-                                 line=number)
-            header[name.strip()] = (value.strip(), number)
-            continue
-        try:
-            cells = [c.strip() for c in next(csv.reader([line]))]
-        except csv.Error as err:
-            raise InputError(f"not a CSV row: {err}", source=src, line=number) from None
-        if columns is None:
-            columns = _check_columns(cells, src, number)
-            _check_header(header, space, src)
-            continue
-        if len(cells) != len(columns):
-            raise InputError(f"expected {len(columns)} cells, got {len(cells)}", source=src, field="row", line=number)
-        row = dict(zip(columns, cells))
+    for located, number in rows:
+        number = number or 1
+        row = {column: value for column, (value, _) in located.items()}
         name = row["name"]
         if not name:
             raise InputError("empty subnet name", source=src, field="name", line=number)
@@ -133,8 +112,6 @@ def read_timings(path: str | Path, space: SearchSpace) -> SubnetTimings:
             overhead = (ms, number)
         else:
             subnets.append(SubnetTiming(name, _genome(row["genome"], space, src, number), ms, number))
-    if columns is None:
-        raise InputError(f"no column row found (expected: {', '.join(COLUMNS)})", source=src, field="columns")
     if overhead is None:
         raise InputError(f"missing the row {OVERHEAD_ROW!r}: time the empty model (subnets/{OVERHEAD_ROW}.onnx) for "
                          "the per-call overhead, or write 0", source=src, field="name")
@@ -142,20 +119,6 @@ def read_timings(path: str | Path, space: SearchSpace) -> SubnetTimings:
         raise InputError(f"{len(subnets)} timed subnet(s); a calibration needs at least {MIN_SUBNETS}", source=src,
                          field="name")
     return SubnetTimings(src, overhead[0], overhead[1], tuple(subnets))
-
-
-def _check_columns(cells: list[str], src: str, line: int) -> list[str]:
-    for name in cells:
-        if name not in COLUMNS:
-            raise InputError(f"unknown column{nearest(name, COLUMNS)} (expected: {', '.join(COLUMNS)})", source=src,
-                             field=name or None, line=line)
-        if cells.count(name) > 1:
-            raise InputError("column appears twice", source=src, field=name, line=line)
-    missing = [c for c in COLUMNS if c not in cells]
-    if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)} (expected: {', '.join(COLUMNS)})", source=src,
-                         field=missing[0], line=line)
-    return cells
 
 
 def _check_header(header: dict[str, tuple[str, int]], space: SearchSpace, src: str) -> None:
