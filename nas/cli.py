@@ -260,7 +260,8 @@ def _show_kind_outcome(run_dir: Path) -> None:
     from nas.rundir import CONFIG
 
     loaded = load_config(run_dir / CONFIG, check_files=False)
-    get_kind(loaded.config.kind).show(run_dir, loaded, lambda run: _pareto(argparse.Namespace(run_dir=str(run))))
+    get_kind(loaded.config.kind).show(run_dir, loaded, _stdout(),
+                                      lambda run: _pareto(argparse.Namespace(run_dir=str(run))))
 
 
 # ---- entry point ------------------------------------------------------------------------------

@@ -115,6 +115,8 @@ class SearchConfig(_Section):
     def _paths_from_config_folder(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """Options the searcher declares as file names resolve against the config's folder (and are stored
         absolute in the run's config.yaml, so a resume finds the same file)."""
+        if not any(isinstance(v, str) for v in value.values()):
+            return value  # nothing could name a file: no need to import the searchers (pymoo, optuna) here
         from nas.searchers import list_searchers, searcher_class
 
         algorithm = info.data.get("algorithm")

@@ -9,7 +9,6 @@ the device and process checks, the run folder, its lock, config copy and manifes
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,8 +42,7 @@ def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experimen
     reporter = reporter or SilentReporter()
     placement = check_device(loaded)
     launch = check_distributed(loaded, placement)
-    exp = get_kind(loaded.config.kind, source=loaded.source).prepare(loaded, reporter, placement, launch)
-    return dataclasses.replace(exp, placement=placement, launch=launch)
+    return get_kind(loaded.config.kind, source=loaded.source).prepare(loaded, reporter, placement, launch)
 
 
 def summary(exp: Experiment) -> list[tuple[str, str]]:

@@ -59,8 +59,8 @@ class ExperimentKind(ABC):
         raise InputError(f"a {self.name} run has no Pareto front; see its report.md", source=loaded.source,
                          field="kind")
 
-    def show(self, run_dir: Path, loaded: LoadedConfig, show_front: Callable[[Path], None]) -> None:
-        """Print a finished run's outcome (``qnas run``): by default its Pareto front."""
+    def show(self, run_dir: Path, loaded: LoadedConfig, out: Any, show_front: Callable[[Path], None]) -> None:
+        """Print a finished run's outcome on the rich console ``out`` (``qnas run``): by default its Pareto front."""
         show_front(run_dir)
 
     def space_info(self, exp: Experiment) -> dict[str, Any]:

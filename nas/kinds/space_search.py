@@ -80,10 +80,8 @@ class SpaceSearchKind(ExperimentKind):
         raise InputError("a space-search run ranks search spaces and has no Pareto front; see its ranking.csv "
                          "and report.md", source=loaded.source, field="kind")
 
-    def show(self, run_dir: Path, loaded: LoadedConfig, show_front: Callable[[Path], None]) -> None:
+    def show(self, run_dir: Path, loaded: LoadedConfig, out: Any, show_front: Callable[[Path], None]) -> None:
         """The best spaces by Q-T score (all in ranking.csv)."""
-        from rich.console import Console
-
         from nas.spaceevo.qt_score import QtScore
         from nas.spaceevo.table import ranking_table
 
@@ -91,7 +89,7 @@ class SpaceSearchKind(ExperimentKind):
         ranking = [QtScore.from_dict(r) for r in json.loads((run_dir / "ranking.json").read_text())["ranking"]]
         qt = config.space_search.qt.settings(config.seed)
         top = config.space_search.top
-        Console(highlight=False, width=200).print(ranking_table(
+        out.print(ranking_table(
             ranking[:top], qt, f"best {min(len(ranking), top)} of {len(ranking)} spaces by Q-T score (all in "
                                "ranking.csv)"))
 
