@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # torch_geometric is heavy; only graph loaders import it, laz
 __all__ = [
     "ImageSplits",
     "GraphSplits",
+    "TextSplits",
     "register_dataset",
     "load_dataset",
     "list_datasets",
@@ -34,8 +35,8 @@ __all__ = [
     "resolve_data_root",
 ]
 
-Kind = Literal["image", "graph"]
-_KINDS: tuple[str, ...] = ("image", "graph")
+Kind = Literal["image", "graph", "text"]
+_KINDS: tuple[str, ...] = ("image", "graph", "text")
 _ALWAYS_PASSED = ("root", "seed")
 DATA_ENV = "QNAS_DATA"
 
@@ -88,10 +89,56 @@ class GraphSplits:
     description: str
 
 
+@dataclass(frozen=True, eq=False)
+class TextSplits:
+    """Character-level language-modelling windows: ``*_x`` token ids, ``*_y`` the next token of each position.
+
+    Every tensor is int64 of shape (N, ``seq_len``); ``y[:, t]`` is the character after ``x[:, t]``, so
+    ``y[:, :-1] == x[:, 1:]``. Ids index ``vocab`` (the text's distinct characters, sorted); a model
+    predicts one of ``vocab_size`` classes at every position.
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    vocab_size: int
+    seq_len: int
+    vocab: str
+    description: str
+
+    @property
+    def num_classes(self) -> int:
+        """Classes per position (the vocabulary size), the name trainers read for every kind of dataset."""
+        return self.vocab_size
+
+    def to(self, device: torch.device | str) -> TextSplits:
+        """The same splits with every tensor on ``device``; tensors shared between splits stay shared."""
+        moved: dict[int, torch.Tensor] = {}
+        for f in _TENSOR_FIELDS:
+            t = getattr(self, f)
+            if id(t) not in moved:
+                moved[id(t)] = t.to(device)
+        return dataclasses.replace(self, **{f: moved[id(getattr(self, f))] for f in _TENSOR_FIELDS})
+
+    @property
+    def device(self) -> torch.device:
+        """Where the token ids are."""
+        return self.train_x.device
+
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
+        """The text of a 1-d sequence of token ids (e.g. ``decode(splits.val_x[0])``)."""
+        values = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return "".join(self.vocab[i] for i in values)
+
+
 @dataclass(frozen=True)
 class _Entry:
     kind: str
-    loader: Callable[..., ImageSplits | GraphSplits]
+    loader: Callable[..., ImageSplits | GraphSplits | TextSplits]
     options: tuple[str, ...]
 
 
@@ -140,7 +187,7 @@ def _entry(name: str) -> _Entry:
 
 
 def dataset_kind(name: str) -> Kind:
-    """``"image"`` or ``"graph"``, so callers can pick a supernet family before loading any data."""
+    """``"image"``, ``"graph"`` or ``"text"``, so callers can pick a supernet family before loading any data."""
     return _entry(name).kind  # type: ignore[return-value]
 
 
@@ -158,7 +205,7 @@ def _check_options(name: str, entry: _Entry, options: dict[str, Any]) -> None:
 
 def load_dataset(
     name: str, *, root: str | Path | None = None, seed: int = 0, **options: Any
-) -> ImageSplits | GraphSplits:
+) -> ImageSplits | GraphSplits | TextSplits:
     """Load dataset ``name`` split deterministically by ``seed``; ``options`` go to its loader."""
     entry = _entry(name)
     key = str(name).strip().lower()
@@ -166,7 +213,7 @@ def load_dataset(
         raise InputError(f"seed must be a non-negative integer, got {seed!r}", source=key, field="seed")
     _check_options(key, entry, options)
     splits = entry.loader(root=root, seed=seed, **options)
-    expected = ImageSplits if entry.kind == "image" else GraphSplits
+    expected = {"image": ImageSplits, "graph": GraphSplits, "text": TextSplits}[entry.kind]
     if not isinstance(splits, expected):
         raise TypeError(f"loader of {key!r} returned {type(splits).__name__}, not {expected.__name__}")
     return splits
