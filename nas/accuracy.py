@@ -15,7 +15,7 @@ from search_spaces import Genome, InputError, SearchSpace
 from supernets.checkpoint import load_supernet
 from supernets.data import ImageSplits
 from supernets.device import CPU, Placement
-from supernets.evaluate import SubnetEvaluator, accuracy
+from supernets.evaluate import SubnetEvaluator, accuracy_and_loss
 from supernets.fit import fit_supernet
 from supernets.launch import LaunchPlan
 
@@ -27,10 +27,11 @@ SUPERNET_CHECKPOINT = "supernet.pt"
 
 
 class SupernetAccuracyEvaluator:
-    """``accuracy`` (measured): validation accuracy of each subnet inside the trained supernet."""
+    """``accuracy`` and ``val_loss`` (measured): validation accuracy and mean cross-entropy (nats per image, or
+    per token for a language model) of each subnet inside the trained supernet, from one pass."""
 
     bounds = {"accuracy": (0.0, 1.0)}
-    metrics_declared = {"accuracy": "measured"}
+    metrics_declared = {"accuracy": "measured", "val_loss": "measured"}
 
     def __init__(self, evaluator: SubnetEvaluator) -> None:
         self.subnets = evaluator
@@ -45,7 +46,7 @@ class SupernetAccuracyEvaluator:
     def evaluate_iter(self, genomes: Sequence[Genome]) -> Iterator[tuple[int, dict[str, float]]]:
         """One subnet after another, each result as soon as it is measured (the loop journals it then)."""
         for position, genome in enumerate(genomes):
-            yield position, {"accuracy": self.subnets.accuracy(genome)}
+            yield position, self.subnets.measure(genome)
 
 
 def supernet_evaluator(section: SupernetSection, space: SearchSpace, data: ImageSplits, run_dir: Path, *,
@@ -58,14 +59,14 @@ def supernet_evaluator(section: SupernetSection, space: SearchSpace, data: Image
     data = data.to(placement.device, channels_last=placement.channels_last)
     if section.checkpoint is not None:
         net, _ = load_supernet(section.checkpoint, space=space)  # on the CPU, wherever it was written
-        net.check_data(data.in_channels, data.num_classes, data.image_size, source=f"dataset {data.name!r}")
+        net.check_splits(data, source=f"dataset {data.name!r}")
         placement.put_module(net)
         if log:
             log(f"using the trained supernet {section.checkpoint}")
     else:
         net = fit_supernet(space, data, section.train_config(), checkpoint=Path(run_dir) / SUPERNET_CHECKPOINT,
                            progress=progress, log=log, placement=placement, launch=launch).net
-    if data.image_size != net.image_size:
+    if hasattr(data, "image_size") and data.image_size != net.image_size:
         raise InputError(f"the supernet was trained on {net.image_size}x{net.image_size} images, the dataset has "
                          f"{data.image_size}x{data.image_size}", source=str(section.checkpoint), field="image_size")
     return SubnetEvaluator(net.eval(), data.train_x[: section.bn_calib_samples], data.val_x, data.val_y,
@@ -75,15 +76,15 @@ def supernet_evaluator(section: SupernetSection, space: SearchSpace, data: Image
 def validate_front(evaluator: SubnetEvaluator, genomes: Sequence[Genome], data: ImageSplits
                    ) -> dict[str, dict[str, float]]:
     """Extract each subnet and measure it for real (on the supernet's device, in its evaluation precision):
-    ``{key: {accuracy_extracted, accuracy_test}}``."""
+    ``{key: {accuracy_extracted, accuracy_test, val_loss_extracted, test_loss}}``."""
     placement = evaluator.placement
     data = data.to(placement.device, channels_last=placement.channels_last)
     out = {}
     for genome in genomes:
         model = evaluator.extract(genome)
         with placement.autocast():
-            out[genome.key] = {
-                "accuracy_extracted": accuracy(model, data.val_x, data.val_y, evaluator.batch_size),
-                "accuracy_test": accuracy(model, data.test_x, data.test_y, evaluator.batch_size),
-            }
+            val = accuracy_and_loss(model, data.val_x, data.val_y, evaluator.batch_size)
+            test = accuracy_and_loss(model, data.test_x, data.test_y, evaluator.batch_size)
+        out[genome.key] = {"accuracy_extracted": val[0], "accuracy_test": test[0],
+                           "val_loss_extracted": val[1], "test_loss": test[1]}
     return out

@@ -92,6 +92,11 @@ def build_space(loaded: LoadedConfig) -> SearchSpace:
         raise _rewrap(loaded, err, "search_space") from None
 
 
+_SPACE_READS = {"image": "in_channels", "text": "vocab_size", "graph": "in_features"}
+"""The space option that says which kind of dataset a space reads."""
+_KIND_WORDS = {"image": "images", "text": "text", "graph": "graphs"}
+
+
 def check_dataset(loaded: LoadedConfig, space: SearchSpace) -> tuple[str, Any]:
     """Load the dataset and check it fits the space (channels, classes, image size); (summary, splits)."""
     from supernets.data import dataset_kind, load_dataset
@@ -104,21 +109,28 @@ def check_dataset(loaded: LoadedConfig, space: SearchSpace) -> tuple[str, Any]:
         field = f"dataset.options.{err.field}" if err.field in section.options else (
             err.field if err.field and err.field.startswith("dataset") else "dataset")
         raise loaded.error(field, err.detail) from None
-    if (kind != "image") == ("in_channels" in options):
-        wants = "images" if "in_channels" in options else "graphs"
+    reads = next((k for k, opt in _SPACE_READS.items() if opt in options), None)
+    if reads is not None and reads != kind:
         raise loaded.error("dataset.name", f"dataset {section.name!r} is a {kind} dataset but search space "
-                                           f"{space.name!r} is for {wants}")
+                                           f"{space.name!r} reads {_KIND_WORDS[reads]}")
     for attr, data_attr in (("in_channels", "in_channels"), ("num_classes", "num_classes"),
-                            ("image_size", "image_size"), ("in_features", "num_features")):
+                            ("image_size", "image_size"), ("in_features", "num_features"),
+                            ("vocab_size", "vocab_size")):
         have, want = options.get(attr), getattr(splits, data_attr, None)
         if have is not None and want is not None and have != want:
             raise loaded.error(f"search_space.options.{attr}", f"is {have} but dataset {section.name!r} has "
                                                                f"{data_attr}={want}; set search_space.options.{attr}: {want}")
-    if kind == "image":
-        sizes = "/".join(str(len(getattr(splits, f"{s}_y"))) for s in ("train", "val", "test"))
-    else:
+    if kind == "text" and "seq_len" in options and splits.seq_len > options["seq_len"]:
+        raise loaded.error("search_space.options.seq_len", f"is {options['seq_len']} but dataset {section.name!r} "
+                                                           f"has {splits.seq_len}-token windows; raise it to "
+                                                           f"{splits.seq_len} or set dataset.options.seq_len")
+    if kind == "graph":
         sizes = "/".join(str(int(getattr(splits.data, f"{s}_mask").sum())) for s in ("train", "val", "test"))
-    shape = f"{splits.in_channels}×{splits.image_size}×{splits.image_size}" if kind == "image" else "graph"
+    else:
+        sizes = "/".join(str(len(getattr(splits, f"{s}_y"))) for s in ("train", "val", "test"))
+    shape = {"image": lambda: f"{splits.in_channels}×{splits.image_size}×{splits.image_size}",
+             "text": lambda: f"text, {splits.seq_len}-token windows",
+             "graph": lambda: "graph"}[kind]()
     return f"{section.name} ({shape}, {splits.num_classes} classes, train/val/test {sizes})", splits
 
 

@@ -93,7 +93,7 @@ def export_subnets(run_dir: str | Path, result: SearchResult, space: SearchSpace
         atomic_write_json(path, {
             **_trial_dict(trial, index + 1),
             "space": {"name": space.name, "options": space.options(), "fingerprint": space.fingerprint()},
-            "blocks": [block.to_dict() for block in space.blocks(trial.genome)],
+            "blocks": space.block_records(trial.genome),
         })
         written.append(path)
     return written

@@ -21,7 +21,8 @@ from search_spaces.errors import InputError
 
 __all__ = ["declared_metrics", "Stages", "build_stages"]
 
-VALIDATION_METRICS = {"accuracy_extracted": "measured", "accuracy_test": "measured"}
+VALIDATION_METRICS = {"accuracy_extracted": "measured", "accuracy_test": "measured", "val_loss_extracted": "measured",
+                      "test_loss": "measured"}
 
 
 def declared_metrics(config: ExperimentConfig) -> dict[str, str]:
@@ -30,7 +31,7 @@ def declared_metrics(config: ExperimentConfig) -> dict[str, str]:
 
     metrics = {m: "analytic" for m in ANALYTIC_METRICS}
     if config.supernet is not None:
-        metrics["accuracy"] = "measured"
+        metrics |= {"accuracy": "measured", "val_loss": "measured"}
     return metrics | latency_metrics(config)
 
 

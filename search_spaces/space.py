@@ -59,6 +59,11 @@ class SearchSpace(ABC):
         """The subnet of ``genome`` as blocks (stem, active blocks, head), in forward order."""
         raise NotImplementedError(f"space {self.name!r} does not describe its subnets as blocks")
 
+    def block_records(self, genome: Genome) -> list[dict[str, Any]]:
+        """JSON-ready description of the subnet's blocks (a deployed subnet's ``arch.json``); none for spaces
+        without a block list."""
+        return [block.to_dict() for block in self.blocks(genome)] if self.has_blocks else []
+
     # ---- genes ---------------------------------------------------------------------------------
     @property
     def genes(self) -> tuple[Gene, ...]:

@@ -16,6 +16,7 @@ import torch
 from search_spaces import InputError, SearchSpace, space_from_dict
 from search_spaces.atomic import atomic_write_with
 
+from .families import build_supernet
 from .supernet import QuantSupernet
 from .training import EpochLog, SupernetConfig, SupernetTrainer
 
@@ -23,8 +24,8 @@ __all__ = ["save_checkpoint", "read_checkpoint", "load_supernet", "restore_train
 
 FORMAT = "qnas-supernet/1"
 _KEYS = ("format", "space", "fingerprint", "image_size", "config", "epoch", "model", "history")
-_TYPES: dict[str, type] = {"space": dict, "space.name": str, "space.options": dict, "fingerprint": str,
-                           "image_size": int, "config": dict, "epoch": int, "model": dict, "history": list}
+_TYPES: dict[str, type | tuple[type, ...]] = {"space": dict, "space.name": str, "space.options": dict, "fingerprint": str,
+                           "image_size": (int, type(None)), "config": dict, "epoch": int, "model": dict, "history": list}
 """What each entry read back must be ("space.x": inside ``space``); anything else is a damaged or foreign file."""
 
 
@@ -76,7 +77,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         outer, _, inner = key.partition(".")
         value = state[outer].get(inner) if inner else state[outer]
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise InputError(f"damaged checkpoint: expected {kind.__name__}, got {type(value).__name__}",
+            expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise InputError(f"damaged checkpoint: expected {expected}, got {type(value).__name__}",
                              source=path, field=key)
     return state
 
@@ -96,13 +98,14 @@ def _check_space(state: dict[str, Any], space: SearchSpace, path: Path) -> None:
 
 
 def load_supernet(path: str | Path, *, space: SearchSpace | None = None) -> tuple[QuantSupernet, dict[str, Any]]:
-    """Rebuild the supernet stored at ``path`` (refusing a different ``space`` if one is given)."""
+    """Rebuild the supernet stored at ``path`` (refusing a different ``space`` if one is given); of the
+    space's family (:mod:`supernets.families`), a :class:`QuantSupernet` for block spaces."""
     path = Path(path)
     state = read_checkpoint(path)
     if space is not None:
         _check_space(state, space, path)
     built = space or space_from_dict(state["space"], source=str(path))
-    net = QuantSupernet(built, image_size=state["image_size"])
+    net = build_supernet(built, image_size=state["image_size"])
     try:
         result = net.load_state_dict(state["model"], strict=False)
     except (RuntimeError, TypeError, AttributeError) as err:  # shapes of another space, or not tensors

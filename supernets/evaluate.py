@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from search_spaces import Genome
@@ -21,7 +22,7 @@ from search_spaces import Genome
 from .device import Placement, module_device, placement_of
 from .supernet import QuantSupernet
 
-__all__ = ["bn_recalibrated", "accuracy", "SubnetEvaluator", "batches"]
+__all__ = ["bn_recalibrated", "accuracy", "accuracy_and_loss", "mean_loss", "SubnetEvaluator", "batches"]
 
 
 def batches(x: Tensor, y: Tensor | None, batch_size: int) -> Iterator[tuple[Tensor, Tensor | None]]:
@@ -61,11 +62,33 @@ def bn_recalibrated(net: nn.Module, calib: Sequence[Tensor], run=None) -> Iterat
 
 @torch.no_grad()
 def accuracy(model, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model(x)`` against labels ``y`` (model must be in eval mode; same device)."""
+    """Top-1 accuracy of ``model(x)`` against labels ``y`` (model must be in eval mode; same device).
+
+    Logits ``(B, classes, positions...)`` with labels ``(B, positions...)`` (a language model's next tokens)
+    count every position."""
     correct = torch.zeros((), dtype=torch.long, device=y.device)
     for xb, yb in batches(x, y, batch_size):
         correct += (model(xb).argmax(dim=1) == yb).sum()
-    return int(correct) / max(1, len(x))
+    return int(correct) / max(1, y.numel())
+
+
+@torch.no_grad()
+def mean_loss(model, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
+    """Mean cross-entropy (nats per prediction: per image, or per token) of ``model(x)`` against ``y``."""
+    return accuracy_and_loss(model, x, y, batch_size)[1]
+
+
+@torch.no_grad()
+def accuracy_and_loss(model, x: Tensor, y: Tensor, batch_size: int = 256) -> tuple[float, float]:
+    """:func:`accuracy` and :func:`mean_loss` from one pass over the data."""
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
+    total = torch.zeros((), dtype=torch.float64, device=y.device)
+    for xb, yb in batches(x, y, batch_size):
+        logits = model(xb).float()
+        correct += (logits.argmax(dim=1) == yb).sum()
+        total += F.cross_entropy(logits, yb, reduction="sum").double()
+    n = max(1, y.numel())
+    return int(correct) / n, float(total) / n
 
 
 class SubnetEvaluator:
@@ -94,6 +117,14 @@ class SubnetEvaluator:
         net = self.supernet
         with net.subnet(genome, quantize=self.quantize), self.placement.autocast(), bn_recalibrated(net, self.calib):
             return accuracy(net, self.eval_x, self.eval_y, self.batch_size)
+
+    def measure(self, genome: Genome) -> dict[str, float]:
+        """``accuracy`` and ``val_loss`` (mean cross-entropy, nats per prediction) of the subnet inside the
+        supernet, from one pass over the validation split."""
+        net = self.supernet
+        with net.subnet(genome, quantize=self.quantize), self.placement.autocast(), bn_recalibrated(net, self.calib):
+            acc, loss = accuracy_and_loss(net, self.eval_x, self.eval_y, self.batch_size)
+        return {"accuracy": acc, "val_loss": loss}
 
     def extract(self, genome: Genome) -> nn.Module:
         """The standalone subnet with its recalibrated BN statistics (eval mode, on the supernet's device)."""

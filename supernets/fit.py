@@ -12,7 +12,7 @@ from .checkpoint import restore_trainer, save_checkpoint
 from .data import ImageSplits
 from .device import Placement
 from .launch import LaunchPlan, join_torchrun, train_processes, train_rank
-from .supernet import QuantSupernet
+from .families import build_supernet
 from .training import EpochLog, SupernetConfig, SupernetTrainer
 
 __all__ = ["fit_supernet"]
@@ -30,8 +30,8 @@ def fit_supernet(space: SearchSpace, data: ImageSplits, config: SupernetConfig, 
     ``launch`` with more than one process trains in that many local processes (this one waits for them,
     then loads what their rank 0 wrote); a checkpoint resumes on any number of processes.
     """
-    net = QuantSupernet(space, image_size=data.image_size, seed=config.seed)
-    net.check_data(data.in_channels, data.num_classes, data.image_size, source=f"dataset {data.name!r}")
+    net = build_supernet(space, image_size=getattr(data, "image_size", None), seed=config.seed)
+    net.check_splits(data, source=f"dataset {data.name!r}")
     trainer = SupernetTrainer(net, data.train_x, data.train_y, data.val_x, data.val_y, config, placement=placement)
     checkpoint = Path(checkpoint)
     if checkpoint.exists():

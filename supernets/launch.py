@@ -255,10 +255,10 @@ def train_rank(space: SearchSpace, data: Any, config: Any, *, checkpoint: Path, 
     Rank 0 writes the checkpoint after every epoch and puts its events on ``events`` (if given).
     """
     from .checkpoint import restore_trainer, save_checkpoint
-    from .supernet import QuantSupernet
+    from .families import build_supernet
     from .training import SupernetTrainer
 
-    net = QuantSupernet(space, image_size=data.image_size, seed=config.seed)
+    net = build_supernet(space, image_size=getattr(data, "image_size", None), seed=config.seed)
     trainer = SupernetTrainer(net, data.train_x, data.train_y, data.val_x, data.val_y, config, placement=placement,
                               world=world)
     if checkpoint.exists():

@@ -160,6 +160,14 @@ class QuantSupernet(nn.Module):
         for block in self.blocks.values():
             block.sort_channels()
 
+    def check_splits(self, data, *, source: str) -> None:
+        """Refuse splits the stem and head cannot read (the contract every supernet family offers)."""
+        missing = [a for a in ("in_channels", "num_classes", "image_size") if not hasattr(data, a)]
+        if missing:
+            raise InputError(f"search space {self.space.name!r} reads images; this dataset has no {missing[0]}",
+                             source=source, field="dataset.name")
+        self.check_data(data.in_channels, data.num_classes, data.image_size, source=source)
+
     def check_data(self, in_channels: int, num_classes: int, image_size: int, *, source: str) -> None:
         """Refuse data whose shape or class count does not fit the space's stem and head."""
         stem, head = self.space.blocks(self.space.largest())[0], self.space.blocks(self.space.largest())[-1]

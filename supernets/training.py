@@ -134,7 +134,9 @@ class SupernetTrainer:
         parts: list[list[Tensor]] = []
         for step in range(self.steps_per_epoch):
             idx = order[step * self.cfg.batch_size:(step + 1) * self.cfg.batch_size]
-            x = augment_batch(self.train_x[idx], self.torch_gen) if self.cfg.augment else self.train_x[idx]  # (B,C,H,W)
+            x = self.train_x[idx]  # (B, C, H, W) images, or (B, T) token ids
+            if self.cfg.augment and x.ndim == 4:
+                x = augment_batch(x, self.torch_gen)
             mine = self.world.shard(len(idx))  # the whole batch is augmented: every rank draws the same numbers
             parts.append(self._step(self.placement.layout(x[mine]), self.train_y[idx][mine], phase, len(idx)))
             if on_step is not None:  # the host needs this step's loss now: one sync per step
@@ -206,7 +208,9 @@ class SupernetTrainer:
     def _student_loss(self, logits: Tensor, soft: Tensor, y: Tensor) -> Tensor:
         if self.cfg.distillation == "none":
             return F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
-        return F.kl_div(F.log_softmax(logits, dim=1), soft, reduction="batchmean")
+        # Mean KL per prediction: per image, or per token when logits are (B, classes, positions).
+        predictions = logits.numel() // logits.shape[1]
+        return F.kl_div(F.log_softmax(logits, dim=1), soft, reduction="sum") / predictions
 
     def evaluator(self, *, quantize: bool = True) -> SubnetEvaluator:
         """Evaluator on the validation split with BN recalibrated on fixed training images."""

@@ -18,7 +18,7 @@ from nas.accuracy import SupernetAccuracyEvaluator
 from search_spaces import space_from_dict
 from supernets.device import resolve_placement
 from supernets.evaluate import SubnetEvaluator
-from supernets.supernet import QuantSupernet
+from supernets.families import build_supernet
 
 __all__ = ["SupernetAccuracyFactory"]
 
@@ -74,7 +74,7 @@ class SupernetAccuracyFactory:
         if space.fingerprint() != self.fingerprint:
             raise RuntimeError(f"search space {space.name!r} differs on this worker (fingerprint {space.fingerprint()}"
                                f" vs {self.fingerprint}); install the same qnas version on every node")
-        net = QuantSupernet(space, image_size=self.image_size)
+        net = build_supernet(space, image_size=self.image_size)
         net.load_state_dict(dict(self.state), strict=True)
         placement = resolve_placement()  # the worker's GPU when Ray gave it one (executor.resources: {GPU: 1})
         placement.put_module(net)

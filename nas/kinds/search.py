@@ -31,6 +31,9 @@ from .base import ExperimentKind, KindOutcome, register_kind
 __all__ = ["PLANNED_METRICS", "SearchKind", "check_metrics", "make_searcher", "write_artifacts"]
 
 PLANNED_METRICS = {"accuracy": "add a `supernet:` section to train (or load) the quantized supernet",
+                   "val_loss": "add a `supernet:` section to train (or load) the quantized supernet",
+                   "val_loss_extracted": "it is measured on the final Pareto subnets only, not during the search",
+                   "test_loss": "it is measured on the final Pareto subnets only, not during the search",
                    "accuracy_test": "it is measured on the final Pareto subnets only, not during the search",
                    "accuracy_extracted": "it is measured on the final Pareto subnets only, not during the search",
                    "latency_ms": "add a `latency:` section (a table file, or `profile: {backend: onnxruntime-int8}`)",

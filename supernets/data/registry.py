@@ -115,8 +115,9 @@ class TextSplits:
         """Classes per position (the vocabulary size), the name trainers read for every kind of dataset."""
         return self.vocab_size
 
-    def to(self, device: torch.device | str) -> TextSplits:
-        """The same splits with every tensor on ``device``; tensors shared between splits stay shared."""
+    def to(self, device: torch.device | str, *, channels_last: bool = False) -> TextSplits:
+        """The same splits with every tensor on ``device``; tensors shared between splits stay shared.
+        (``channels_last`` is accepted for the images' signature; token ids have no channels.)"""
         moved: dict[int, torch.Tensor] = {}
         for f in _TENSOR_FIELDS:
             t = getattr(self, f)
