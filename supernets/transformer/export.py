@@ -1,0 +1,175 @@
+"""Deploying transformer subnets: float and fake-quantized ONNX, ONNX Runtime INT8 (QDQ), and checking them.
+
+The same conventions as the CNN path (:mod:`supernets.deploy`, :mod:`nas.export`): the legacy ONNX exporter at
+opset 17, input ``x`` and output ``y`` with a dynamic batch axis, float export of a
+:class:`~supernets.transformer.static.StaticTransformer` with its fake quantizers stripped (on a copy),
+and real INT8 only for W8A8 subnets (:func:`check_w8a8`); other bit-widths export fake-quantized
+(``transformer_onnx(..., fake_quant=True)``: Mul/Round/Clip ops, any bit-width exact, runs in float).
+
+``lm`` models read int64 token ids ``(B, T)`` and return ``(B, V, T)``; ``vit`` models read ``(B, C, H, W)``
+and return ``(B, classes)``. ``F.scaled_dot_product_attention`` exports as MatMul/Softmax (causal: a
+Trilu/Where ``-inf`` mask added to the scores), so no attention fallback is needed.
+
+ONNX Runtime INT8 quantizes only ``MatMul``, ``Gemm`` and ``Gather`` (:data:`ORT_INT8_OPS`): every linear
+(``Gemm`` where it reads a 2-D input: the ``vit`` classifier on the pooled token) and both attention matmuls
+run on uint8 activations and per-channel int8 weights (a linear's output is requantized to uint8 before its
+bias is added in float: the exporter writes 3-D linears as MatMul + Add), and the ``lm`` token table is stored
+8-bit (uint8 with one scale: ORT quantizes a Gather's table like an activation, not per row). LayerNorm,
+softmax, GELU and the residual adds stay float. ORT's default operator list would also put Q/DQ pairs on
+those float ops, and on the causal mask: the scores plus a ``-inf`` mask calibrate to an infinite range,
+which wrecks a causal model (a random tiny LM agreed with its float argmax on 4-25 % of positions, against
+95-98 % with these ops only, which was also the fastest on both fronts).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from search_spaces import InputError
+from search_spaces.transformer import TransformerBlock
+
+__all__ = ["ORT_INT8_OPS", "check_w8a8", "evaluate_onnx", "ort_latencies_ms", "ort_latency_ms", "quantized_nodes",
+           "transformer_onnx", "transformer_ort_int8", "w8a8_blockers"]
+
+ORT_INT8_OPS: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
+"""Operators ONNX Runtime's static quantizer may quantize in a transformer (see the module docstring)."""
+
+_LINEARS = {"embed": ("embed",), "attention": ("qkv", "proj"), "mlp": ("fc1", "fc2"), "head": ("classifier",)}
+
+
+def _cpu_copy(model: nn.Module, *, fake_quant: bool) -> nn.Module:
+    """A CPU copy in eval mode; without ``fake_quant`` its activation fake-quantizers are removed."""
+    from ..static import strip_fake_quant
+
+    net = copy.deepcopy(model).cpu().eval()
+    return net if fake_quant else strip_fake_quant(net)
+
+
+def transformer_onnx(model: nn.Module, example: Tensor, *, dynamic_batch: bool = True,
+                     fake_quant: bool = False):  # -> onnx.ModelProto
+    """ONNX graph of a static transformer (``model`` itself is not changed).
+
+    Float by default (fake quantizers stripped; the weights stay on their quantization grid, as extracted).
+    With ``fake_quant`` the activation quantizers stay in as Mul/Round/Clip ops: the graph of a subnet
+    at any bit-width, for runtimes without integer kernels at its bits. ``example``: an input batch (token
+    ids ``(B, T)`` int64 or images ``(B, C, H, W)``); with ``dynamic_batch`` the graph takes any batch size.
+    """
+    from ..deploy import to_onnx
+
+    return to_onnx(_cpu_copy(model, fake_quant=fake_quant), example.cpu(), dynamic_batch=dynamic_batch)
+
+
+# ---- INT8 ------------------------------------------------------------------------------------------
+def w8a8_blockers(specs: Sequence[TransformerBlock]) -> list[str]:
+    """Why a subnet cannot become a real INT8 model, one entry per linear (empty when W8A8 throughout).
+
+    The ``lm`` token table reads no activations (its spec says ``a_bits`` 32), so only its weights count.
+    """
+    out = []
+    for spec in specs:
+        for name, (w, a) in zip(_LINEARS.get(spec.op, ()), spec.bits):
+            lookup = spec.op == "embed" and spec.front == "lm"
+            if w != 8 or (a != 8 and not lookup):
+                where = spec.slot if name in (spec.slot, "classifier") else f"{spec.slot}.{name}"
+                out.append(f"{where} is W{w}" if lookup else f"{where} is W{w}A{a}")
+    return out
+
+
+def check_w8a8(specs: Sequence[TransformerBlock], *, name: str = "the subnet") -> None:
+    """Refuse (:class:`InputError`) a subnet that ONNX Runtime INT8 cannot run at its own bit-widths.
+
+    ORT INT8 runs 8-bit kernels only: a W4 weight would silently run at 8 bits, and the activations run at
+    ranges ORT calibrates itself, so a subnet below (or above) A8 would silently become A8. As in
+    :func:`nas.export.int8_blockers`, such subnets export fake-quantized instead."""
+    blockers = w8a8_blockers(specs)
+    if blockers:
+        more = f" and {len(blockers) - 4} more" if len(blockers) > 4 else ""
+        raise InputError(f"{name} is not W8A8 ({', '.join(blockers[:4])}{more}): ONNX Runtime INT8 runs 8-bit "
+                         "kernels only, so it would run a bit-width the kernels cannot run as 8 bits; export it "
+                         "fake-quantized instead (--format onnx)", field="--format")
+
+
+def transformer_ort_int8(model: nn.Module, calib: Sequence[Tensor], *, op_types: Sequence[str] | None = ORT_INT8_OPS,
+                         strict: bool = True):  # -> onnx.ModelProto
+    """ONNX Runtime static QDQ INT8 model of a static transformer, calibrated on the real batches ``calib``.
+
+    The settings of :func:`supernets.deploy.to_onnx_int8` (per-channel int8 weights, uint8 activations,
+    MinMax calibration) restricted to ``op_types`` (``None``: ORT's default list, which breaks causal models;
+    see the module docstring). The graph reads the float (or int64 token) input ``x`` and returns float ``y``,
+    batch axis dynamic. ``strict``: refuse a subnet that is not W8A8 (:func:`check_w8a8`); without it any
+    subnet is quantized post-training, e.g. a float one extracted with ``quantize=False``.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from ..deploy import _Reader, quiet
+
+    if not calib:
+        raise ValueError("calibration needs at least one batch")
+    if strict and hasattr(model, "specs"):
+        check_w8a8(model.specs)
+    proto = transformer_onnx(model, calib[0], dynamic_batch=True)
+    with tempfile.TemporaryDirectory() as tmp, quiet():
+        out = os.path.join(tmp, "q.onnx")
+        # quantize_static rewrites a ModelProto it is given (external data in its temp folder): pass our own
+        quantize_static(proto, out, _Reader([c.detach().cpu().numpy() for c in calib]),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types) if op_types else None)
+        return onnx.load(out)
+
+
+def quantized_nodes(proto) -> list[tuple[str, str]]:
+    """(op type, name) of every node of a QDQ graph that reads a dequantized tensor (its quantized ops)."""
+    dequantized = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+    return [(n.op_type, n.name) for n in proto.graph.node
+            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in dequantized for i in n.input)]
+
+
+# ---- checking and timing -------------------------------------------------------------------------
+def evaluate_onnx(proto, x: Tensor, y: Tensor, *, batch_size: int, threads: int = 1) -> dict[str, Any]:
+    """Accuracy and mean cross-entropy of an ONNX model on ONNX Runtime (CPU), as the supernet measures them.
+
+    ``accuracy``: argmax over dim 1 against ``y`` over all ``y.numel()`` targets (every position of an
+    ``lm``); ``loss``: nats per target (:func:`supernets.evaluate.accuracy_and_loss` on the ORT outputs, so
+    it compares with the supernet's ``val_loss``); ``targets``: ``y.numel()``."""
+    from ..deploy import ort_session
+    from ..evaluate import accuracy_and_loss
+
+    session = ort_session(proto, threads)
+
+    def run(xb: Tensor) -> Tensor:
+        return torch.from_numpy(session.run(None, {"x": xb.numpy()})[0])
+
+    acc, loss = accuracy_and_loss(run, x.detach().cpu(), y.detach().cpu(), batch_size)
+    return {"accuracy": acc, "loss": loss, "targets": int(y.numel())}
+
+
+def ort_latencies_ms(protos: Sequence[Any], example: Tensor, *, threads: int = 1, runs: int = 50, passes: int = 10,
+                     warmup: int = 2) -> list[float]:
+    """Batch-1 latency (ms) of each ONNX model on ONNX Runtime, timed interleaved
+    (:func:`supernets.timing.time_interleaved`: mean of per-pass medians; thread CPU time for one thread,
+    wall time for more), so models compared in one call share the machine's drift."""
+    from ..deploy import ort_session
+    from ..timing import Protocol, pinned, time_interleaved
+
+    protocol = Protocol(threads=threads, runs=runs, passes=passes, warmup=warmup)
+    feed = {"x": np.ascontiguousarray(example[:1].detach().cpu().numpy())}
+    with pinned(protocol):
+        sessions = [ort_session(p, threads) for p in protos]
+        runners = [lambda s=s: s.run(None, feed) for s in sessions]
+        timings = time_interleaved(runners, runs=runs, passes=passes, warmup=warmup, clock=protocol.clock_name)
+    return [t.mean_ms for t in timings]
+
+
+def ort_latency_ms(proto, example: Tensor, *, threads: int = 1, runs: int = 50, passes: int = 10,
+                   warmup: int = 2) -> float:
+    """Batch-1 latency (ms) of one ONNX model on ONNX Runtime (see :func:`ort_latencies_ms`)."""
+    return ort_latencies_ms([proto], example, threads=threads, runs=runs, passes=passes, warmup=warmup)[0]
