@@ -22,9 +22,12 @@ class SupernetConfig(BaseModel):
     qat_start: int = Field(0, ge=0, le=MAX_EPOCHS, description="sandwich epoch from which subnets are fake-quantized")
     batch_size: int = Field(64, ge=2, le=65_536, description="training batch size (SGD with momentum, cosine "
                                                              "learning-rate schedule)")
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd: SGD with Nesterov momentum (CNNs); adamw: "
+                                                                "AdamW, betas (momentum, 0.99), what transformers "
+                                                                "train with")
     lr: float = Field(0.05, gt=0, description="peak learning rate of the cosine schedule")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    weight_decay: float = Field(4e-5, ge=0, description="SGD weight decay")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (AdamW's first beta)")
+    weight_decay: float = Field(4e-5, ge=0, description="weight decay (not of norms, biases and quantizer steps)")
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the largest subnet's loss")
     random_subnets: int = Field(2, ge=0, le=64, description="random subnets per step besides largest and smallest")
     distillation: Literal["inplace", "none"] = Field("inplace", description="inplace: students learn from the largest "

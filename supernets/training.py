@@ -99,7 +99,12 @@ class SupernetTrainer:
         self.steps_per_epoch = max(1, len(train_x) // config.batch_size)
         total = (config.warmup_epochs + config.epochs) * self.steps_per_epoch
         groups = _param_groups(supernet, config.weight_decay, config.lr, config.quant_lr_scale)
-        self.optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+        if config.optimizer == "adamw":
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=config.lr,
+                                                                      betas=(config.momentum, 0.99))
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                                             nesterov=config.momentum > 0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
         self.rng = np.random.default_rng(config.seed)
