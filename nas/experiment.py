@@ -111,7 +111,7 @@ def check_dataset(loaded: LoadedConfig, space: SearchSpace) -> tuple[str, Any]:
         raise loaded.error(field, err.detail) from None
     reads = next((k for k, opt in _SPACE_READS.items() if opt in options), None)
     if reads is not None and reads != kind:
-        raise loaded.error("dataset.name", f"dataset {section.name!r} is a {kind} dataset but search space "
+        raise loaded.error("dataset.name", f"dataset {section.name!r} holds {_KIND_WORDS[kind]} but search space "
                                            f"{space.name!r} reads {_KIND_WORDS[reads]}")
     for attr, data_attr in (("in_channels", "in_channels"), ("num_classes", "num_classes"),
                             ("image_size", "image_size"), ("in_features", "num_features"),

@@ -10,7 +10,9 @@ Formats (each written atomically beside the subnet's ``arch.json``):
   ``model_int8.onnx`` (ONNX Runtime QDQ: per-channel int8 weights, uint8 activations) and
   ``model_int8.pt`` (torch.ao x86, TorchScript). Activation ranges are calibrated on training images;
   the weights are the supernet's, already on the 8-bit grid. Their accuracy is measured and compared
-  with the fake-quantized W8A8 accuracy in ``export.json``.
+  with the fake-quantized W8A8 accuracy in ``export.json``. Transformer subnets get the ONNX Runtime model
+  only (linears and attention matmuls in INT8, :mod:`supernets.transformer.export`), checked by accuracy and
+  mean cross-entropy (``loss_*``).
 """
 
 from __future__ import annotations
@@ -48,9 +50,24 @@ def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
     return atomic_write_with(path, lambda tmp: Path(tmp).write_bytes(proto.SerializeToString()))
 
 
-def int8_blockers(specs: Sequence[BlockSpec]) -> list[str]:
+def int8_blockers(specs: Sequence[Any]) -> list[str]:
     """Why a subnet cannot become a real INT8 model (empty when it is W8A8 throughout)."""
+    if specs and not isinstance(specs[0], BlockSpec):  # transformer blocks: one entry per linear
+        from supernets.transformer.export import w8a8_blockers
+
+        return w8a8_blockers(specs)
     return [f"{s.slot} is W{s.w_bits}A{s.a_bits}" for s in specs if (s.w_bits, s.a_bits) != (8, 8)]
+
+
+def _transformer_int8_models(model: nn.Module, calib: Sequence[torch.Tensor], folder: Path) -> dict[str, Any]:
+    """The ONNX Runtime INT8 model of a transformer subnet (torch.ao's FX quantizer does not cover attention)."""
+    from supernets.deploy import ort_session
+    from supernets.transformer.export import transformer_ort_int8
+
+    proto = transformer_ort_int8(model, calib)
+    atomic_write_with(folder / "model_int8.onnx", lambda tmp: Path(tmp).write_bytes(proto.SerializeToString()))
+    session = ort_session(proto, threads=torch.get_num_threads())
+    return {"onnxruntime-int8": lambda x: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])}
 
 
 def _int8_models(model: nn.Module, calib: Sequence[torch.Tensor], folder: Path) -> dict[str, Any]:
@@ -75,12 +92,11 @@ def _int8_models(model: nn.Module, calib: Sequence[torch.Tensor], folder: Path) 
             "torch-int8": lambda x: qmodel(x)}
 
 
-def _accuracy(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            correct += int((run(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
-    return correct / max(1, len(x))
+def _accuracy_and_loss(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                       batch: int) -> tuple[float, float]:
+    from supernets.evaluate import accuracy_and_loss
+
+    return accuracy_and_loss(run, x, y, batch)
 
 
 def export_subnet(subnets: Any, genome: Genome, folder: str | Path, formats: Sequence[str], *, calib: torch.Tensor,
@@ -107,12 +123,17 @@ def export_subnet(subnets: Any, genome: Genome, folder: str | Path, formats: Seq
         out["files"].append(_save_onnx(model, calib[:2], folder / "model.onnx").name)
     if "int8" in formats:
         batches = [calib[i:i + 64] for i in range(0, min(len(calib), 512), 64)]
-        runners = _int8_models(model, batches, folder)
-        out["files"] += ["model_int8.onnx", "model_int8.pt"]
-        reference = _accuracy(model, eval_x, eval_y, batch_size)
+        transformer = not isinstance(specs[0], BlockSpec)
+        runners = (_transformer_int8_models if transformer else _int8_models)(model, batches, folder)
+        out["files"] += ["model_int8.onnx"] + ([] if transformer else ["model_int8.pt"])
+        reference, reference_loss = _accuracy_and_loss(model, eval_x, eval_y, batch_size)
         out["accuracy_fake_quant"] = reference
+        if transformer:
+            out["loss_fake_quant"] = reference_loss
         for name, run in runners.items():
-            acc = _accuracy(run, eval_x, eval_y, batch_size)
+            acc, loss = _accuracy_and_loss(run, eval_x, eval_y, batch_size)
             out[f"accuracy_{name}"] = acc
             out[f"gap_pp_{name}"] = 100 * (acc - reference)
+            if transformer:
+                out[f"loss_{name}"] = loss
     return out

@@ -1,0 +1,71 @@
+"""Transformer configs: a text dataset against an ``lm`` space, each mismatch one error naming the config key."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nas.config import load_config
+from nas.runner import prepare, summary
+from search_spaces.errors import InputError
+
+CONFIG = """\
+name: lm
+dataset:
+  name: tinyshakespeare
+  root: {root}
+  options: {{seq_len: 8}}
+search_space:
+  name: transformer
+  options: {{front: lm, vocab_size: 12, seq_len: 8, depths: [1, 2], widths: [16], heads: [2], mlp_ratios: [1, 2]}}
+search:
+  algorithm: random
+  objectives:
+    - {{metric: val_loss, direction: min}}
+    - {{metric: size_kb, direction: min}}
+  budget: 16
+"""
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    (tmp_path / "tinyshakespeare").mkdir()
+    (tmp_path / "tinyshakespeare" / "input.txt").write_text("abcdefghij \n" * 100, encoding="utf-8")
+    path = tmp_path / "lm.yaml"
+    path.write_text(CONFIG.format(root=tmp_path), encoding="utf-8")
+    return path
+
+
+def test_a_text_dataset_fits_an_lm_space(config_path):
+    rows = dict(summary(prepare(load_config(config_path, ["supernet={epochs: 1}"]))))
+    assert rows["dataset"].startswith("tinyshakespeare (text, 8-token windows, 12 classes")
+    assert rows["objectives"] == "val_loss (min, measured), size_kb (min, analytic)"
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["supernet={epochs: 1}", "search_space.options.vocab_size=65"],
+     ["search_space.options.vocab_size", "is 65 but dataset 'tinyshakespeare' has vocab_size=12"]),
+    (["supernet={epochs: 1}", "dataset.options.seq_len=16"],
+     ["search_space.options.seq_len", "has 16-token windows", "set dataset.options.seq_len"]),
+    (["supernet={epochs: 1}", "dataset={name: digits}"],
+     ["dataset.name", "dataset 'digits' holds images but search space 'transformer' reads text"]),
+    ([], ["search.objectives[0].metric", "'val_loss' is not available", "add a `supernet:` section"]),
+    (["search_space.options.heads=[3]"], ["search_space.options.heads", "does not divide the largest width 16"]),
+])
+def test_mismatches_are_one_line_naming_the_key(config_path, overrides, expected):
+    with pytest.raises(InputError) as info:
+        prepare(load_config(config_path, overrides))
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in expected:
+        assert fragment in message, message
+
+
+def test_a_vit_space_refuses_text(config_path):
+    text = config_path.read_text().replace("front: lm, vocab_size: 12, seq_len: 8", "front: vit, image_size: 8, "
+                                           "in_channels: 1, patch_size: 4")
+    config_path.write_text(textwrap.dedent(text))
+    with pytest.raises(InputError, match="holds text but search space 'transformer' reads images"):
+        prepare(load_config(config_path, ["supernet={epochs: 1}"]))
