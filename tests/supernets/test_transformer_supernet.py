@@ -188,3 +188,25 @@ def test_data_the_space_cannot_read_is_refused_by_name():
     vit = TransformerSupernet(get_space("transformer", **VIT))
     with pytest.raises(InputError, match="reads images"):
         vit.check_splits(data, source="dataset 'x'")
+
+
+def test_two_gloo_processes_train_the_transformer_of_one(tmp_path):
+    from supernets.fit import fit_supernet
+    from supernets.launch import LaunchPlan
+
+    torch.set_num_threads(1)
+    space = get_space("transformer", **LM)
+    data = _text(space, n=64)
+    # SGD: AdamW divides by the root of its second moment, which turns the float noise of gradients that are
+    # zero in exact arithmetic (the key bias: softmax ignores it) into whole steps that differ between runs.
+    config = SupernetConfig(warmup_epochs=1, epochs=1, qat_start=1, batch_size=32, random_subnets=1,
+                            bn_calib_samples=16)
+    one = fit_supernet(space, data, config, checkpoint=tmp_path / "one.pt", progress=False, log=None)
+    two = fit_supernet(space, data, config, checkpoint=tmp_path / "two.pt", progress=False, log=None,
+                       launch=LaunchPlan(processes=2, backend="gloo", timeout_s=120))
+    assert two.done and isinstance(two.net, TransformerSupernet)
+    reference = one.net.state_dict()
+    for key, value in two.net.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(value, reference[key], rtol=1e-4, atol=2e-5), key
+    assert [h.loss for h in two.history] == pytest.approx([h.loss for h in one.history], rel=1e-4)
