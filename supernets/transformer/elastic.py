@@ -99,8 +99,8 @@ class ElasticAttention(nn.Module):
         self.qkv = ElasticQuantLinear(max_width, max_heads * head_dim, w_modes=w_modes, a_modes=a_modes, parts=3)
         self.proj = ElasticQuantLinear(max_heads * head_dim, max_width, w_modes=w_modes, a_modes=a_modes)
 
-    def forward(self, x: Tensor, heads: int, qkv: Modes, proj: Modes) -> Tensor:  # (B, T, d)
-        b, t, d = x.shape
+    def forward(self, x: Tensor, d: int, heads: int, qkv: Modes, proj: Modes) -> Tensor:  # (B, T, d)
+        b, t, _ = x.shape
         inner = heads * self.head_dim
         q, k, v = self.qkv(self.norm(x), inner, qkv).reshape(b, t, 3, heads, self.head_dim).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal).transpose(1, 2).reshape(b, t, inner)
@@ -134,8 +134,8 @@ class ElasticMlp(nn.Module):
         self.fc1 = ElasticQuantLinear(max_width, max_hidden, w_modes=w_modes, a_modes=a_modes)
         self.fc2 = ElasticQuantLinear(max_hidden, max_width, w_modes=w_modes, a_modes=a_modes)
 
-    def forward(self, x: Tensor, hidden: int, fc1: Modes, fc2: Modes) -> Tensor:  # (B, T, d)
-        return x + self.fc2(F.gelu(self.fc1(self.norm(x), hidden, fc1)), x.shape[-1], fc2)
+    def forward(self, x: Tensor, d: int, hidden: int, fc1: Modes, fc2: Modes) -> Tensor:  # (B, T, d)
+        return x + self.fc2(F.gelu(self.fc1(self.norm(x), hidden, fc1)), d, fc2)
 
     def extract(self, d: int, hidden: int, fc1: Modes, fc2: Modes) -> Mlp:
         static = Mlp(d, hidden)
@@ -163,13 +163,13 @@ class ElasticTokenEmbedding(nn.Module):
     def _table(self, d: int, w_mode: QuantMode) -> Tensor:
         return self.w_quant(self.tokens[:, :d].contiguous(), w_mode)
 
-    def forward(self, ids: Tensor, d: int, w_mode: QuantMode) -> Tensor:  # (B, T) -> (B, T, d)
-        return F.embedding(ids, self._table(d, w_mode)) + self.pos[: ids.shape[1], :d]
+    def forward(self, ids: Tensor, d: int, modes: Modes) -> Tensor:  # (B, T) -> (B, T, d); reads no activations
+        return F.embedding(ids, self._table(d, modes[0])) + self.pos[: ids.shape[1], :d]
 
     @torch.no_grad()
-    def extract(self, d: int, w_mode: QuantMode) -> TokenEmbedding:
+    def extract(self, d: int, modes: Modes) -> TokenEmbedding:
         static = TokenEmbedding(self.tokens.shape[0], d, self.pos.shape[0])
-        static.tokens.weight.copy_(self._table(d, w_mode))
+        static.tokens.weight.copy_(self._table(d, modes[0]))
         static.pos.copy_(self.pos[:, :d])
         return static
 
@@ -211,7 +211,7 @@ class ElasticClassifierHead(nn.Module):
         self.norm = ElasticLayerNorm(max_width)
         self.classifier = ElasticQuantLinear(max_width, classes, w_modes=w_modes, a_modes=a_modes)
 
-    def forward(self, x: Tensor, modes: Modes) -> Tensor:
+    def forward(self, x: Tensor, d: int, modes: Modes) -> Tensor:
         x, classes = self.norm(x), self.classifier.weight.shape[1]
         if self.front == "lm":
             return self.classifier(x, classes, modes).transpose(1, 2)  # (B, V, T)

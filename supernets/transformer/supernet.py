@@ -99,38 +99,29 @@ class TransformerSupernet(nn.Module):
             raise RuntimeError("no subnet is active: use `with supernet.subnet(genome):` or supernet.run(x, genome)")
         return self._forward(x, self._active)
 
-    def _layer(self, slot: str) -> nn.Module:
-        name, part = slot.split(".")
-        return (self.attn if part == "attn" else self.mlp)[int(name[1:]) - 1]
+    def _module(self, spec: TransformerBlock) -> tuple[nn.Module, tuple[Any, ...]]:
+        """The elastic module of a block and the configuration it runs (``forward(x, *args)``,
+        ``extract(*args)``): width, then heads or hidden units, then the modes of its linears."""
+        if spec.op in ("embed", "head"):
+            return getattr(self, spec.op), (spec.width, *_modes(spec))
+        layer, part = spec.slot.split(".")
+        module = (self.attn if part == "attn" else self.mlp)[int(layer[1:]) - 1]
+        return module, (spec.width, spec.heads if spec.op == "attention" else spec.inner, *_modes(spec))
 
     def _forward(self, x: Tensor, specs: tuple[TransformerBlock, ...]) -> Tensor:
         for spec in specs:
-            modes = _modes(spec)
-            if spec.op == "embed":
-                x = self.embed(x, spec.width, modes[0][0] if spec.front == "lm" else modes[0])
-            elif spec.op == "attention":
-                x = self._layer(spec.slot)(x, spec.heads, *modes)
-            elif spec.op == "mlp":
-                x = self._layer(spec.slot)(x, spec.inner, *modes)
-            else:
-                x = self.head(x, modes[0])
+            module, args = self._module(spec)
+            x = module(x, *args)
         return x
 
     # ---- extraction and maintenance -----------------------------------------------------------
     def extract(self, genome: Genome, *, quantize: bool = True) -> StaticTransformer:
         """A standalone module with the subnet's sliced weights and frozen quantizers (eval mode)."""
         specs = self.specs(genome, quantize=quantize)
-        blocks: list[nn.Module] = []
+        blocks = []
         for spec in specs:
-            modes = _modes(spec)
-            if spec.op == "embed":
-                blocks.append(self.embed.extract(spec.width, modes[0][0] if spec.front == "lm" else modes[0]))
-            elif spec.op == "attention":
-                blocks.append(self._layer(spec.slot).extract(spec.width, spec.heads, *modes))
-            elif spec.op == "mlp":
-                blocks.append(self._layer(spec.slot).extract(spec.width, spec.inner, *modes))
-            else:
-                blocks.append(self.head.extract(spec.width, modes[0]))
+            module, args = self._module(spec)
+            blocks.append(module.extract(*args))
         return StaticTransformer(specs, blocks).to(self.device).eval()
 
     @property
