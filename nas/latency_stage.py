@@ -10,6 +10,9 @@ Why a run keeps its own copy of every table (``latency/<metric>.csv``): a profil
 is refitted at run start on this machine's current speed, and a user's table file may be edited
 later. A resumed run must predict exactly what the interrupted one did, so it reads the copy, and
 the manifest records where each copy came from and whether its calibration was refitted.
+
+Transformer spaces dispatch to :mod:`nas.transformer_latency` (tables of embed/attention/MLP/head blocks,
+profiled on ONNX Runtime, no fallback; the front is timed as the extracted subnets' ORT models).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from nas.config import LoadedConfig
 from nas.config_sections import LatencyTableSpec
 from search_spaces import Genome, SearchSpace
+from search_spaces.transformer import TransformerSpace
 
 __all__ = ["LoadedTable", "RUN_TABLES", "latency_metrics", "check_latency", "check_coverage", "load_tables",
            "TableLatencyEvaluator", "measure_front"]
@@ -62,10 +66,20 @@ def _field(loaded: LoadedConfig, index: int, name: str) -> str:
     return f"latency.tables[{index}].{name}" if section is not None and section.tables else f"latency.{name}"
 
 
-def _load_file(loaded: LoadedConfig, index: int, spec: LatencyTableSpec, space: SearchSpace) -> Any:
-    from predictors.latency import LatencyTable
+def _is_transformer(space: SearchSpace) -> bool:
+    """Transformer spaces have their own tables and profiler (:mod:`nas.transformer_latency`)."""
+    return isinstance(space, TransformerSpace)
 
-    table = LatencyTable.load(spec.table, space=space)
+
+def _load_table(path: Path, space: SearchSpace) -> Any:
+    from predictors.latency import LatencyTable
+    from predictors.latency.transformer_table import TransformerLatencyTable
+
+    return (TransformerLatencyTable if _is_transformer(space) else LatencyTable).load(path, space=space)
+
+
+def _load_file(loaded: LoadedConfig, index: int, spec: LatencyTableSpec, space: SearchSpace) -> Any:
+    table = _load_table(spec.table, space)
     if spec.backend is not None:
         if table.header.backend != spec.backend:
             raise loaded.error(_field(loaded, index, "backend"), f"the table {spec.table} was measured on backend "
@@ -81,7 +95,13 @@ def check_latency(loaded: LoadedConfig, space: SearchSpace) -> list[str]:
     if section is None:
         return notes
     for index, (metric, spec) in enumerate(section.specs()):
-        if spec.table is not None:
+        if _is_transformer(space):
+            from nas.transformer_latency import check_transformer_latency
+
+            notes.append(check_transformer_latency(loaded, _field(loaded, index, "table" if spec.table else
+                                                                 "profile.backend"), metric, spec, space,
+                                                   lambda: _load_file(loaded, index, spec, space)))
+        elif spec.table is not None:
             table = _load_file(loaded, index, spec, space)
             coverage = check_coverage(loaded, index, spec, table, space)
             notes.append(f"{metric}: {spec.table.name} ({table.header.backend} on {table.header.device}, "
@@ -111,15 +131,13 @@ def load_tables(loaded: LoadedConfig, space: SearchSpace, *, progress: bool,
     With ``run_dir``, a table the run has already copied is read from its copy; otherwise the table
     is copied there and the manifest's ``latency_tables`` says where it came from.
     """
-    from predictors.latency import LatencyTable
-
     section, out = loaded.config.latency, []
     for index, (metric, spec) in enumerate(section.specs() if section is not None else []):
         copy = None if run_dir is None else Path(run_dir) / RUN_TABLES / f"{metric}.csv"
         if copy is not None and copy.is_file():
             if log:
                 log(f"{metric}: the run's copy {copy.relative_to(run_dir)} (as the run started)")
-            table, source, _ = LatencyTable.load(copy, space=space), _source(spec), {}
+            table, source, _ = _load_table(copy, space), _source(spec), {}
         else:
             table, source, record = _fresh_table(loaded, index, metric, spec, space, progress, log)
             if copy is not None:
@@ -142,6 +160,14 @@ def _fresh_table(loaded: LoadedConfig, index: int, metric: str, spec: LatencyTab
         return _load_file(loaded, index, spec, space), _source(spec), {"from": str(spec.table),
                                                                         "calibration": "as in the file"}
     p = spec.profile
+    if _is_transformer(space):
+        from nas.transformer_latency import cached_transformer_table
+
+        table, path, cached = cached_transformer_table(space, p.backend, threads=p.threads, batch=p.batch,
+                                                       cache_dir=p.cache_dir or DEFAULT_CACHE, runs=p.runs,
+                                                       passes=p.passes, refresh_calibration=p.recalibrate, log=log)
+        calibration = ("refitted at run start" if p.recalibrate else "as cached") if cached else "fitted when profiled"
+        return table, _source(spec), {"from": str(path), "calibration": calibration}
     path = cached_table_path(space, p.backend, threads=p.threads, batch=p.batch, cache_dir=p.cache_dir or DEFAULT_CACHE)
     cached = path.is_file()
     if log:
@@ -174,6 +200,12 @@ class TableLatencyEvaluator:
         from predictors.latency import LatencyPredictor
 
         self.space, self.metric = space, loaded.metric
+        self._transformer = None
+        if _is_transformer(space):  # transformer blocks: their own table and predictor
+            from nas.transformer_latency import TransformerTableEvaluator
+
+            self._transformer = TransformerTableEvaluator(space, loaded.table, loaded.metric, loaded.source)
+            return
         self.predictor = LatencyPredictor(loaded.table, strict=loaded.spec.strict, source=loaded.source)
 
     @property
@@ -181,6 +213,8 @@ class TableLatencyEvaluator:
         return {self.metric: "predicted", f"{self.metric}_fallback": "predicted"}
 
     def evaluate(self, genomes: Sequence[Genome]) -> list[dict[str, float]]:
+        if self._transformer is not None:
+            return self._transformer.evaluate(genomes)
         if self.predictor.strict:  # strict: one error naming the missing block (the batch path would only say NaN)
             for genome in genomes:
                 self.predictor.predict(self.space.blocks(genome))
@@ -212,8 +246,12 @@ def measure_front(tables: Sequence[LoadedTable], space: SearchSpace, genomes: Se
                          f"({table.table.header.backend}); its subnets cannot be timed on this machine")
             continue
         h = table.table.header
-        timings = measure_subnets(space, list(genomes), h.backend, threads=h.threads, batch=h.batch,
-                                  modules=None if modules is None else list(modules))
+        if _is_transformer(space):  # the extracted subnets' ONNX Runtime models, as the table was profiled
+            from nas.transformer_latency import measure_transformer_subnets as measure
+        else:
+            measure = measure_subnets
+        timings = measure(space, list(genomes), h.backend, threads=h.threads, batch=h.batch,
+                          modules=None if modules is None else list(modules))
         for row, pred, timing in zip(rows, predicted, timings):
             row[f"latency_pred_ms{table.suffix}"] = float(pred[table.metric])
             row[f"latency_measured_ms{table.suffix}"] = float(timing.mean_ms)

@@ -1,0 +1,302 @@
+"""Latency tables of transformer spaces on this machine: profile the blocks, time whole subnets, serve a run.
+
+:func:`profile_transformer_space` builds every distinct block of a :class:`~search_spaces.TransformerSpace`
+(bits mapped the way the backend runs them, :func:`~predictors.latency.transformer_table.transformer_bits_measured_as`)
+as a static module with seeded random weights (:mod:`supernets.transformer.static`), exports it to ONNX
+(``onnxruntime-int8``: :func:`~supernets.transformer.export.transformer_ort_int8` with ``strict=False``,
+calibrated on random inputs of the block's shape; ``onnxruntime-fp32``: the float graph), times all of them
+interleaved (batch 1 by default, 1 thread, thread CPU-time clock, :func:`supernets.timing.time_interleaved`),
+takes the per-call overhead (:func:`supernets.timing.measure_overhead`) off every entry, and fits the CNN
+tables' calibration (:func:`predictors.latency.fit_calibration`) on ``n_calibration`` whole subnets timed
+end to end (:func:`measure_transformer_subnets`: subnets extracted from a
+:class:`~supernets.transformer.supernet.TransformerSupernet`, exported the same way).
+
+The rest is what :mod:`nas.latency_stage` calls for a transformer space: loading a table file, its
+coverage, the cached profile, the predicting evaluator and the end-to-end timing of the final front.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from predictors.latency import TableHeader, fit_calibration
+from predictors.latency.transformer_table import (TRANSFORMER_FORMAT, TransformerEntry, TransformerLatencyPredictor,
+                                                  TransformerLatencyTable, distinct_transformer_blocks,
+                                                  transformer_bits_measured_as)
+from search_spaces import Genome, InputError, SearchSpace
+from search_spaces.transformer import TransformerBlock, TransformerSpace
+from supernets import timing
+from supernets.timing import Timing
+
+__all__ = ["TRANSFORMER_BACKENDS", "is_transformer", "block_module", "block_input", "block_models",
+           "measure_transformer_blocks", "measure_transformer_subnets", "subnet_input", "profile_transformer_space",
+           "cached_transformer_table", "check_transformer_latency", "TransformerTableEvaluator"]
+
+TRANSFORMER_BACKENDS = ("onnxruntime-int8", "onnxruntime-fp32")
+"""Backends transformer blocks are profiled on (torch.ao's INT8 does not cover attention)."""
+N_CALIBRATION = 20
+"""Whole subnets the calibration is fitted on: twice the CNN tables' 10, as a transformer subnet builds in
+about half a second and, on the shared 2-core machine, the ratio measured / block sum varies by ±5 % from
+subnet to subnet (and with the random weights), so 10 subnets left the fit a few % off (BENCHMARKS.md)."""
+CALIBRATION_SEED = 10_007
+
+
+def is_transformer(space: Any) -> bool:
+    return isinstance(space, TransformerSpace)
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def check_transformer_backend(backend: str, *, source: str | None = None, field: str = "backend") -> None:
+    if backend not in TRANSFORMER_BACKENDS:
+        raise InputError(f"transformer blocks are timed on {' or '.join(TRANSFORMER_BACKENDS)}, not {backend!r} "
+                         "(torch.ao's INT8 quantizer does not cover attention)", source=source, field=field)
+
+
+# ---- blocks as models ------------------------------------------------------------------------------
+def block_module(block: TransformerBlock, space: TransformerSpace, *, seed: int = 0) -> Any:
+    """A float static module of ``block`` with seeded random weights (what a subnet's block is, unquantized)."""
+    import torch
+
+    from supernets.transformer.static import Attention, ClassifierHead, Mlp, PatchEmbedding, TokenEmbedding
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if block.op == "embed":
+            if block.front == "lm":
+                module = TokenEmbedding(block.inner, block.width, block.seq_len)
+            else:
+                module = PatchEmbedding(block.inner, block.width, space.patch_size, block.seq_len,
+                                        space.pooling == "cls")
+            torch.nn.init.normal_(module.pos, std=0.02)
+        elif block.op == "attention":
+            module = Attention(block.width, block.heads, block.inner // block.heads, causal=block.causal)
+        elif block.op == "mlp":
+            module = Mlp(block.width, block.inner)
+        else:
+            module = ClassifierHead(block.width, block.inner, front=block.front, pooling=space.pooling)
+    return module.eval()
+
+
+def block_input(block: TransformerBlock, space: TransformerSpace, *, batch: int = 1, seed: int = 0) -> Any:
+    """A seeded random input of the block: token ids ``(B, T)``, images ``(B, C, H, W)`` or ``(B, T, d)`` floats."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    if block.op == "embed":
+        return subnet_input(space, batch=batch, seed=seed)
+    return torch.randn(batch, block.seq_len, block.width, generator=gen)
+
+
+def subnet_input(space: TransformerSpace, *, batch: int = 1, seed: int = 0) -> Any:
+    """What a subnet of ``space`` reads: token ids ``(B, T)`` for ``lm``, images ``(B, C, H, W)`` for ``vit``."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    if space.front == "lm":
+        return torch.randint(0, space.vocab_size, (batch, space.seq_len), generator=gen)
+    return torch.randn(batch, space.in_channels, space.image_size, space.image_size, generator=gen)
+
+
+def _onnx(model: Any, calib: Sequence[Any], backend: str) -> Any:
+    from supernets.transformer.export import transformer_onnx, transformer_ort_int8
+
+    if backend == "onnxruntime-int8":
+        return transformer_ort_int8(model, list(calib), strict=False)
+    return transformer_onnx(model, calib[0], dynamic_batch=True)
+
+
+def block_models(blocks: Sequence[TransformerBlock], space: TransformerSpace, backend: str, *, batch: int = 1,
+                 seed: int = 0, calib_batches: int = 2) -> list[tuple[Any, Any]]:
+    """(ONNX model, timing input) of every block: quantized on ``onnxruntime-int8`` (random calibration inputs)."""
+    out = []
+    for i, block in enumerate(blocks):
+        calib = [block_input(block, space, batch=batch, seed=seed + 1000 * i + j) for j in range(calib_batches)]
+        out.append((_onnx(block_module(block, space, seed=seed + i), calib, backend), calib[0]))
+    return out
+
+
+def _time_models(models: Sequence[tuple[Any, Any]], protocol: timing.Protocol) -> list[Timing]:
+    """Interleaved timing of ONNX models on ONNX Runtime (each with its own input), as the CNN tables time."""
+    from supernets.deploy import ort_session
+
+    with timing.pinned(protocol):
+        sessions = [(ort_session(proto, protocol.threads), {"x": np.ascontiguousarray(x.detach().cpu().numpy())})
+                    for proto, x in models]
+        runners = [lambda s=s, f=f: s.run(None, f) for s, f in sessions]
+        return timing.time_interleaved(runners, runs=protocol.runs, passes=protocol.passes, warmup=protocol.warmup,
+                                       clock=protocol.clock_name)
+
+
+def measure_transformer_blocks(blocks: Sequence[TransformerBlock], space: TransformerSpace, backend: str, *,
+                               batch: int = 1, seed: int = 0,
+                               protocol: timing.Protocol = timing.Protocol()) -> list[Timing]:
+    """Build, export and time every block (overhead not taken off)."""
+    check_transformer_backend(backend)
+    return _time_models(block_models(blocks, space, backend, batch=batch, seed=seed), protocol)
+
+
+def subnet_models(space: TransformerSpace, genomes: Sequence[Genome], backend: str, *, batch: int = 1, seed: int = 0,
+                  modules: Sequence[Any] | None = None) -> list[tuple[Any, Any]]:
+    """(ONNX model, input) of every subnet: ``modules`` (float extracted subnets) or, by default, subnets
+    extracted from a :class:`TransformerSupernet` with seeded random weights (quantizers initialised on a
+    random batch, then stripped: the float model ORT INT8 quantizes, as ``qnas export --format int8`` does)."""
+    from supernets.static import strip_fake_quant
+
+    x = subnet_input(space, batch=batch, seed=seed)
+    calib = [x, subnet_input(space, batch=batch, seed=seed + 1)]
+    if modules is None:
+        from supernets.transformer.supernet import TransformerSupernet
+
+        net = TransformerSupernet(space, seed=seed)
+        net.init_quantizers(subnet_input(space, batch=8, seed=seed + 2))
+        modules = [strip_fake_quant(net.extract(g).cpu()) for g in genomes]
+    return [(_onnx(m, calib, backend), x) for m in modules]
+
+
+def measure_transformer_subnets(space: TransformerSpace, genomes: Sequence[Genome], backend: str, *, threads: int = 1,
+                                batch: int = 1, runs: int = 50, passes: int = 10, warmup: int = 2, seed: int = 0,
+                                pin: bool = True, modules: Sequence[Any] | None = None) -> list[Timing]:
+    """End-to-end latency of whole transformer subnets on ``backend`` (interleaved, the tables' protocol)."""
+    from nas.profiling import default_cpus
+
+    check_transformer_backend(backend)
+    protocol = timing.Protocol(threads, runs, passes, warmup, default_cpus(threads) if pin else None)
+    return _time_models(subnet_models(space, genomes, backend, batch=batch, seed=seed, modules=modules), protocol)
+
+
+# ---- profiling -------------------------------------------------------------------------------------
+def profile_transformer_space(space: TransformerSpace, backend: str = "onnxruntime-int8", *,
+                              out_path: str | Path | None = None, threads: int = 1, batch: int = 1, runs: int = 50,
+                              passes: int = 10, warmup: int = 2, n_calibration: int = N_CALIBRATION, seed: int = 0,
+                              pin: bool = True, log: Any = None) -> TransformerLatencyTable:
+    """Time every distinct block of ``space`` on ``backend`` here; overhead off, calibration fitted on
+    ``n_calibration`` whole subnets (0: none, the table predicts ``overhead + Σ blocks``). Written to
+    ``out_path`` when given."""
+    from nas.profiling import calibration_genomes, default_cpus
+
+    check_transformer_backend(backend)
+    started = time.monotonic()
+    dtype = timing.backend_dtype(backend)
+    mapping = transformer_bits_measured_as(space, dtype)
+    blocks = distinct_transformer_blocks(space, mapping)
+    protocol = timing.Protocol(threads, runs, passes, warmup, default_cpus(threads) if pin else None)
+    if log:
+        log(f"timing {len(blocks)} transformer blocks on {backend}")
+    timings = measure_transformer_blocks(blocks, space, backend, batch=batch, seed=seed, protocol=protocol)
+    overhead = timing.measure_overhead(backend, protocol)
+    entries = [TransformerEntry(b, _sig(max(t.mean_ms - overhead, 0.0)), _sig(t.std_ms), t.count)
+               for b, t in zip(blocks, timings)]
+    header = TableHeader(device=timing.device_name(), backend=backend, space=space.name, format=TRANSFORMER_FORMAT,
+                         dtype=dtype, threads=threads, batch=batch, clock=protocol.clock_name,
+                         per_call_overhead_ms=_sig(overhead),
+                         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         space_fingerprint=space.fingerprint(), space_options=json.dumps(space.options(), sort_keys=True),
+                         bits_measured_as=mapping)
+    table = TransformerLatencyTable(header, entries)
+    if n_calibration > 0:
+        genomes = calibration_genomes(space, n_calibration, seed=seed + CALIBRATION_SEED)
+        measured = measure_transformer_subnets(space, genomes, backend, threads=threads, batch=batch, runs=runs,
+                                               passes=passes, warmup=warmup, seed=seed, pin=pin)
+        table = calibrate_transformer_table(table, space, genomes, [t.mean_ms for t in measured])
+    table = table.with_header(notes=_notes(table, runs, passes, time.monotonic() - started))
+    if out_path is not None:
+        table.save(out_path)
+    return table
+
+
+def calibrate_transformer_table(table: TransformerLatencyTable, space: TransformerSpace, genomes: Sequence[Genome],
+                                measured_ms: Sequence[float]) -> TransformerLatencyTable:
+    """The table with ``measured ≈ scale · (overhead + Σ blocks) + offset`` fitted (the CNN tables' fit)."""
+    raw_table = table.with_header(calibration_scale=1.0, calibration_offset_ms=0.0, calibration_subnets=0)
+    predictor = TransformerLatencyPredictor(raw_table, space)
+    raw = [predictor.predict(g).raw_ms for g in genomes]
+    cal = fit_calibration(raw, list(measured_ms))
+    return table.with_header(calibration_scale=_sig(cal.scale), calibration_offset_ms=_sig(cal.offset_ms),
+                             calibration_subnets=cal.n)
+
+
+def _notes(table: TransformerLatencyTable, runs: int, passes: int, seconds: float) -> str:
+    h = table.header
+    target = 8 if h.dtype == "int8" else 32
+    mapped = ", ".join(str(k) for k in sorted(h.bits_measured_as))
+    return (f"transformer blocks profiled on this machine by nas.transformer_latency; {len(table)} blocks, each its "
+            f"own ONNX model (float in and out{', ORT INT8 QDQ of MatMul/Gemm/Gather' if target == 8 else ''}); "
+            f"{runs} timed runs per block over {passes} interleaved passes (mean of pass medians), per-call overhead "
+            f"taken off every entry; {h.clock} clock; bits {mapped} timed as {target}-bit; calibration on "
+            f"{h.calibration_subnets} whole subnets; built in {seconds:.0f} s")
+
+
+def cached_transformer_table(space: TransformerSpace, backend: str, *, threads: int = 1, batch: int = 1,
+                             cache_dir: str | Path, runs: int = 50, passes: int = 10,
+                             refresh_calibration: bool = False, log: Any = None) -> tuple[TransformerLatencyTable, Path,
+                                                                                          bool]:
+    """(table, its cache path, whether it was cached): profiled on first use, then read from the cache;
+    ``refresh_calibration`` refits a cached table's calibration on :data:`N_CALIBRATION` subnets measured now."""
+    from nas.profiling import calibration_genomes, cached_table_path
+
+    check_transformer_backend(backend, field="latency.profile.backend")
+    path = cached_table_path(space, backend, threads=threads, batch=batch, cache_dir=cache_dir)
+    if path.is_file():
+        table = TransformerLatencyTable.load(path, space=space)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            table.check_target(backend=backend, device=timing.device_name(), threads=threads, batch=batch,
+                               source=str(path))
+        if refresh_calibration:
+            genomes = calibration_genomes(space, N_CALIBRATION, seed=CALIBRATION_SEED)
+            measured = measure_transformer_subnets(space, genomes, backend, threads=threads, batch=batch, runs=runs,
+                                                   passes=passes)
+            table = calibrate_transformer_table(table, space, genomes, [t.mean_ms for t in measured])
+        return table, path, True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return (profile_transformer_space(space, backend, out_path=path, threads=threads, batch=batch, runs=runs,
+                                      passes=passes, log=log), path, False)
+
+
+class TransformerTableEvaluator:
+    """``latency_ms`` (predicted) of transformer subnets from one table; ``latency_ms_fallback`` is always 0."""
+
+    def __init__(self, space: TransformerSpace, table: TransformerLatencyTable, metric: str, source: str) -> None:
+        self.space, self.metric = space, metric
+        self.predictor = TransformerLatencyPredictor(table, space, source=source)
+
+    @property
+    def metrics(self) -> dict[str, str]:
+        return {self.metric: "predicted", f"{self.metric}_fallback": "predicted"}
+
+    def evaluate(self, genomes: Sequence[Genome]) -> list[dict[str, float]]:
+        return [{self.metric: float(self.predictor.predict(g).ms), f"{self.metric}_fallback": 0.0} for g in genomes]
+
+
+def check_transformer_latency(loaded: Any, field: str, metric: str, spec: Any, space: TransformerSpace,
+                              load: Any) -> str:
+    """Check one ``latency:`` table of a transformer run before any work; its one-line note.
+
+    A table file must cover every block of the space (transformer tables have no learned fallback); a
+    profile must use an ONNX Runtime backend."""
+    if spec.table is not None:
+        table = load()
+        missing = table.missing(space)
+        if missing:
+            raise loaded.error(field, f"{spec.table}: the table has no entry for {len(missing)} block(s) of the space "
+                                      f"(first: {missing[0]}); transformer tables have no fallback: profile the "
+                                      "space (latency: {profile: {backend: onnxruntime-int8}})")
+        h = table.header
+        return f"{metric}: {spec.table.name} ({h.backend} on {h.device}, all {len(table)} transformer blocks)"
+    p = spec.profile
+    if p.backend not in TRANSFORMER_BACKENDS:
+        raise loaded.error(field, f"transformer blocks are timed on {' or '.join(TRANSFORMER_BACKENDS)}, not "
+                                  f"{p.backend!r} (torch.ao's INT8 quantizer does not cover attention)")
+    return (f"{metric}: transformer blocks profiled on this machine ({p.backend}, {p.threads} thread(s), batch "
+            f"{p.batch}); cached after the first run")
