@@ -115,15 +115,22 @@ class _Reader:
         return None if x is None else {"x": x}
 
 
-def to_onnx_int8(proto, calib: Sequence[np.ndarray]):  # -> onnx.ModelProto
-    """Static QDQ quantization: per-channel int8 weights, uint8 activations, MinMax calibration."""
+def to_onnx_int8(proto, calib: Sequence[np.ndarray], *,
+                 op_types: Sequence[str] | None = None):  # -> onnx.ModelProto
+    """Static QDQ quantization: per-channel int8 weights, uint8 activations, MinMax calibration.
+
+    ``op_types``: the operators to quantize (None: ONNX Runtime's default list). ``proto`` is not changed
+    (``quantize_static`` rewrites the model it is given, so it gets a copy)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
     with tempfile.TemporaryDirectory() as tmp, quiet():
         out = os.path.join(tmp, "q.onnx")
-        quantize_static(proto, out, _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantize_static(model, out, _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=list(op_types) if op_types else None)
         return onnx.load(out)
 
 
