@@ -192,7 +192,16 @@ class TransformerLatencyTable:
                                      needs="a transformer latency table needs")
         header = _parse_header(raw_header, src)
         if space is not None:
-            check_space(header, raw_header, space, src)
+            try:
+                check_space(header, raw_header, space, src)
+            except InputError as err:
+                if err.field != "space_fingerprint":
+                    raise
+                raise InputError(f"the table was made for another {space.name!r} space (fingerprint "
+                                 f"{header.space_fingerprint}, the configured space has {space.fingerprint()}): "
+                                 "different options; profile this space (latency: {profile: {backend: "
+                                 "onnxruntime-int8}} in a run, or nas.transformer_latency.profile_transformer_space)",
+                                 source=src, field=err.field, line=err.line) from None
         entries: dict[str, tuple[TransformerEntry, int | None]] = {}
         for row, line in rows:
             entry = _parse_row(row, src, line)
