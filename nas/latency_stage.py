@@ -204,7 +204,8 @@ class TableLatencyEvaluator:
         if _is_transformer(space):  # transformer blocks: their own table and predictor
             from nas.transformer_latency import TransformerTableEvaluator
 
-            self._transformer = TransformerTableEvaluator(space, loaded.table, loaded.metric, loaded.source)
+            self._transformer = TransformerTableEvaluator(space, loaded.table, loaded.metric, loaded.source,
+                                                          strict=loaded.spec.strict)
             return
         self.predictor = LatencyPredictor(loaded.table, strict=loaded.spec.strict, source=loaded.source)
 

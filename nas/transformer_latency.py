@@ -201,8 +201,8 @@ def profile_transformer_space(space: TransformerSpace, backend: str = "onnxrunti
                          dtype=dtype, threads=threads, batch=batch, clock=protocol.clock_name,
                          per_call_overhead_ms=_sig(overhead),
                          date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         space_fingerprint=space.fingerprint(), space_options=json.dumps(space.options(), sort_keys=True),
-                         bits_measured_as=mapping)
+                         space_fingerprint=space.fingerprint(),
+                         space_options=json.dumps(space.options(), sort_keys=True), bits_measured_as=mapping)
     table = TransformerLatencyTable(header, entries)
     if n_calibration > 0:
         genomes = calibration_genomes(space, n_calibration, seed=seed + CALIBRATION_SEED)
@@ -265,35 +265,51 @@ def cached_transformer_table(space: TransformerSpace, backend: str, *, threads: 
 
 
 class TransformerTableEvaluator:
-    """``latency_ms`` (predicted) of transformer subnets from one table; ``latency_ms_fallback`` is always 0."""
+    """``latency_ms`` (predicted) of transformer subnets from one table; ``latency_ms_fallback`` is 1 where a
+    block without a row was estimated (:class:`~predictors.latency.transformer_table.TransformerFallback`;
+    ``strict``: such a block is an error naming its key)."""
 
-    def __init__(self, space: TransformerSpace, table: TransformerLatencyTable, metric: str, source: str) -> None:
+    def __init__(self, space: TransformerSpace, table: TransformerLatencyTable, metric: str, source: str, *,
+                 strict: bool = False) -> None:
         self.space, self.metric = space, metric
-        self.predictor = TransformerLatencyPredictor(table, space, source=source)
+        self.predictor = TransformerLatencyPredictor(table, space, fallback=not strict, source=source)
 
     @property
     def metrics(self) -> dict[str, str]:
         return {self.metric: "predicted", f"{self.metric}_fallback": "predicted"}
 
     def evaluate(self, genomes: Sequence[Genome]) -> list[dict[str, float]]:
-        return [{self.metric: float(self.predictor.predict(g).ms), f"{self.metric}_fallback": 0.0} for g in genomes]
+        out = []
+        for genome in genomes:
+            estimate = self.predictor.predict(genome)
+            out.append({self.metric: float(estimate.ms), f"{self.metric}_fallback": float(estimate.used_fallback)})
+        return out
 
 
 def check_transformer_latency(loaded: Any, field: str, metric: str, spec: Any, space: TransformerSpace,
                               load: Any) -> str:
     """Check one ``latency:`` table of a transformer run before any work; its one-line note.
 
-    A table file must cover every block of the space (transformer tables have no learned fallback); a
-    profile must use an ONNX Runtime backend."""
+    A strict table file must cover every block of the space; a non-strict one lacking blocks needs a row
+    of each op to estimate them from (:class:`~predictors.latency.transformer_table.TransformerFallback`).
+    A profile must use an ONNX Runtime backend."""
     if spec.table is not None:
         table = load()
-        missing = table.missing(space)
-        if missing:
-            raise loaded.error(field, f"{spec.table}: the table has no entry for {len(missing)} block(s) of the space "
-                                      f"(first: {missing[0]}); transformer tables have no fallback: profile the "
-                                      "space (latency: {profile: {backend: onnxruntime-int8}})")
+        missing, needed = table.missing(space), len(distinct_transformer_blocks(space, table.header.bits_measured_as))
         h = table.header
-        return f"{metric}: {spec.table.name} ({h.backend} on {h.device}, all {len(table)} transformer blocks)"
+        if not missing:
+            return f"{metric}: {spec.table.name} ({h.backend} on {h.device}, all {needed} transformer blocks)"
+        ops = {e.block.op for e in table.entries.values()}
+        unfit = [k for k in missing if k.split("-", 1)[0] not in ops]
+        if spec.strict or unfit:
+            why = ("the strict table lacks" if spec.strict else
+                   f"no row of op {unfit[0].split('-', 1)[0]!r} to estimate it from; the table lacks")
+            raise loaded.error(field, f"{spec.table}: {why} {len(missing)} of the {needed} transformer blocks "
+                                      f"(first: {(unfit or missing)[0]}); profile the space (latency: {{profile: "
+                                      "{backend: onnxruntime-int8}})")
+        return (f"{metric}: {spec.table.name} ({h.backend} on {h.device}, {needed - len(missing)} of {needed} "
+                f"transformer blocks; the {len(missing)} others estimated by the fallback, flagged "
+                f"{metric}_fallback)")
     p = spec.profile
     if p.backend not in TRANSFORMER_BACKENDS:
         raise loaded.error(field, f"transformer blocks are timed on {' or '.join(TRANSFORMER_BACKENDS)}, not "

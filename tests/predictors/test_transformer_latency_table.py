@@ -75,15 +75,16 @@ def test_predict_is_one_overhead_plus_the_blocks_rows(space, table, saved):
         assert estimate.n_blocks == len(blocks) == 2 + 2 * int(genome["depth"])
         assert estimate.ms == pytest.approx(loaded.header.per_call_overhead_ms + sum(rows))
         assert estimate.ms == estimate.raw_ms > 0
-    calibrated = TransformerLatencyPredictor(loaded.with_header(calibration_scale=2.0, calibration_offset_ms=0.1), space)
+    scaled = loaded.with_header(calibration_scale=2.0, calibration_offset_ms=0.1)
+    calibrated = TransformerLatencyPredictor(scaled, space)
     genome = space.largest()
     assert calibrated.predict(genome).ms == pytest.approx(2 * predictor.predict(genome).ms + 0.1)
 
 
 def test_w4_and_w8_blocks_share_a_row_on_ort_int8(space, table):
     genome = space.largest()
-    w4 = genome.with_values({g.name: 4 for g in space.genes if g.name.endswith(".w_bits") and space.is_active(genome, g)})
-    w8 = genome.with_values({g.name: 8 for g in space.genes if g.name.endswith(".w_bits") and space.is_active(genome, g)})
+    w_genes = [g.name for g in space.genes if g.name.endswith(".w_bits") and space.is_active(genome, g)]
+    w4, w8 = genome.with_values({n: 4 for n in w_genes}), genome.with_values({n: 8 for n in w_genes})
     b4, b8 = space.transformer_blocks(w4)[1], space.transformer_blocks(w8)[1]
     assert b4.key() != b8.key() and "w4a8" in b4.key()
     assert table.key_for(b4) == table.key_for(b8) == b8.key()
@@ -102,6 +103,12 @@ def test_a_missing_block_names_its_key(space, table):
     assert partial.missing(space) == [key]
     with pytest.raises(InputError, match=rf"no entry for block {key}"):
         TransformerLatencyPredictor(partial, space).predict(genome)
+    estimate = TransformerLatencyPredictor(partial, space, fallback=True).predict(genome)
+    assert estimate.missing_keys == (key,) and estimate.used_fallback and estimate.ms > 0
+    assert not TransformerLatencyPredictor(table, space, fallback=True).predict(genome).used_fallback
+    no_mlp = TransformerLatencyTable(table.header, [e for e in table.entries.values() if e.block.op != "mlp"])
+    with pytest.raises(InputError, match=r"no entry for block mlp-.* and no row of op 'mlp' to estimate it from"):
+        TransformerLatencyPredictor(no_mlp, space, fallback=True).predict(genome)
 
 
 def _edit(text: str, old: str, new: str) -> tuple[str, int]:
@@ -228,14 +235,25 @@ def test_latency_section_of_a_transformer_run(tmp_path):
     front = pareto["front"] if isinstance(pareto, dict) else pareto
     assert front and all(r["metrics"]["latency_measured_ms"] > 0 and r["metrics"]["latency_pred_ms"] > 0
                          for r in front)
-    # a table file: used as is; one lacking a block is refused before anything runs, naming the key
-    assert prepare(load_config(_config(tmp_path, {"table": str(copy)}))).latency_notes[0].startswith(
-        "latency_ms: latency_ms.csv (onnxruntime-int8 on ")
+    # a table file: used as is; one lacking a block uses the flagged fallback, or is refused when strict
+    note = prepare(load_config(_config(tmp_path, {"table": str(copy)}))).latency_notes[0]
+    assert note.startswith("latency_ms: latency_ms.csv (onnxruntime-int8 on ") and "all 10 transformer blocks" in note
     lines = copy.read_text().splitlines()
+    first_mlp = next(i for i, line in enumerate(lines) if line.startswith("mlp,"))
     partial = tmp_path / "partial.csv"
-    partial.write_text("\n".join(line for line in lines if not line.startswith("mlp,")) + "\n")
-    with pytest.raises(InputError, match=r"latency\.table: .*partial\.csv: the table has no entry for 2 block\(s\) "
-                                         r"of the space \(first: mlp-vit-"):
-        prepare(load_config(_config(tmp_path, {"table": str(partial)})))
+    partial.write_text("\n".join(lines[:first_mlp] + lines[first_mlp + 1:]) + "\n")
+    note = prepare(load_config(_config(tmp_path, {"table": str(partial)}))).latency_notes[0]
+    assert "9 of 10 transformer blocks; the 1 others estimated by the fallback" in note
+    with pytest.raises(InputError, match=r"latency\.table: .*partial\.csv: the strict table lacks 1 of the 10 "
+                                         r"transformer blocks \(first: mlp-vit-"):
+        prepare(load_config(_config(tmp_path, {"table": str(partial), "strict": True})))
+    outcome = start_run(_config(tmp_path, {"table": str(partial)}))
+    flags = [json.loads(line)["metrics"]["latency_ms_fallback"] for line in (outcome.run_dir / "trials.jsonl").open()]
+    assert set(flags) <= {0.0, 1.0}
+    no_mlp = tmp_path / "no_mlp.csv"
+    no_mlp.write_text("\n".join(line for line in lines if not line.startswith("mlp,")) + "\n")
+    with pytest.raises(InputError, match=r"latency\.table: .*no_mlp\.csv: no row of op 'mlp' to estimate it from; "
+                                         r"the table lacks 2 of the 10"):
+        prepare(load_config(_config(tmp_path, {"table": str(no_mlp)})))
     with pytest.raises(InputError, match=r"latency\.profile\.backend: transformer blocks are timed on"):
         prepare(load_config(_config(tmp_path, {"profile": {"backend": "torch-int8"}})))
