@@ -69,3 +69,25 @@ def test_a_vit_space_refuses_text(config_path):
     config_path.write_text(textwrap.dedent(text))
     with pytest.raises(InputError, match="holds text but search space 'transformer' reads images"):
         prepare(load_config(config_path, ["supernet={epochs: 1}"]))
+
+
+def test_a_predictor_guided_search_learns_val_loss(config_path):
+    """A run with a supernet measures val_loss, the predictor-guided searcher fits a predictor on it, and the
+    front is measured again after extraction."""
+    import json
+
+    from nas.runner import start_run
+
+    overrides = ["supernet={warmup_epochs: 1, epochs: 1, batch_size: 16, optimizer: adamw, lr: 0.003, "
+                 "bn_calib_samples: 16}",
+                 "search.algorithm=predictor-nsga2",
+                 "search.options={n_startup_trials: 10, batch_size: 4, population_size: 8, generations: 2}",
+                 "search.budget=14", f"output.root={config_path.parent / 'runs'}", "output.export_top=1"]
+    outcome = start_run(config_path, overrides=overrides)
+    trials = [json.loads(line) for line in (outcome.run_dir / "trials.jsonl").open()]
+    assert len(trials) == 14 and all(t["sources"]["val_loss"] == "measured" for t in trials)
+    report = json.loads((outcome.run_dir / "predictor_report.json").read_text())
+    assert "val_loss" in json.dumps(report)
+    front = json.loads((outcome.run_dir / "pareto.json").read_text())["front"]
+    for row in front:
+        assert row["metrics"]["val_loss_extracted"] == pytest.approx(row["metrics"]["val_loss"], rel=1e-5)
