@@ -64,9 +64,13 @@ def _writable(path: str, flag: str) -> None:
 def run_profile(args: argparse.Namespace) -> int:
     """Profile every distinct block of the space and write the calibrated table."""
     from .profiling import profile_space
+    from .transformer_latency import is_transformer
 
     _writable(args.out, "--out")
-    table = profile_space(_space(args), args.backend, out_path=args.out, threads=args.threads, batch=args.batch,
+    space = _space(args)
+    if is_transformer(space):
+        return _profile_transformer(space, args)
+    table = profile_space(space, args.backend, out_path=args.out, threads=args.threads, batch=args.batch,
                           runs=args.runs, passes=args.passes, n_calibration=args.calibration,
                           resume=not args.no_resume, progress=not args.no_progress, seed=args.seed,
                           pin=not args.no_pin, realtime=args.realtime)
@@ -74,6 +78,57 @@ def run_profile(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {len(table)} blocks, {h.backend} on {h.device}, overhead "
           f"{h.per_call_overhead_ms * 1000:.1f} us/call, calibration ms = {h.calibration_scale:.4g} * raw "
           f"{h.calibration_offset_ms:+.4g}")
+    return 0
+
+
+def _profile_transformer(space: SearchSpace, args: argparse.Namespace) -> int:
+    """A table of the space's transformer blocks (embed, attention, MLP, head), ONNX Runtime backends only."""
+    from .transformer_latency import check_transformer_backend, profile_transformer_space
+
+    check_transformer_backend(args.backend, field="--backend")
+    table = profile_transformer_space(space, args.backend, out_path=args.out, threads=args.threads, batch=args.batch,
+                                      runs=args.runs, passes=args.passes, n_calibration=args.calibration,
+                                      seed=args.seed, pin=not args.no_pin, log=None if args.no_progress else print)
+    h = table.header
+    print(f"wrote {args.out}: {len(table)} transformer blocks, {h.backend} on {h.device}, overhead "
+          f"{h.per_call_overhead_ms * 1000:.1f} us/call, calibration ms = {h.calibration_scale:.4g} * raw "
+          f"{h.calibration_offset_ms:+.4g}")
+    return 0
+
+
+def _is_transformer_table(path: str) -> bool:
+    """Whether the file's header names the transformer table format (its first lines, read leniently)."""
+    from predictors.latency.transformer_table import TRANSFORMER_FORMAT
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            head = [file.readline() for _ in range(4)]
+    except OSError:
+        return False
+    return any(line.startswith("# format:") and TRANSFORMER_FORMAT in line for line in head)
+
+
+def _check_transformer(args: argparse.Namespace) -> int:
+    """Load a transformer table strictly and, against a space, say which of its blocks it lacks."""
+    from predictors.latency.transformer_table import TransformerLatencyTable, distinct_transformer_blocks
+
+    space = _space(args) if args.space else None
+    table = TransformerLatencyTable.load(args.table, space=space)
+    if args.backend:
+        table.check_target(backend=args.backend, source=args.table)
+    h = table.header
+    about = (f"{len(table)} transformer blocks for space {h.space!r}, {h.backend} ({h.dtype or '?'}) on {h.device}, "
+             f"{h.threads} thread(s), batch {h.batch}")
+    if space is None:
+        print(f"{args.table}: OK, {about} (give --space and --space-options for its coverage)")
+        return 0
+    missing = table.missing(space)
+    needed = len(distinct_transformer_blocks(space, h.bits_measured_as))
+    print(f"{args.table}: {'OK' if not missing else 'incomplete'}, {about}")
+    print(f"  blocks present: {needed - len(missing)} of the {needed} the space needs")
+    if missing and args.strict:
+        raise InputError(f"the table lacks {len(missing)} of the {needed} transformer blocks (first: {missing[0]})",
+                         source=args.table, field="entries")
     return 0
 
 
@@ -94,6 +149,8 @@ def run_check(args: argparse.Namespace) -> int:
     """Load a table strictly and, against a space, report its coverage (exit 2: unusable for the space)."""
     from predictors.latency import table_coverage
 
+    if _is_transformer_table(args.table):
+        return _check_transformer(args)
     space = _space(args) if args.space else None
     table = LatencyTable.load(args.table, space=space)
     if args.backend:

@@ -257,3 +257,24 @@ def test_latency_section_of_a_transformer_run(tmp_path):
         prepare(load_config(_config(tmp_path, {"table": str(no_mlp)})))
     with pytest.raises(InputError, match=r"latency\.profile\.backend: transformer blocks are timed on"):
         prepare(load_config(_config(tmp_path, {"profile": {"backend": "torch-int8"}})))
+
+
+def test_the_latency_command_profiles_and_checks_transformer_tables(tmp_path, capsys):
+    from nas.latency_cli import main as latency_main
+
+    options = json.dumps({"front": "lm", "vocab_size": 11, "seq_len": 8, "depths": [1], "widths": [16],
+                          "heads": [2], "mlp_ratios": [1, 2]})
+    out = tmp_path / "t.csv"
+    space_args = ["--space", "transformer", "--space-options", options]
+    assert latency_main(["latency", "profile", *space_args, "--backend", "onnxruntime-int8", "--runs", "3",
+                         "--passes", "2", "--calibration", "2", "--no-progress", "--out", str(out)]) == 0
+    table = TransformerLatencyTable.load(out, space=get_space("transformer", **json.loads(options)))
+    assert len(table) == 5  # embed, attention, two MLPs, head
+    assert latency_main(["latency", "check", str(out), *space_args, "--strict"]) == 0
+    assert "blocks present: 5 of the 5" in capsys.readouterr().out
+    wider = json.dumps({**json.loads(options), "mlp_ratios": [1, 2, 3]})
+    assert latency_main(["latency", "check", str(out), "--space", "transformer", "--space-options", wider]) == 2
+    assert "another 'transformer' space" in capsys.readouterr().err
+    assert latency_main(["latency", "profile", *space_args, "--backend", "torch-int8", "--out",
+                         str(tmp_path / "u.csv")]) == 2
+    assert "error: --backend: transformer blocks are timed on onnxruntime" in capsys.readouterr().err
