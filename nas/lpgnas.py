@@ -1,8 +1,10 @@
 """LPGNAS experiments: for each cost weight λ, search, derive, retrain over seeds, journal, write the front.
 
-A run directory gets the same artifacts as the CNN searches: ``trials.jsonl`` (one line per λ,
-the record shape of :mod:`nas.journal`), ``pareto.csv`` / ``pareto.json`` / ``pareto.png`` (the
-size–accuracy front over the derived designs) and ``report.md``; plus ``searches/lambda-<λ>.json``
+A run directory gets the same artifacts as the CNN searches, written by the same code (:mod:`nas.report`,
+:mod:`nas.plots`: every derived design is a trial, every λ a batch): ``trials.jsonl`` (one line per λ, the
+record shape of :mod:`nas.journal`), ``pareto.csv`` / ``pareto.json`` / ``pareto.png`` (the size–accuracy front
+over the derived designs, error bars over seeds), ``hypervolume.csv`` / ``.png`` (after each λ) and
+``report.md`` (LPGNAS's tables as its sections); plus ``searches/lambda-<λ>.json``
 (the per-epoch search curve) and ``jobs.jsonl`` (every finished search and retraining, fsync'd as it returns).
 A rerun on the same folder skips the λ values already journaled and every job already in ``jobs.jsonl``, so a
 run killed at any instant loses only the jobs in flight and resumes to the records of an uninterrupted run.
@@ -18,10 +20,8 @@ the space and calls :func:`run_lpgnas`. Until then ``python -m nas.lpgnas CONFIG
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import statistics
@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nas.config_errors import translate_validation_error
 from nas.journal import Journal, read_journal
 from nas.objectives import Objective
-from nas.rundir import atomic_write_bytes, atomic_write_json, atomic_write_text, now_iso
+from nas.rundir import atomic_write_json, now_iso
 from search_spaces import SearchSpace
 from search_spaces.errors import InputError
 from supernets.config import MAX_EPOCHS
@@ -608,8 +608,10 @@ def _one_thread() -> None:
 
 
 # ---- artifacts ----------------------------------------------------------------------------------
-CSV_COLUMNS = ["rank", "key", "lambda", "accuracy", "accuracy_std", "size_kb", "bitops", "macs", "params",
-               "val_accuracy", "supernet_val_accuracy", "search_seconds", "retrain_seconds", "genome"]
+def _designs(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One record per distinct design (the latest batch's when two λ derived the same), in batch order."""
+    latest = {r["key"]: r for r in sorted(records, key=lambda r: r["batch"])}
+    return sorted(latest.values(), key=lambda r: r["batch"])
 
 
 def pareto_front(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -618,62 +620,69 @@ def pareto_front(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]
 
     from nas.pareto import front_indices
 
-    designs = list({r["key"]: r for r in sorted(records, key=lambda r: r["batch"], reverse=True)}.values())
+    designs = _designs(records)
     if not designs:
         return []
-    F = np.array([[-r["metrics"]["accuracy"], r["metrics"]["size_kb"]] for r in designs], dtype=float)
+    F = np.array([[o.to_min(r["metrics"][o.metric]) for o in OBJECTIVES] for r in designs], dtype=float)
     return [designs[i] for i in front_indices(F, np.zeros(len(designs)))]
+
+
+def search_result(records: Sequence[Mapping[str, Any]], space: SearchSpace, config: LpgnasConfig) -> Any:
+    """The run as a :class:`~nas.search.SearchResult`: every derived design a trial, one batch per λ, the
+    hypervolume after each λ in the box of test accuracy [0, 100] % and the space's smallest and largest size."""
+    import numpy as np
+
+    from nas.pareto import Normalization, hypervolume
+    from nas.search import HypervolumePoint, SearchResult, Trial
+
+    def trial(r: Mapping[str, Any]) -> Trial:
+        return Trial(space.from_dict(r["genome"]), {k: float(v) for k, v in r["metrics"].items()},
+                     {k: SOURCES.get(k, "measured") for k in r["metrics"]}, float(r.get("seconds", math.nan)),
+                     int(r["batch"]), str(r.get("finished_at", "")))
+
+    sizes = sorted(space.costs(g).size_kb for g in (space.smallest(), space.largest()))
+    norm = Normalization((-100.0, sizes[0]), (0.0, sizes[1]))
+    designs, history = _designs(records), []
+    for batch in sorted({int(r["batch"]) for r in designs}):
+        done = [r for r in designs if int(r["batch"]) <= batch]
+        F = np.array([[o.to_min(r["metrics"][o.metric]) for o in OBJECTIVES] for r in done], dtype=float)
+        history.append(HypervolumePoint(batch, len(done), len(pareto_front(done)), hypervolume(F, norm)))
+    trials = tuple(trial(r) for r in designs)
+    by_key = {t.key: t for t in trials}
+    front = tuple(by_key[r["key"]] for r in pareto_front(records))
+    todo = len(config.lambdas) - len({float(r["metrics"]["lambda"]) for r in records})
+    return SearchResult(trials, front, (), OBJECTIVES, (), len(config.lambdas), len(trials), 0, len(history),
+                        tuple(history), norm, "every λ searched and its design retrained" if todo <= 0 else
+                        f"{todo} λ not searched yet")
 
 
 def write_artifacts(run_dir: Path, records: Sequence[Mapping[str, Any]], space: SearchSpace, config: LpgnasConfig,
                     dataset: str = "") -> None:
-    """``pareto.csv``, ``pareto.json``, ``pareto.png`` and ``report.md`` from the journal records."""
-    front = pareto_front(records)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for rank, r in enumerate(front, start=1):
-        m = r["metrics"]
-        writer.writerow([rank, r["key"], *[repr(float(m.get(c, math.nan))) for c in CSV_COLUMNS[2:-1]],
-                         json.dumps(r["genome"], separators=(",", ":"))])
-    atomic_write_text(run_dir / "pareto.csv", buffer.getvalue())
-    atomic_write_json(run_dir / "pareto.json", {
-        "objectives": [{"metric": "accuracy", "direction": "max"}, {"metric": "size_kb", "direction": "min"}],
-        "sources": SOURCES, "dataset": dataset, "space": {"name": space.name, "options": space.options()},
-        "lpgnas": config.model_dump(mode="json"),
-        "front": [_summary(r, i) for i, r in enumerate(front, start=1)],
-        "designs": [_summary(r, None) for r in sorted(records, key=lambda r: r["batch"])]})
-    _plot(run_dir / "pareto.png", records, front)
-    atomic_write_text(run_dir / "report.md", _report(run_dir, records, front, space, config, dataset))
+    """pareto.csv/json/png, hypervolume.csv/png and report.md from the journal records, through the writers every
+    experiment kind uses (:mod:`nas.report`, :mod:`nas.plots`); LPGNAS's own tables are report sections."""
+    from nas.plots import plot_hypervolume, plot_pareto
+    from nas.report import write_hypervolume_csv, write_pareto_csv, write_pareto_json, write_report
+
+    result = search_result(records, space, config)
+    write_pareto_csv(run_dir / "pareto.csv", result)
+    write_pareto_json(run_dir / "pareto.json", result, dataset=dataset, sources=SOURCES,
+                      space={"name": space.name, "options": space.options()}, lpgnas=config.model_dump(mode="json"),
+                      designs=[_summary(r, None) for r in sorted(records, key=lambda r: r["batch"])],
+                      details={r["key"]: r.get("details", {}) for r in records})
+    write_hypervolume_csv(run_dir / "hypervolume.csv", result.history)
+    plot_pareto(result, run_dir / "pareto.png", title=f"LPGNAS: test accuracy (mean ± std over {config.seeds} "
+                "seeds) vs size", errors={"accuracy": "accuracy_std"},
+                label=lambda t: f"λ={t.metrics['lambda']:g}")
+    plot_hypervolume(result.history, run_dir / "hypervolume.png", title="LPGNAS: hypervolume after each λ")
+    setup = {"dataset": dataset or "?", "search space": space.describe(),
+             "procedure": _procedure(config)}
+    write_report(run_dir / "report.md", result, title="LPGNAS run", setup=setup, sources=result.trials[0].sources
+                 if result.trials else SOURCES, sections=_sections(run_dir, records, result.front, space, config))
 
 
 def _summary(record: Mapping[str, Any], rank: int | None) -> dict[str, Any]:
     return {"rank": rank, "key": record["key"], "metrics": dict(record["metrics"]), "genome": record["genome"],
             "details": record.get("details", {})}
-
-
-def _plot(path: Path, records: Sequence[Mapping[str, Any]], front: Sequence[Mapping[str, Any]]) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for group, style in ((records, dict(fmt="o", color="0.6", label="derived designs")),
-                         (front, dict(fmt="o-", color="C0", label="Pareto front"))):
-        rows = sorted(group, key=lambda r: r["metrics"]["size_kb"])
-        ax.errorbar([r["metrics"]["size_kb"] for r in rows], [r["metrics"]["accuracy"] for r in rows],
-                    yerr=[r["metrics"]["accuracy_std"] for r in rows], capsize=3, **style)
-    for r in records:
-        ax.annotate(f"λ={r['metrics']['lambda']:g}", (r["metrics"]["size_kb"], r["metrics"]["accuracy"]),
-                    textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("model size (KB, analytic)")
-    ax.set_ylabel("test accuracy (%, mean ± std over seeds)")
-    ax.legend(loc="lower right")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _genes(genome: Mapping[str, Any], space: Any) -> str:
@@ -693,19 +702,23 @@ def _genes(genome: Mapping[str, Any], space: Any) -> str:
     return " \\| ".join(parts)
 
 
-def _report(run_dir: Path, records: Sequence[Mapping[str, Any]], front: Sequence[Mapping[str, Any]],
-            space: Any, config: LpgnasConfig, dataset: str) -> str:
+def _procedure(config: LpgnasConfig) -> str:
+    """One line: how each λ was searched and its design retrained."""
+    return (f"one search round per λ ({config.search_epochs} epochs, {config.warmup_epochs} weight-only warm-up, "
+            f"τ {config.tau_start:g}→{config.tau_end:g}, {'Gumbel-softmax' if config.gumbel else 'softmax'}, "
+            f"penalty `{config.penalty}`, BitOps weight {config.bitops_weight:g}"
+            + (f", target {config.target_size_kb:g} KB" if config.target_size_kb else "") + "); each derived design "
+            f"retrained from scratch with QAT over {config.seeds} seeds ({config.retrain_epochs} epochs, test "
+            "accuracy at the best validation epoch)")
+
+
+def _sections(run_dir: Path, records: Sequence[Mapping[str, Any]], front: Sequence[Any], space: Any,
+              config: LpgnasConfig) -> list[str]:
+    """report.md's LPGNAS sections: what was measured, the derived designs, search curves, restarts."""
     from nas.report import fmt
 
-    front_keys = {r["key"] for r in front}
-    lines = ["# LPGNAS run", "", f"Dataset: {dataset or '?'}. Space `{space.name}`: {space.describe()}.", "",
-             f"One search round per λ ({config.search_epochs} epochs, {config.warmup_epochs} weight-only warm-up, "
-             f"τ {config.tau_start:g}→{config.tau_end:g}, {'Gumbel-softmax' if config.gumbel else 'softmax'}, "
-             f"penalty `{config.penalty}`, BitOps weight {config.bitops_weight:g}"
-             + (f", target {config.target_size_kb:g} KB" if config.target_size_kb else "") + "); each derived design "
-             f"retrained from scratch with QAT over {config.seeds} seeds ({config.retrain_epochs} epochs, test "
-             "accuracy at the best validation epoch).", "",
-             "## What was measured", "", "- **accuracy** (test, %), **accuracy_std** (population std over seeds), "
+    front_keys = {t.key for t in front}
+    lines = ["## What was measured", "", "- **accuracy** (test, %), **accuracy_std** (population std over seeds), "
              "val_accuracy: *measured* by retraining each derived design.",
              "- supernet_val_accuracy: *measured*, the derived design inside the trained supernet (one-hot).",
              "- **size_kb**, **bitops**, macs, params: *analytic* (`space.costs`: weights at their bits, biases "
@@ -752,7 +765,7 @@ def _report(run_dir: Path, records: Sequence[Mapping[str, Any]], front: Sequence
                              f"{x.get('selection_val_accuracy', math.nan):.1f} | {x.get('selection_score', math.nan):.4f} | "
                              f"{x.get('selection_seeds', '')} | {'yes' if x['chosen'] else ''} |")
     lines += ["", "Per-epoch curves: `searches/lambda-<λ>.json`; every record: `trials.jsonl`.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _read_curve(path: Path) -> list[dict[str, Any]]:

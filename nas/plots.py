@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
 from nas.rundir import atomic_write_bytes
-from nas.search import HypervolumePoint, SearchResult
+from nas.search import HypervolumePoint, SearchResult, Trial
 
 __all__ = ["plot_pareto", "plot_hypervolume", "save_figure"]
 
@@ -47,10 +47,17 @@ def _log_if_wide(ax: object, values: np.ndarray, axis: str) -> None:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")  # type: ignore[attr-defined]
 
 
-def plot_pareto(result: SearchResult, path: str | Path, *, title: str = "") -> None:
-    """Scatter of all candidates with the feasible front highlighted, one panel per pair of objectives."""
+def plot_pareto(result: SearchResult, path: str | Path, *, title: str = "", errors: Mapping[str, str] | None = None,
+                label: Callable[[Trial], str] | None = None) -> None:
+    """Scatter of all candidates with the feasible front highlighted, one panel per pair of objectives.
+
+    ``errors``: ``{objective: metric}`` drawn as error bars on that objective (e.g. ``accuracy_std`` over
+    seeds); ``label``: text written beside every candidate (e.g. the cost weight λ it was searched with).
+    """
     names = [o.metric for o in result.objectives]
     values = np.array([[t.metrics[m] for m in names] for t in result.trials], dtype=float).reshape(-1, len(names))
+    spread = {k: np.array([t.metrics.get(m, np.nan) for t in result.trials], dtype=float)
+              for k, m in (errors or {}).items() if k in names}
     front_keys = {t.key for t in result.front}
     on_front = np.array([t.key in front_keys for t in result.trials], dtype=bool)
     feasible = np.array([all(c.violation(t.metrics[c.metric]) == 0 for c in result.constraints)
@@ -60,11 +67,18 @@ def plot_pareto(result: SearchResult, path: str | Path, *, title: str = "") -> N
     for ax, (i, j) in zip(axes, pairs):
         x = np.arange(len(values)) if i < 0 else values[:, i]
         y = values[:, j]
-        ax.scatter(x[~feasible], y[~feasible], s=10, c="0.75", marker="x", label="violates constraints")
-        ax.scatter(x[feasible & ~on_front], y[feasible & ~on_front], s=12, c="tab:blue", alpha=0.5,
-                   label="feasible")
+        if (~feasible).any():  # (an empty group would still get a legend entry)
+            ax.scatter(x[~feasible], y[~feasible], s=10, c="0.75", marker="x", label="violates constraints")
+        if (feasible & ~on_front).any():
+            ax.scatter(x[feasible & ~on_front], y[feasible & ~on_front], s=12, c="tab:blue", alpha=0.5,
+                       label="feasible")
         order = np.argsort(x[on_front], kind="stable")
         ax.plot(x[on_front][order], y[on_front][order], "o-", c="tab:red", ms=5, lw=1, label="Pareto front")
+        xerr = spread.get(names[i]) if i >= 0 else None
+        if xerr is not None or names[j] in spread:
+            ax.errorbar(x, y, xerr=xerr, yerr=spread.get(names[j]), fmt="none", ecolor="0.5", capsize=3, lw=0.8)
+        for k, trial in enumerate(result.trials if label else ()):
+            ax.annotate(label(trial), (x[k], y[k]), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel("evaluation" if i < 0 else f"{names[i]} ({result.objectives[i].direction})")
         ax.set_ylabel(f"{names[j]} ({result.objectives[j].direction})")
         if i >= 0:

@@ -53,7 +53,13 @@ def test_tiny_run_writes_journal_front_and_report(cora, tmp_path):
     assert [f["key"] for f in front] == [r["key"] for r in rows]
     report = (tmp_path / "report.md").read_text()
     assert "What was measured" in report and "Search curves" in report
+    assert "## Pareto front" in report and "## Hypervolume" in report  # the sections every kind's report has
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "hypervolume.png").read_bytes()[:4] == b"\x89PNG"
+    history = (tmp_path / "hypervolume.csv").read_text().splitlines()
+    assert history[0] == "batch,evaluations,front_size,hypervolume" and len(history) == 1 + len(TINY.lambdas)
+    assert json.loads((tmp_path / "pareto.json").read_text())["objectives"] == [
+        {"metric": "accuracy", "direction": "max"}, {"metric": "size_kb", "direction": "min"}]
 
 
 def test_rerun_skips_finished_lambdas(cora, tmp_path, monkeypatch):
@@ -116,7 +122,8 @@ def test_restarts_keep_the_best_score_after_short_retraining(cora, tmp_path, mon
     assert sorted(retrained) == sorted([(k, s) for k in designs for s in (0, 1)] + [(record["key"], 2)])
     assert record["details"]["seeds"] == [0, 1, 2]
     report = (tmp_path / "report.md").read_text()
-    assert "## Restarts" in report and report.count("| 0.05 |") == 2 + 3  # design and curve rows, then 3 restarts
+    lpgnas_tables = report.split("## What was measured")[1]  # after the shared front table
+    assert "## Restarts" in report and lpgnas_tables.count("| 0.05 |") == 2 + 3  # design and curve rows, 3 restarts
 
 
 class _Retrained:
