@@ -180,11 +180,16 @@ def run_check(args: argparse.Namespace) -> int:
 def run_template(args: argparse.Namespace) -> int:
     """Write the blocks (and with --models, the models) a table of another device must time."""
     from .latency_template import write_template
+    from .transformer_latency import is_transformer
 
     space = _space(args)
+    if is_transformer(space):
+        from .transformer_latency_template import run_transformer_template
+
+        return run_transformer_template(space, args)
     done = write_template(space, args.out, hint=args.backend_hint, models=args.models, device=args.device,
                           backend=args.backend, threads=args.threads, batch=args.batch,
-                          n_calibration=args.calibration, seed=args.seed, progress=not args.no_progress)
+                          n_calibration=args.calibration or 10, seed=args.seed, progress=not args.no_progress)
     mapped = ", ".join(str(b) for b in sorted(done.bits_measured_as))
     bits = f" (bits {mapped} as {next(iter(done.bits_measured_as.values()))}-bit)" if mapped else ""
     models = f", {done.models} ONNX models (models/, subnets/)" if done.models else ""
@@ -203,6 +208,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     """Fit a table's per-call overhead and calibration on subnets timed end to end on its device."""
     from predictors.latency import calibrate_from_timings, read_timings
 
+    if _is_transformer_table(args.table):
+        from .transformer_latency_template import run_transformer_calibrate
+
+        return run_transformer_calibrate(_space(args) if args.space else None, args, _writable)
     space = _space(args) if args.space else _space_of_table(args.table)
     table = LatencyTable.load(args.table, space=space)
     _writable(args.table, "TABLE")
@@ -222,11 +231,15 @@ def run_recalibrate(args: argparse.Namespace) -> int:
     from .profiling import recalibrate
 
     space = _space(args)
+    if _is_transformer_table(args.table):
+        from .transformer_latency_template import run_transformer_recalibrate
+
+        return run_transformer_recalibrate(space, args, _writable)
     table = LatencyTable.load(args.table, space=space)
     _writable(args.table, "TABLE")
     check_backend(table.header.backend, source=args.table)  # only tables of our backends can be re-measured
     table.check_target(device=device_name(), source=args.table)
-    new = recalibrate(table, space, n_calibration=args.calibration, realtime=args.realtime)
+    new = recalibrate(table, space, n_calibration=args.calibration or 10, realtime=args.realtime)
     new.save(args.table)
     old, h = table.header, new.header
     print(f"{args.table}: calibration {old.calibration_scale:.4g} * raw {old.calibration_offset_ms:+.4g} -> "
@@ -276,7 +289,8 @@ def add_latency_command(subparsers: Any) -> None:
     recal.add_argument("table")
     recal.add_argument("--space", required=True)
     recal.add_argument("--space-options", default="{}")
-    recal.add_argument("--calibration", type=positive_int, default=10, help="whole subnets to measure")
+    recal.add_argument("--calibration", type=positive_int, help="whole subnets to measure (default 10; 20 for a "
+                                                                "transformer table)")
     recal.add_argument("--realtime", action="store_true")
     recal.set_defaults(func=run_recalibrate)
 
@@ -297,7 +311,8 @@ def _add_template(sub: Any) -> None:
     tpl.add_argument("--backend", default="device-runtime", help="the table header's backend (runtime) name")
     tpl.add_argument("--threads", type=positive_int, default=1, help="threads the device runtime will use")
     tpl.add_argument("--batch", type=positive_int, default=1, help="batch size of the models")
-    tpl.add_argument("--calibration", type=positive_int, default=10, help="whole subnets to time for the calibration")
+    tpl.add_argument("--calibration", type=positive_int, help="whole subnets to time for the calibration (default 10; "
+                                                              "20 for a transformer space)")
     tpl.add_argument("--seed", type=non_negative_int, default=0)
     tpl.add_argument("--no-progress", action="store_true")
     tpl.set_defaults(func=run_template)
