@@ -71,7 +71,7 @@ def run_profile(args: argparse.Namespace) -> int:
     if is_transformer(space):
         return _profile_transformer(space, args)
     table = profile_space(space, args.backend, out_path=args.out, threads=args.threads, batch=args.batch,
-                          runs=args.runs, passes=args.passes, n_calibration=args.calibration,
+                          runs=args.runs, passes=args.passes, n_calibration=args.calibration or 10,
                           resume=not args.no_resume, progress=not args.no_progress, seed=args.seed,
                           pin=not args.no_pin, realtime=args.realtime)
     h = table.header
@@ -83,12 +83,12 @@ def run_profile(args: argparse.Namespace) -> int:
 
 def _profile_transformer(space: SearchSpace, args: argparse.Namespace) -> int:
     """A table of the space's transformer blocks (embed, attention, MLP, head), ONNX Runtime backends only."""
-    from .transformer_latency import check_transformer_backend, profile_transformer_space
+    from .transformer_latency import N_CALIBRATION, check_transformer_backend, profile_transformer_space
 
     check_transformer_backend(args.backend, field="--backend")
     table = profile_transformer_space(space, args.backend, out_path=args.out, threads=args.threads, batch=args.batch,
-                                      runs=args.runs, passes=args.passes, n_calibration=args.calibration,
-                                      seed=args.seed, pin=not args.no_pin, log=None if args.no_progress else print)
+                                      runs=args.runs, passes=args.passes,
+                                      n_calibration=args.calibration or N_CALIBRATION, seed=args.seed, pin=not args.no_pin, log=None if args.no_progress else print)
     h = table.header
     print(f"wrote {args.out}: {len(table)} transformer blocks, {h.backend} on {h.device}, overhead "
           f"{h.per_call_overhead_ms * 1000:.1f} us/call, calibration ms = {h.calibration_scale:.4g} * raw "
@@ -260,7 +260,8 @@ def add_latency_command(subparsers: Any) -> None:
     prof.add_argument("--out", required=True, help="table file (.csv or .json)")
     prof.add_argument("--runs", type=positive_int, default=50, help="timed runs per block in all (>= 50 advised)")
     prof.add_argument("--passes", type=positive_int, default=10, help="interleaved passes the runs are spread over")
-    prof.add_argument("--calibration", type=positive_int, default=10, help="whole subnets measured for the calibration")
+    prof.add_argument("--calibration", type=positive_int, default=None,
+                      help="whole subnets measured for the calibration (default: 10; 20 for transformer spaces)")
     prof.add_argument("--seed", type=non_negative_int, default=0)
     prof.add_argument("--no-resume", action="store_true", help="ignore partial results of an interrupted run")
     prof.add_argument("--no-progress", action="store_true")
