@@ -97,12 +97,13 @@ def _profile_transformer(space: SearchSpace, args: argparse.Namespace) -> int:
 
 
 def _is_transformer_table(path: str) -> bool:
-    """Whether the file's header names the transformer table format (its first lines, read leniently)."""
+    """Whether the file's header names the transformer table format (its first 4 KiB, read leniently: a file
+    without line breaks must not be read whole before the table reader refuses its size)."""
     from predictors.latency.transformer_table import TRANSFORMER_FORMAT
 
     try:
-        with open(path, encoding="utf-8", errors="replace") as file:
-            head = [file.readline() for _ in range(4)]
+        with open(path, "rb") as file:
+            head = file.read(4096).decode("utf-8", errors="replace").splitlines()
     except OSError:
         return False
     return any(line.startswith("# format:") and TRANSFORMER_FORMAT in line for line in head)

@@ -278,3 +278,17 @@ def test_the_latency_command_profiles_and_checks_transformer_tables(tmp_path, ca
     assert latency_main(["latency", "profile", *space_args, "--backend", "torch-int8", "--out",
                          str(tmp_path / "u.csv")]) == 2
     assert "error: --backend: transformer blocks are timed on onnxruntime" in capsys.readouterr().err
+
+
+def test_checking_a_huge_file_without_line_breaks_does_not_read_it(tmp_path):
+    """The format sniffing reads a bounded prefix: a 16 GiB sparse file is refused by size, in bounded memory."""
+    import subprocess
+    import sys
+
+    huge = tmp_path / "t.csv"
+    with open(huge, "wb") as handle:
+        handle.truncate(16 * 2**30)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30)); "
+            "from nas.latency_cli import main; sys.exit(main(['latency', 'check', sys.argv[1]]))")
+    done = subprocess.run([sys.executable, "-c", code, str(huge)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "a latency table is at most 32.0 MiB" in done.stderr, done.stderr[-2000:]
