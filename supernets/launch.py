@@ -196,13 +196,39 @@ def _worker(rank: int, job: _Job, events: Any) -> None:
     timeout = datetime.timedelta(seconds=job.plan.timeout_s)
     store, listener = _loopback_store(rank, job.port, job.plan.processes, timeout)
     dist.init_process_group(job.plan.backend, store=store, rank=rank, world_size=job.plan.processes, timeout=timeout)
+    trained = False
     try:
         train_rank(job.space, job.data, job.config, checkpoint=job.checkpoint, placement=placement,
                    world=World(rank, job.plan.processes, sync_bn=job.plan.sync_bn), events=events, steps=job.steps)
+        trained = True
     finally:
-        dist.destroy_process_group()
+        _leave_group(store, rank, job.plan.processes, together=trained)
         if listener is not None:
             listener.close()
+
+
+def _leave_group(store: Any, rank: int, size: int, *, together: bool) -> None:
+    """Leave the process group so that no rank loses a peer or the store while it still uses them.
+
+    A rank whose peers (or the store rank 0 hosts) vanished while it was tearing down its gloo context
+    aborted now and then (SIGABRT, "terminate called without an active exception"). After a normal end every
+    rank waits at a barrier before destroying the group, and rank 0, which serves the store, exits only once
+    every rank has let go of the group. After a failure nobody waits: the others are stopped anyway.
+    """
+    import time
+
+    import torch.distributed as dist
+
+    if together:
+        dist.barrier()
+    dist.destroy_process_group()
+    if not together:
+        return
+    store.add("left", 1)
+    if rank == 0:
+        deadline = time.monotonic() + 30
+        while store.add("left", 0) < size and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def _loopback_store(rank: int, port: int, size: int, timeout: datetime.timedelta) -> tuple[Any, Any]:
