@@ -71,7 +71,7 @@ def follow_torchrun(loaded: LoadedConfig, reporter: Any = None) -> Any:
 
     import torch.distributed as dist
 
-    from supernets.launch import join_torchrun, rank_placement, torchrun_rank, train_rank
+    from supernets.launch import join_torchrun, leave_group, rank_placement, torchrun_rank, train_rank
 
     from nas.experiment import RunOutcome, build_space, check_dataset
 
@@ -85,13 +85,15 @@ def follow_torchrun(loaded: LoadedConfig, reporter: Any = None) -> Any:
     _, data = check_dataset(loaded, space)
     placement = rank_placement(placement, torchrun_rank()[2])
     world = join_torchrun(plan, placement)
+    finished = False
     try:
         where: list[str | None] = [None]
         dist.broadcast_object_list(where, src=0)
         if where[0] is not None:
             train_rank(space, data, loaded.config.supernet.train_config(), checkpoint=Path(where[0]),
                        placement=placement, world=world)
+        finished = True
     finally:
-        dist.destroy_process_group()
+        leave_group(together=finished)
     run_dir = Path(where[0]).parent if where[0] is not None else Path.cwd()
     return RunOutcome(run_dir, None, time.perf_counter() - start, follower=True)

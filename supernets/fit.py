@@ -11,7 +11,7 @@ from search_spaces import SearchSpace
 from .checkpoint import restore_trainer, save_checkpoint
 from .data import ImageSplits
 from .device import Placement
-from .launch import LaunchPlan, join_torchrun, train_processes, train_rank
+from .launch import LaunchPlan, join_torchrun, leave_group, train_processes, train_rank
 from .families import build_supernet
 from .training import EpochLog, SupernetConfig, SupernetTrainer
 
@@ -95,17 +95,19 @@ def _train_with_torchrun(space: SearchSpace, data: ImageSplits, config: Supernet
     import torch.distributed as dist
 
     world = join_torchrun(launch, trainer.placement)
+    train, finished = not trainer.done, False
     try:
-        dist.broadcast_object_list([None if trainer.done else str(checkpoint)], src=0)
-        if trainer.done:
-            return
-        if log:
-            log(f"training the supernet in {world.size} torchrun processes ({launch.backend})")
-        train_rank(space, data, config, checkpoint=checkpoint, placement=trainer.placement, world=world,
-                   events=_EpochLines(log) if log else None)
+        dist.broadcast_object_list([str(checkpoint) if train else None], src=0)
+        if train:
+            if log:
+                log(f"training the supernet in {world.size} torchrun processes ({launch.backend})")
+            train_rank(space, data, config, checkpoint=checkpoint, placement=trainer.placement, world=world,
+                       events=_EpochLines(log) if log else None)
+        finished = True
     finally:
-        dist.destroy_process_group()
-    restore_trainer(trainer, checkpoint)
+        leave_group(together=finished)
+    if train:
+        restore_trainer(trainer, checkpoint)
 
 
 class _EpochLines:

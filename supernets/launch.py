@@ -202,18 +202,19 @@ def _worker(rank: int, job: _Job, events: Any) -> None:
                    world=World(rank, job.plan.processes, sync_bn=job.plan.sync_bn), events=events, steps=job.steps)
         trained = True
     finally:
-        _leave_group(store, rank, job.plan.processes, together=trained)
+        leave_group(together=trained, store=store, rank=rank, size=job.plan.processes)
         if listener is not None:
             listener.close()
 
 
-def _leave_group(store: Any, rank: int, size: int, *, together: bool) -> None:
+def leave_group(*, together: bool, store: Any = None, rank: int = 0, size: int = 1) -> None:
     """Leave the process group so that no rank loses a peer or the store while it still uses them.
 
     A rank whose peers (or the store rank 0 hosts) vanished while it was tearing down its gloo context
     aborted now and then (SIGABRT, "terminate called without an active exception"). After a normal end every
     rank waits at a barrier before destroying the group, and rank 0, which serves the store, exits only once
-    every rank has let go of the group. After a failure nobody waits: the others are stopped anyway.
+    every rank has let go of the group (``store``: the one rank 0 serves; torchrun's agent serves its own).
+    After a failure nobody waits: the others are stopped anyway.
     """
     import time
 
@@ -222,7 +223,7 @@ def _leave_group(store: Any, rank: int, size: int, *, together: bool) -> None:
     if together:
         dist.barrier()
     dist.destroy_process_group()
-    if not together:
+    if not together or store is None:
         return
     store.add("left", 1)
     if rank == 0:
