@@ -252,6 +252,10 @@ def _parse_row(row: dict[str, tuple[Any, int | None]], src: str, line: int | Non
         block.validate(src)
     except InputError as err:
         raise InputError(err.detail, source=src, field=err.field, line=line) from None
+    if all(str(get[c]).strip() == "" for c in STATS):  # a template row nobody has timed yet
+        raise InputError(f"block {block.key()} is not timed yet: fill mean_ms, std_ms and count with its timing on "
+                         "the device (a template's blocks.csv), then run qnas latency calibrate", source=src,
+                         field="mean_ms", line=line)
     stats = {c: _number(get[c], int if c == "count" else float, src=src, name=c, line=line) for c in STATS}
     for c in STATS:
         if stats[c] < (1 if c == "count" else 0):

@@ -260,6 +260,9 @@ def test_calibrate_of_an_unfilled_template_names_the_first_block_to_time(templat
     assert line == (f"error: {table}:{_line_of(table, 'attention,')}: mean_ms: not filled in: time "
                     "models/attention-lm-t8-d16-i16-h2-w8a8.w8a8.onnx on the device and write its mean_ms, std_ms "
                     "and count")
+    line = one_error(capsys, "check", str(table))  # the table reader says the same, without the model file
+    assert line.startswith(f"error: {table}:{_line_of(table, 'attention,')}: mean_ms: block "
+                           "attention-lm-t8-d16-i16-h2-w8a8.w8a8 is not timed yet")
 
 
 @pytest.mark.parametrize("what", ["blocks-number", "blocks-count", "timings-number", "timings-unfilled",
