@@ -22,6 +22,7 @@ from typing import Any
 
 from nas.cli import Parser, non_negative_int, positive_int
 from predictors.latency import LatencyTable
+from predictors.latency.table import header_space
 from predictors.latency.coverage import DEFAULT_SAMPLES
 from search_spaces import InputError, QnasError, SearchSpace, list_spaces
 from search_spaces.inputs import dotted, find_bad_number, parse_json
@@ -135,15 +136,7 @@ def _check_transformer(args: argparse.Namespace) -> int:
 
 def _space_of_table(path: str) -> SearchSpace:
     """The space a table's header names (``space`` + ``space_options``), for commands where ``--space`` is optional."""
-    table = LatencyTable.load(path)
-    text = table.header.space_options
-    if not text:
-        raise InputError("the header has no space_options to rebuild the space from; give --space and "
-                         "--space-options", source=path, field="space_options")
-    options = parse_json(text, source=f"{path}: space_options")
-    if not isinstance(options, dict):
-        raise InputError("expected a JSON object of space options", source=path, field="space_options")
-    return space_from_options(table.header.space, options, source=path)
+    return header_space(LatencyTable.load(path).header, path)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -184,17 +177,19 @@ def run_template(args: argparse.Namespace) -> int:
     from .transformer_latency import is_transformer
 
     space = _space(args)
+    write, n_calibration, noun = write_template, 10, "blocks"
     if is_transformer(space):
-        from .transformer_latency_template import run_transformer_template
+        from .transformer_latency import N_CALIBRATION
+        from .transformer_latency_template import write_transformer_template
 
-        return run_transformer_template(space, args)
-    done = write_template(space, args.out, hint=args.backend_hint, models=args.models, device=args.device,
-                          backend=args.backend, threads=args.threads, batch=args.batch,
-                          n_calibration=args.calibration or 10, seed=args.seed, progress=not args.no_progress)
+        write, n_calibration, noun = write_transformer_template, N_CALIBRATION, "transformer blocks"
+    done = write(space, args.out, hint=args.backend_hint, models=args.models, device=args.device,
+                 backend=args.backend, threads=args.threads, batch=args.batch,
+                 n_calibration=args.calibration or n_calibration, seed=args.seed, progress=not args.no_progress)
     mapped = ", ".join(str(b) for b in sorted(done.bits_measured_as))
     bits = f" (bits {mapped} as {next(iter(done.bits_measured_as.values()))}-bit)" if mapped else ""
     models = f", {done.models} ONNX models (models/, subnets/)" if done.models else ""
-    print(f"wrote {done.folder}: blocks.csv ({done.blocks} blocks of space {space.name!r}{bits}), subnets.csv "
+    print(f"wrote {done.folder}: blocks.csv ({done.blocks} {noun} of space {space.name!r}{bits}), subnets.csv "
           f"({done.subnets} calibration subnets and the empty model){models}, manifest.json")
     what = "model (models/, subnets/)" if done.models else "block and subnet (--models onnx writes them as models)"
     options = f" --space-options '{args.space_options}'" if args.space_options.strip() not in ("", "{}") else ""

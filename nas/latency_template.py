@@ -22,7 +22,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -106,9 +107,7 @@ def write_template(space: SearchSpace, out: str | Path, *, hint: str | None = No
                          space_fingerprint=space.fingerprint(),
                          space_options=json.dumps(space.options(), sort_keys=True), bits_measured_as=mapping,
                          notes=_notes(hint, models))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         LatencyTable(header, [], blocks).save(tmp / "blocks.csv")
         write_timings_template(tmp / "subnets.csv", space, genomes, names)
         manifest: dict[str, Any] = {
@@ -122,14 +121,24 @@ def write_template(space: SearchSpace, out: str | Path, *, hint: str | None = No
             written = MODEL_FORMATS[models](tmp, manifest, blocks, list(zip(names, genomes, nets)), batch, seed,
                                             progress)
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    return Template(out, len(blocks), len(genomes), written, mapping)
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out`` that becomes ``out`` (empty or absent, checked before) when the block
+    ends, and is removed on any error: an interrupted template never leaves a half-written folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a template is an ordinary folder
         if out.exists():
-            out.rmdir()  # empty (checked above)
+            out.rmdir()
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Template(out, len(blocks), len(genomes), written, mapping)
 
 
 def _umask() -> int:

@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -39,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from predictors.latency import TableHeader, fit_calibration
+from predictors.latency.table import header_space
 from predictors.latency.calibration import Calibration
 from predictors.latency.timings import OVERHEAD_ROW, SubnetTimings, read_timings, write_timings_template
 from predictors.latency.transformer_table import (SIGNATURE, STATS, TRANSFORMER_COLUMNS, TRANSFORMER_FORMAT,
@@ -49,11 +47,11 @@ from search_spaces import Genome, InputError, SearchSpace
 from search_spaces.atomic import atomic_write_text
 from search_spaces.transformer import TransformerBlock
 
-from .latency_template import TEMPLATE_FORMAT, Template, _check_folder, _umask
+from .latency_template import TEMPLATE_FORMAT, Template, _check_folder, staged_folder
 from .transformer_latency import CALIBRATION_SEED, N_CALIBRATION, check_transformer_backend
 
 __all__ = ["HINT_BACKENDS", "template_transformer_blocks", "write_transformer_template",
-           "calibrate_transformer_from_timings", "recalibrate_transformer", "run_transformer_template",
+           "calibrate_transformer_from_timings", "recalibrate_transformer",
            "run_transformer_calibrate", "run_transformer_recalibrate"]
 
 HINT_BACKENDS: dict[str, str] = {"int8": "onnxruntime-int8", "fp32": "onnxruntime-fp32"}
@@ -154,9 +152,7 @@ def write_transformer_template(space: SearchSpace, out: str | Path, *, hint: str
                          space_fingerprint=space.fingerprint(),
                          space_options=json.dumps(space.options(), sort_keys=True), bits_measured_as=mapping,
                          notes=_notes(hint, models))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         atomic_write_text(tmp / "blocks.csv", _blocks_csv(header, blocks))
         write_timings_template(tmp / "subnets.csv", space, genomes, names)
         manifest: dict[str, Any] = {
@@ -169,13 +165,6 @@ def write_transformer_template(space: SearchSpace, out: str | Path, *, hint: str
             written = _onnx_models(tmp, manifest, space, blocks, list(zip(names, genomes)), HINT_BACKENDS[hint],
                                    batch, seed, _progress, progress)
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1) + "\n")
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a template is an ordinary folder
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return Template(out, len(blocks), len(genomes), written, mapping)
 
 
@@ -293,46 +282,12 @@ def recalibrate_transformer(table: TransformerLatencyTable, space: SearchSpace, 
 
 
 # ---- the commands (dispatched from nas.latency_cli) -------------------------------------------------
-def run_transformer_template(space: SearchSpace, args: argparse.Namespace) -> int:
-    done = write_transformer_template(space, args.out, hint=args.backend_hint, models=args.models, device=args.device,
-                                      backend=args.backend, threads=args.threads, batch=args.batch,
-                                      n_calibration=args.calibration or N_CALIBRATION, seed=args.seed,
-                                      progress=not args.no_progress)
-    mapped = ", ".join(str(b) for b in sorted(done.bits_measured_as))
-    bits = f" (bits {mapped} as {next(iter(done.bits_measured_as.values()))}-bit)" if mapped else ""
-    models = f", {done.models} ONNX models (models/, subnets/)" if done.models else ""
-    print(f"wrote {done.folder}: blocks.csv ({done.blocks} transformer blocks of space {space.name!r}{bits}), "
-          f"subnets.csv ({done.subnets} calibration subnets and the empty model){models}, manifest.json")
-    what = "model (models/, subnets/)" if done.models else "block and subnet (--models onnx writes them as models)"
-    options = f" --space-options '{args.space_options}'" if args.space_options.strip() not in ("", "{}") else ""
-    print(f"next: time every {what} on the device, fill mean_ms, std_ms, count in blocks.csv and mean_ms in "
-          "subnets.csv, then")
-    print(f"  qnas latency calibrate {done.folder}/blocks.csv --timings {done.folder}/subnets.csv")
-    print(f"  qnas latency check {done.folder}/blocks.csv --space {space.name}{options} --strict")
-    return 0
-
-
-def _space_of_table(table: TransformerLatencyTable, path: str) -> SearchSpace:
-    """The space a transformer table's header names (``space`` + ``space_options``)."""
-    from search_spaces.inputs import parse_json
-    from search_spaces.registry import space_from_options
-
-    text = table.header.space_options
-    if not text:
-        raise InputError("the header has no space_options to rebuild the space from; give --space and "
-                         "--space-options", source=path, field="space_options")
-    options = parse_json(text, source=f"{path}: space_options")
-    if not isinstance(options, dict):
-        raise InputError("expected a JSON object of space options", source=path, field="space_options")
-    return space_from_options(table.header.space, options, source=path)
-
-
 def run_transformer_calibrate(space: SearchSpace | None, args: argparse.Namespace,
                               writable: Any) -> int:
     """``qnas latency calibrate`` of a transformer table: ``space`` from ``--space`` (None: from its header)."""
     _check_filled(args.table)
     if space is None:
-        space = _space_of_table(TransformerLatencyTable.load(args.table), args.table)
+        space = header_space(TransformerLatencyTable.load(args.table).header, args.table)
     table = TransformerLatencyTable.load(args.table, space=space)
     writable(args.table, "TABLE")
     timings = read_timings(args.timings, space)

@@ -40,7 +40,8 @@ from search_spaces.inputs import read_text
 
 from .formats import SIGNATURE_COLUMNS, STAT_COLUMNS, parse_csv, parse_json
 
-__all__ = ["FORMAT", "SIGNATURE_COLUMNS", "STAT_COLUMNS", "TableHeader", "Entry", "LatencyTable", "map_bits"]
+__all__ = ["FORMAT", "SIGNATURE_COLUMNS", "STAT_COLUMNS", "TableHeader", "Entry", "LatencyTable", "check_target",
+           "header_space", "map_bits"]
 
 FORMAT = "qnas-latency-table/1"
 _INT_COLUMNS = ("in_size", "in_ch", "out_ch", "kernel", "stride", "mid_ch", "w_bits", "a_bits")
@@ -118,17 +119,9 @@ class LatencyTable:
 
     def check_target(self, *, backend: str | None = None, device: str | None = None, threads: int | None = None,
                      batch: int | None = None, source: str | None = None) -> None:
-        """Refuse a table of another backend (its numbers mean nothing there: error); warn when device,
-        threads or batch differ (a table from a similar machine may be used on purpose)."""
-        src = source or "latency table"
-        h = self.header
-        if backend is not None and h.backend != backend:
-            raise InputError(f"the table was measured on backend {h.backend!r}, the config asks for {backend!r}",
-                             source=src, field="backend")
-        for name, want in (("device", device), ("threads", threads), ("batch", batch)):
-            if want is not None and getattr(h, name) != want:
-                warnings.warn(f"{src}: table {name} is {getattr(h, name)!r}, the config asks for {want!r}; "
-                              "its latencies may not transfer", UserWarning, stacklevel=2)
+        """Refuse a table of another backend; warn when device, threads or batch differ (:func:`check_target`)."""
+        check_target(self.header, backend=backend, device=device, threads=threads, batch=batch,
+                     source=source or "latency table")
 
     # ---- writing -------------------------------------------------------------------------------
     def header_items(self) -> list[tuple[str, Any]]:
@@ -349,3 +342,32 @@ def check_space(header: TableHeader, raw: Located, space: SearchSpace, src: str)
                          "write a new template with `qnas latency template`", source=src, field="space_fingerprint",
                          line=raw["space_fingerprint"][1])
 
+
+
+def header_space(header: TableHeader, source: str) -> SearchSpace:
+    """The space a table header names (``space`` + ``space_options``; CNN and transformer tables alike), for
+    commands where the space is optional."""
+    from search_spaces.inputs import parse_json as parse_json_text
+    from search_spaces.registry import space_from_options
+
+    text = header.space_options
+    if not text:
+        raise InputError("the header has no space_options to rebuild the space from; give --space and "
+                         "--space-options", source=source, field="space_options")
+    options = parse_json_text(text, source=f"{source}: space_options")
+    if not isinstance(options, dict):
+        raise InputError("expected a JSON object of space options", source=source, field="space_options")
+    return space_from_options(header.space, options, source=source)
+
+
+def check_target(h: TableHeader, *, backend: str | None = None, device: str | None = None, threads: int | None = None,
+                 batch: int | None = None, source: str) -> None:
+    """Refuse a table of another backend (its numbers mean nothing there: error); warn when device, threads or
+    batch differ (a table from a similar machine may be used on purpose). CNN and transformer tables alike."""
+    if backend is not None and h.backend != backend:
+        raise InputError(f"the table was measured on backend {h.backend!r}, the config asks for {backend!r}",
+                         source=source, field="backend")
+    for name, want in (("device", device), ("threads", threads), ("batch", batch)):
+        if want is not None and getattr(h, name) != want:
+            warnings.warn(f"{source}: table {name} is {getattr(h, name)!r}, the config asks for {want!r}; "
+                          "its latencies may not transfer", UserWarning, stacklevel=3)

@@ -30,7 +30,6 @@ import io
 import itertools
 import json
 import re
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -45,7 +44,7 @@ from search_spaces.inputs import read_text
 from search_spaces.transformer import FRONTS, TRANSFORMER_OPS, TransformerBlock
 
 from .formats import parse_csv
-from .table import _HEADER_FIELDS, TableHeader, _header_value, _number, check_space
+from .table import _HEADER_FIELDS, TableHeader, _header_value, _number, check_space, check_target
 
 __all__ = ["TRANSFORMER_FORMAT", "TRANSFORMER_COLUMNS", "TransformerEntry", "TransformerEstimate",
            "TransformerFallback", "TransformerLatencyTable", "TransformerLatencyPredictor", "bits_text",
@@ -147,14 +146,8 @@ class TransformerLatencyTable:
     def check_target(self, *, backend: str | None = None, device: str | None = None, threads: int | None = None,
                      batch: int | None = None, source: str | None = None) -> None:
         """Another backend is an error; another device, thread count or batch a warning (as for CNN tables)."""
-        src, h = source or "transformer latency table", self.header
-        if backend is not None and h.backend != backend:
-            raise InputError(f"the table was measured on backend {h.backend!r}, the config asks for {backend!r}",
-                             source=src, field="backend")
-        for name, want in (("device", device), ("threads", threads), ("batch", batch)):
-            if want is not None and getattr(h, name) != want:
-                warnings.warn(f"{src}: table {name} is {getattr(h, name)!r}, the config asks for {want!r}; "
-                              "its latencies may not transfer", UserWarning, stacklevel=2)
+        check_target(self.header, backend=backend, device=device, threads=threads, batch=batch,
+                     source=source or "transformer latency table")
 
     # ---- writing -------------------------------------------------------------------------------
     def to_csv(self) -> str:
