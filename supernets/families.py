@@ -3,8 +3,9 @@
 Spaces of blocks (``mbv3``, ``resnet``, ``spaceevo`` and user spaces built from registered block ops) train the
 CNN :class:`~supernets.supernet.QuantSupernet`; a space with layers of another shape registers its own class
 here (the ``transformer`` space: :class:`~supernets.transformer.TransformerSupernet`). Every supernet class takes
-``(space, *, image_size, seed)`` and offers the same contract: ``run``, ``subnet``, ``extract``,
-``init_quantizers``, ``sort_channels``, ``check_splits``, so training, evaluation and search drive any of them.
+``(space, *, image_size, seed)``, subclasses :class:`~supernets.selection.SubnetSelection` and offers the same
+contract (``run``, ``subnet``, ``extract``, ``init_quantizers``, ``sort_channels``, ``check_splits``), so
+training, evaluation and search drive any of them.
 """
 
 from __future__ import annotations

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +17,10 @@ from torch import Tensor, nn
 
 from search_spaces import BlockSpec, Genome, InputError, SearchSpace
 
-from .device import module_device
 from .elastic import act_modes
 from .blocks import build_elastic_block
 from .quant import QuantMode
+from .selection import SubnetSelection
 from .static_net import StaticNet
 
 __all__ = ["QuantSupernet"]
@@ -36,7 +34,7 @@ def _gene_values(space: SearchSpace, suffix: str) -> set:
     return {c for g in space.genes if g.name.endswith(suffix) for c in g.choices}
 
 
-class QuantSupernet(nn.Module):
+class QuantSupernet(SubnetSelection):
     """Elastic depth/width/kernel/resolution with per-block weight and activation bit-widths."""
 
     def __init__(self, space: SearchSpace, *, image_size: int | None = None, seed: int = 0) -> None:
@@ -62,7 +60,6 @@ class QuantSupernet(nn.Module):
                 if fixed else searched
             a_modes = act_modes([big.a_bits] if fixed else a_bits)
             self.blocks[_module_key(big.slot)] = build_elastic_block(big, w_modes, a_modes)
-        self._active: tuple[BlockSpec, ...] | None = None
 
     # ---- choosing a subnet ----------------------------------------------------------------------
     def specs(self, genome: Genome, *, quantize: bool = True) -> tuple[BlockSpec, ...]:
@@ -72,25 +69,6 @@ class QuantSupernet(nn.Module):
         if not quantize:
             specs = [dataclasses.replace(s, w_bits=32, a_bits=32) for s in specs]
         return tuple(specs)
-
-    @contextmanager
-    def subnet(self, genome: Genome, *, quantize: bool = True) -> Iterator[QuantSupernet]:
-        """Activate ``genome`` for calls to ``self(x)`` inside the block; the previous state returns after."""
-        previous = self._active
-        self._active = self.specs(genome, quantize=quantize)
-        try:
-            yield self
-        finally:
-            self._active = previous
-
-    def run(self, x: Tensor, genome: Genome, *, quantize: bool = True) -> Tensor:
-        """Logits of subnet ``genome`` for images ``x`` (B, C, H, W)."""
-        return self._forward(x, self.specs(genome, quantize=quantize))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self._active is None:
-            raise RuntimeError("no subnet is active: use `with supernet.subnet(genome):` or supernet.run(x, genome)")
-        return self._forward(x, self._active)
 
     def _forward(self, x: Tensor, specs: tuple[BlockSpec, ...]) -> Tensor:
         size = specs[0].in_size
@@ -109,11 +87,6 @@ class QuantSupernet(nn.Module):
         specs = self.specs(genome, quantize=quantize)
         blocks = [self.blocks[_module_key(s.slot)].extract(s) for s in specs]
         return StaticNet(specs, blocks, image_size=self.image_size).to(self.device).eval()
-
-    @property
-    def device(self) -> torch.device:
-        """Where the supernet's weights are (every block is kept on one device)."""
-        return module_device(self)
 
     @torch.no_grad()
     def init_quantizers(self, x: Tensor) -> None:
@@ -150,10 +123,6 @@ class QuantSupernet(nn.Module):
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(count)
             self.train(was_training)
-
-    def quantizers_ready(self) -> bool:
-        """Whether every declared quantization mode of every layer has been initialised."""
-        return all(bool(b.all()) for name, b in self.named_buffers() if name.rsplit(".", 1)[-1].startswith("initialized"))
 
     def sort_channels(self) -> None:
         """Re-organise hidden channels by importance in every block (before elastic-width training)."""

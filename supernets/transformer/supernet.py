@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -20,9 +18,9 @@ from torch import Tensor, nn
 from search_spaces import Genome, InputError
 from search_spaces.transformer import TransformerBlock, TransformerSpace
 
-from ..device import module_device
 from ..elastic import act_modes
 from ..quant import QuantMode
+from ..selection import SubnetSelection
 from .elastic import (ElasticAttention, ElasticClassifierHead, ElasticMlp, ElasticPatchEmbedding,
                       ElasticTokenEmbedding, Modes)
 from .static import StaticTransformer
@@ -37,7 +35,7 @@ def _modes(block: TransformerBlock) -> list[Modes]:
             for (w, a), pc in zip(block.bits, per_channel)]
 
 
-class TransformerSupernet(nn.Module):
+class TransformerSupernet(SubnetSelection):
     """Elastic depth, width, heads and MLP hidden units with per-linear-group weight and activation bits."""
 
     def __init__(self, space: TransformerSpace, *, image_size: int | None = None, seed: int = 0) -> None:
@@ -70,7 +68,6 @@ class TransformerSupernet(nn.Module):
                                  for _ in range(space.max_depth))
         self.head = ElasticClassifierHead(d, space.classes, front=space.front, pooling=space.pooling,
                                           w_modes=fl_w, a_modes=fl_a)
-        self._active: tuple[TransformerBlock, ...] | None = None
 
     # ---- choosing a subnet ----------------------------------------------------------------------
     def specs(self, genome: Genome, *, quantize: bool = True) -> tuple[TransformerBlock, ...]:
@@ -79,25 +76,6 @@ class TransformerSupernet(nn.Module):
         if not quantize:
             specs = [dataclasses.replace(s, bits=tuple((32, 32) for _ in s.bits)) for s in specs]
         return tuple(specs)
-
-    @contextmanager
-    def subnet(self, genome: Genome, *, quantize: bool = True) -> Iterator[TransformerSupernet]:
-        """Activate ``genome`` for calls to ``self(x)`` inside the block; the previous state returns after."""
-        previous = self._active
-        self._active = self.specs(genome, quantize=quantize)
-        try:
-            yield self
-        finally:
-            self._active = previous
-
-    def run(self, x: Tensor, genome: Genome, *, quantize: bool = True) -> Tensor:
-        """Logits of subnet ``genome``: ``(B, V, T)`` for token ids ``(B, T)``, ``(B, classes)`` for images."""
-        return self._forward(x, self.specs(genome, quantize=quantize))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self._active is None:
-            raise RuntimeError("no subnet is active: use `with supernet.subnet(genome):` or supernet.run(x, genome)")
-        return self._forward(x, self._active)
 
     def _module(self, spec: TransformerBlock) -> tuple[nn.Module, tuple[Any, ...]]:
         """The elastic module of a block and the configuration it runs (``forward(x, *args)``,
@@ -124,10 +102,6 @@ class TransformerSupernet(nn.Module):
             blocks.append(module.extract(*args))
         return StaticTransformer(specs, blocks).to(self.device).eval()
 
-    @property
-    def device(self) -> torch.device:
-        return module_device(self)
-
     @torch.no_grad()
     def init_quantizers(self, x: Tensor) -> None:
         """LSQ-initialise every declared mode of every linear from ``x`` with the largest architecture.
@@ -152,10 +126,6 @@ class TransformerSupernet(nn.Module):
                 self.run(x, largest.with_values(values))
         finally:
             self.train(was_training)
-
-    def quantizers_ready(self) -> bool:
-        """Whether every declared quantization mode of every layer has been initialised."""
-        return all(bool(b.all()) for name, b in self.named_buffers() if name.rsplit(".", 1)[-1].startswith("initialized"))
 
     def sort_channels(self) -> None:
         """Heads and MLP hidden units by importance in every layer (before elastic training)."""
