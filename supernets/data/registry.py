@@ -42,8 +42,8 @@ DATA_ENV = "QNAS_DATA"
 
 
 @dataclass(frozen=True, eq=False)
-class ImageSplits:
-    """Train/val/test image tensors, normalised with the train split's per-channel mean/std."""
+class _TensorSplits:
+    """Train/val/test inputs and targets as tensors (images, or token windows)."""
 
     name: str
     train_x: torch.Tensor
@@ -52,6 +52,17 @@ class ImageSplits:
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+
+    @property
+    def device(self) -> torch.device:
+        """Where the tensors are."""
+        return self.train_x.device
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSplits(_TensorSplits):
+    """Train/val/test image tensors, normalised with the train split's per-channel mean/std."""
+
     num_classes: int
     in_channels: int
     image_size: int
@@ -69,11 +80,6 @@ class ImageSplits:
                  else getattr(self, f).to(device) for f in _TENSOR_FIELDS}
         return dataclasses.replace(self, **moved)
 
-    @property
-    def device(self) -> torch.device:
-        """Where the images are."""
-        return self.train_x.device
-
 
 _TENSOR_FIELDS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 
@@ -90,7 +96,7 @@ class GraphSplits:
 
 
 @dataclass(frozen=True, eq=False)
-class TextSplits:
+class TextSplits(_TensorSplits):
     """Character-level language-modelling windows: ``*_x`` token ids, ``*_y`` the next token of each position.
 
     Every tensor is int64 of shape (N, ``seq_len``); ``y[:, t]`` is the character after ``x[:, t]``, so
@@ -98,13 +104,6 @@ class TextSplits:
     predicts one of ``vocab_size`` classes at every position.
     """
 
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
     vocab_size: int
     seq_len: int
     vocab: str
@@ -124,11 +123,6 @@ class TextSplits:
             if id(t) not in moved:
                 moved[id(t)] = t.to(device)
         return dataclasses.replace(self, **{f: moved[id(getattr(self, f))] for f in _TENSOR_FIELDS})
-
-    @property
-    def device(self) -> torch.device:
-        """Where the token ids are."""
-        return self.train_x.device
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         """The text of a 1-d sequence of token ids (e.g. ``decode(splits.val_x[0])``)."""
