@@ -110,20 +110,11 @@ def _is_transformer_table(path: str) -> bool:
     return any(line.startswith("# format:") and TRANSFORMER_FORMAT in line for line in head)
 
 
-def _check_transformer(args: argparse.Namespace) -> int:
-    """Load a transformer table strictly and, against a space, say which of its blocks it lacks."""
-    from predictors.latency.transformer_table import TransformerLatencyTable, distinct_transformer_blocks
+def _transformer_coverage(table: Any, space: SearchSpace, about: str, args: argparse.Namespace) -> int:
+    """Which of the space's transformer blocks the table lacks (an error with ``--strict``)."""
+    from predictors.latency.transformer_table import distinct_transformer_blocks
 
-    space = _space(args) if args.space else None
-    table = TransformerLatencyTable.load(args.table, space=space)
-    if args.backend:
-        table.check_target(backend=args.backend, source=args.table)
     h = table.header
-    about = (f"{len(table)} transformer blocks for space {h.space!r}, {h.backend} ({h.dtype or '?'}) on {h.device}, "
-             f"{h.threads} thread(s), batch {h.batch}")
-    if space is None:
-        print(f"{args.table}: OK, {about} (give --space and --space-options for its coverage)")
-        return 0
     missing = table.missing(space)
     needed = len(distinct_transformer_blocks(space, h.bits_measured_as))
     print(f"{args.table}: {'OK' if not missing else 'incomplete'}, {about}")
@@ -143,18 +134,22 @@ def run_check(args: argparse.Namespace) -> int:
     """Load a table strictly and, against a space, report its coverage (exit 2: unusable for the space)."""
     from predictors.latency import table_coverage
 
-    if _is_transformer_table(args.table):
-        return _check_transformer(args)
+    transformer = _is_transformer_table(args.table)
+    table_class: Any = LatencyTable
+    if transformer:
+        from predictors.latency.transformer_table import TransformerLatencyTable as table_class
     space = _space(args) if args.space else None
-    table = LatencyTable.load(args.table, space=space)
+    table = table_class.load(args.table, space=space)
     if args.backend:
         table.check_target(backend=args.backend, source=args.table)
     h = table.header
-    about = (f"{len(table)} blocks for space {h.space!r}, {h.backend} ({h.dtype or '?'}) on {h.device}, "
-             f"{h.threads} thread(s), batch {h.batch}")
+    about = (f"{len(table)} {'transformer blocks' if transformer else 'blocks'} for space {h.space!r}, {h.backend} "
+             f"({h.dtype or '?'}) on {h.device}, {h.threads} thread(s), batch {h.batch}")
     if space is None:
         print(f"{args.table}: OK, {about} (give --space and --space-options for its coverage)")
         return 0
+    if transformer:
+        return _transformer_coverage(table, space, about, args)
     coverage = table_coverage(table, space, samples=args.samples)
     print(f"{args.table}: {'OK' if coverage.complete else 'incomplete'}, {about}")
     for line in coverage.lines():
