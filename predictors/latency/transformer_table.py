@@ -44,9 +44,10 @@ from search_spaces.inputs import read_text
 from search_spaces.transformer import FRONTS, TRANSFORMER_OPS, TransformerBlock
 
 from .formats import parse_csv
+from .predictor import LatencyEstimate
 from .table import _HEADER_FIELDS, TableHeader, _header_value, _number, check_space, check_target
 
-__all__ = ["TRANSFORMER_FORMAT", "TRANSFORMER_COLUMNS", "TransformerEntry", "TransformerEstimate",
+__all__ = ["TRANSFORMER_FORMAT", "TRANSFORMER_COLUMNS", "TransformerEntry",
            "TransformerFallback", "TransformerLatencyTable", "TransformerLatencyPredictor", "bits_text",
            "distinct_transformer_blocks", "map_transformer_bits", "transformer_bits_measured_as"]
 
@@ -258,21 +259,6 @@ def _parse_row(row: dict[str, tuple[Any, int | None]], src: str, line: int | Non
 
 
 # ---- prediction ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TransformerEstimate:
-    """Predicted latency of one subnet: ``ms`` calibrated, ``raw_ms`` = overhead + Σ block entries;
-    ``missing_keys``: blocks without a row, estimated by the fallback."""
-
-    ms: float
-    raw_ms: float
-    n_blocks: int
-    missing_keys: tuple[str, ...] = ()
-
-    @property
-    def used_fallback(self) -> bool:
-        return bool(self.missing_keys)
-
-
 def _features(block: TransformerBlock, space: SearchSpace) -> np.ndarray:
     """``[1, MACs, T·d]`` of a block: its linears' and attention's work, and its element-wise work."""
     macs = block.costs(first_last_bits=space.first_last_bits, attn_bits=space.attn_bits,
@@ -343,14 +329,14 @@ class TransformerLatencyPredictor:
     def block_ms(self, block: TransformerBlock) -> float:
         return self._block(block)[0]
 
-    def predict_blocks(self, blocks: Sequence[TransformerBlock]) -> TransformerEstimate:
+    def predict_blocks(self, blocks: Sequence[TransformerBlock]) -> LatencyEstimate:
         h = self.table.header
         looked_up = [self._block(b) for b in blocks]
         raw = h.per_call_overhead_ms + sum(ms for ms, _, _ in looked_up)
         missing = tuple(dict.fromkeys(key for _, fell_back, key in looked_up if fell_back))
-        return TransformerEstimate(h.calibration_scale * raw + h.calibration_offset_ms, raw, len(blocks), missing)
+        return LatencyEstimate(h.calibration_scale * raw + h.calibration_offset_ms, raw, len(blocks), missing)
 
-    def predict(self, genome: Genome) -> TransformerEstimate:
+    def predict(self, genome: Genome) -> LatencyEstimate:
         """Calibrated latency (ms) of ``genome``'s subnet."""
         return self.predict_blocks(self.space.transformer_blocks(genome))
 
