@@ -135,7 +135,9 @@ def _execute(exp: Experiment, run_dir: Path, journal: Journal, reporter: Reporte
     with reporter.step("writing artifacts"):
         measured = [m for m, source in stages.sources.items() if source == "measured"]
         sections = write_predictor_artifacts(run_dir, searcher, result, exp.space, measured)
-        write_artifacts(exp, run_dir, result, stages, sections)
+        write_artifacts(exp, run_dir, result, stages, sections, notes=searcher.notes())
+    for note in searcher.notes():
+        reporter.warn(note)
     if not result.stop_reason.startswith("budget"):
         reporter.warn(result.stop_reason)
     return result, {"evaluations": len(result.trials), "front_size": len(result.front),
@@ -143,8 +145,8 @@ def _execute(exp: Experiment, run_dir: Path, journal: Journal, reporter: Reporte
 
 
 def write_artifacts(exp: Experiment, run_dir: Path, result: SearchResult, stages: Stages,
-                    sections: Sequence[str] = ()) -> None:
-    """pareto.csv/json/png, hypervolume.csv/png, subnets/, report.md."""
+                    sections: Sequence[str] = (), notes: Sequence[str] = ()) -> None:
+    """pareto.csv/json/png, hypervolume.csv/png, subnets/, report.md (with the searcher's ``notes``)."""
     from nas.plots import plot_hypervolume, plot_pareto
     from nas.report import export_subnets, write_hypervolume_csv, write_pareto_csv, write_pareto_json, write_report
 
@@ -156,7 +158,8 @@ def write_artifacts(exp: Experiment, run_dir: Path, result: SearchResult, stages
     plot_hypervolume(result.history, run_dir / "hypervolume.png", title=f"{config.name}: hypervolume")
     exported = export_subnets(run_dir, result, exp.space, config.output.export_top)
     stages.export_models([p.parent for p in exported])
-    notes = [] if result.feasible else ["No candidate satisfied every constraint; see the closest candidates below."]
+    notes = [*notes] + ([] if result.feasible else
+                        ["No candidate satisfied every constraint; see the closest candidates below."])
     write_report(run_dir / "report.md", result, title=f"qnas run: {config.name}",
                  setup=dict(search_summary(exp)[1:-1]),
                  sources=stages.sources, exported=exported, notes=notes, sections=sections)

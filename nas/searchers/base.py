@@ -108,6 +108,11 @@ class Searcher(ABC):
         it as the worst possible candidate instead of crashing.
         """
 
+    def notes(self) -> list[str]:
+        """What the user should know about the candidates proposed so far, e.g. a budget none of them
+        could meet; the run warns with each and report.md lists them. None by default."""
+        return []
+
     @property
     def batch_size(self) -> int:
         """The largest number of genomes one :meth:`ask` returns (to size worker pools)."""

@@ -189,6 +189,7 @@ class NasThenIlpSearcher(_BitAllocator):
         self._measured: dict[str, tuple[Genome, dict[str, float]]] = {}
         self._inner_batch: list[Genome] | None = None
         self._stage = "nas"  # nas -> nas-last (its final batch asked) -> ilp -> done
+        self._notes: list[str] = []
         for i, budget in enumerate(self.budgets):  # a budget below the space's smallest subnet
             if budget.metric in self._evaluator.metrics:
                 _check_alone(space, space.smallest(), self._evaluate, i, budget, "the smallest subnet")
@@ -260,17 +261,36 @@ class NasThenIlpSearcher(_BitAllocator):
                     found += 1
                 if found == self.top_k:
                     break
+            if not found:
+                self._notes.append(self._unmet(budget, ranked))
         return [g for g in out.values() if g.key not in self._measured]
+
+    def _unmet(self, budget: Constraint, ranked: Sequence[Genome]) -> str:
+        """The note for a budget that no first-stage architecture meets, with the best value they reach."""
+        what = f"budget '{budget}': none of the {len(ranked)} architectures the first stage measured can meet it"
+        if self.extra:
+            what += f" together with the constraints {[str(c) for c in self.extra]}"
+        reach = [best_achievable(self._problem(a), budget) for a in ranked]
+        if reach:
+            best = min(reach) if budget.op == "<=" else max(reach)
+            word = "smallest" if budget.op == "<=" else "largest"
+            what += f" (the {word} {budget.metric} they reach is {best:g})"
+        return what + "; no candidate for it"
+
+    def notes(self) -> list[str]:
+        return list(self._notes)
 
     def _state(self) -> dict[str, Any]:
         indices = self.space.to_indices
         return {"stage": self._stage, "inner": self.inner.state_dict(), "allocations": self.allocations,
+                "notes": self._notes,
                 "inner_batch": None if self._inner_batch is None else [self.pinned.to_indices(g).tolist()
                                                                        for g in self._inner_batch],
                 "measured": [(indices(g).tolist(), r) for g, r in self._measured.values()]}
 
     def _load_state(self, body: dict[str, Any]) -> None:
         self._stage, self.allocations = body["stage"], list(body["allocations"])
+        self._notes = list(body.get("notes", []))
         self.inner.load_state_dict(body["inner"])
         batch = body["inner_batch"]
         self._inner_batch = None if batch is None else [self.pinned.from_indices(i) for i in batch]

@@ -217,6 +217,26 @@ def test_nas_then_ilp_searches_at_8_bits_then_allocates_bits_on_the_best_archite
     assert [t.key for t in run_two_stage(2, texts)[1].trials] != [t.key for t in result.trials]
 
 
+def test_a_budget_no_first_stage_architecture_meets_is_a_note_not_a_silent_gap():
+    smallest = Cheap().evaluate([SPACE.smallest()])[0]["size_kb"]
+    searcher, _ = run_two_stage(1, [f"size_kb <= {1e9}"])
+    reach = min(best_achievable(searcher._problem(g), Constraint("size_kb", "<=", 0))
+                for g, _ in searcher.first_stage)
+    assert smallest < reach  # the space meets the budget below, the architectures stage 1 found do not
+    budget = f"size_kb <= {(smallest + reach) / 2}"
+    searcher, result = run_two_stage(1, [budget, f"size_kb <= {1e9}"])
+    assert searcher.notes() == [f"budget '{parse_constraint(budget)}': none of the 12 architectures the first stage "
+                                f"measured can meet it (the smallest size_kb they reach is {reach:g}); no candidate "
+                                "for it"]
+    assert not any(t.metrics["size_kb"] <= (smallest + reach) / 2 for t in result.trials)
+    restored = get_searcher("nas-then-ilp", SPACE, OBJECTIVES, seed=1, context=context(),
+                            budgets=[budget, f"size_kb <= {1e9}"], nas_trials=12, top_k=2,
+                            inner_options={"population_size": 6})
+    restored.load_state_dict(pickle.loads(pickle.dumps(searcher.state_dict())))
+    assert restored.notes() == searcher.notes()  # a resumed run still reports it
+    assert run_two_stage(1, [f"size_kb <= {1e9}"])[0].notes() == []
+
+
 def test_nas_then_ilp_resumes_identically_between_stages():
     big = Cheap().evaluate([ARCH])[0]["size_kb"]
     texts = [f"size_kb <= {0.5 * big}"]

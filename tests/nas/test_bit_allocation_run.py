@@ -65,8 +65,12 @@ def test_a_saved_table_is_reused_and_kl_is_measured_for_nas_then_ilp(measured, t
     assert not (named.run_dir / HESSIAN_JSON).exists()
     trials = [json.loads(line) for line in (named.run_dir / "trials.jsonl").read_text().splitlines()]
     assert [t["key"] for t in trials] == [json.loads((first.run_dir / "trials.jsonl").read_text().splitlines()[0])["key"]]
-    two = run(tmp_path / "b", config({"budgets": budgets[:1], "sensitivity": "kl", "nas_trials": 4, "top_k": 1,
+    unmet = f"size_kb <= {SPACE.costs(SPACE.smallest()).size_kb + 1e-4:.4f}"  # only the smallest architecture
+    two = run(tmp_path / "b", config({"budgets": budgets[:1] + [unmet], "sensitivity": "kl", "nas_trials": 4,
+                                      "top_k": 1,
                                       "inner": "random", "inner_options": {"batch_size": 4}},
                                      algorithm="nas-then-ilp", budget=5, supernet=reuse))
     assert QuantSensitivity.load(two.run_dir / "quant_sensitivity.json", SPACE).metric == "kl"
     assert len((two.run_dir / "trials.jsonl").read_text().splitlines()) == 5
+    report = (two.run_dir / "report.md").read_text()  # the unmet budget is reported, not silently skipped
+    assert f"budget '{unmet}': none of the 4 architectures the first stage measured can meet it" in report
