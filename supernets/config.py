@@ -33,6 +33,13 @@ class SupernetConfig(BaseModel):
     distillation: Literal["inplace", "none"] = Field("inplace", description="inplace: students learn from the largest "
                                                                             "subnet's soft labels; none: from the "
                                                                             "labels")
+    student_weight: float = Field(1.0, gt=0, le=1, description="weight of each student's loss against the largest "
+                                  "subnet's (below 1: the students pull less on the weights the largest shares "
+                                  "with them)")
+    student_gradients: Literal["sum", "project"] = Field(
+        "sum", description="sum: add the students' gradients to the largest subnet's; project: where they "
+                           "conflict with it (negative dot product), drop their component along it first "
+                           "(gradient surgery, as NASViT), so the students cannot undo the largest's step")
     grad_clip: float = Field(1.0, gt=0, description="gradient-norm clipping")
     quant_lr_scale: float = Field(1.0, gt=0, description="learning-rate multiplier of the LSQ steps and zero "
                                   "points (below 1: a step of a few thousandths must not move by more than itself)")

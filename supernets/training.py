@@ -6,7 +6,9 @@ Schedule (all epochs share one cosine learning-rate curve):
    importance so narrow subnets inherit the most important ones (once-for-all).
 2. ``epochs``: sandwich rule with in-place distillation — the largest subnet with cross-entropy
    (label smoothing), the smallest and ``random_subnets`` random ones distilled from its detached
-   logits (KL), gradients summed, clipped, one optimizer step. From epoch ``qat_start`` on the
+   logits (KL), each student's loss weighted by ``student_weight``, gradients summed (or, with
+   ``student_gradients: project``, the students' part first stripped of its component against the
+   largest subnet's gradient), clipped, one optimizer step. From epoch ``qat_start`` on the
    subnets are fake-quantized at their genomes' bit-widths (the largest at its largest bits), i.e.
    ``qat_start: 0`` trains architecture and bit-width elasticity jointly.
 
@@ -175,12 +177,13 @@ class SupernetTrainer:
         logits = self._logits(x, teacher, quantize)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         self._backward(loss)
-        terms = [loss.detach()]
+        terms, largest_grads = [loss.detach()], None
         if phase != "warmup" and self.standalone is None:
             soft = F.softmax(logits.detach(), dim=1)
             students = [space.smallest()] + [space.sample(self.rng) for _ in range(cfg.random_subnets)]
+            largest_grads = self._take_grads() if cfg.student_gradients == "project" else None
             for genome in students:
-                loss = self._student_loss(self._logits(x, genome, quantize), soft, y)
+                loss = cfg.student_weight * self._student_loss(self._logits(x, genome, quantize), soft, y)
                 self._backward(loss)
                 terms.append(loss.detach())
         if cfg.wdr_weight > 0 and phase == "qat":
@@ -188,6 +191,8 @@ class SupernetTrainer:
             self._backward(reg)
             terms.append(reg.detach())
         self.world.all_reduce_grads(net.parameters())  # the global batch's gradient on every rank
+        if largest_grads is not None:
+            _add_projected(largest_grads, net.parameters())
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -198,6 +203,14 @@ class SupernetTrainer:
             self.optimizer.step()
         self.scheduler.step()
         return terms
+
+    def _take_grads(self) -> list[Tensor | None]:
+        """The largest subnet's gradient of the global batch, taken out of the parameters (left empty)."""
+        self.world.all_reduce_grads(self.net.parameters())
+        grads = [p.grad for p in self.net.parameters()]
+        for p in self.net.parameters():
+            p.grad = None
+        return grads
 
     def _logits(self, x: Tensor, genome: Genome, quantize: bool) -> Tensor:
         """Subnet logits in fp32: the forward under the placement's autocast, the losses after it in fp32."""
@@ -230,6 +243,20 @@ class SupernetTrainer:
             acc = ev.accuracy(self.standalone)
             return acc, acc
         return ev.accuracy(self.net.space.largest()), ev.accuracy(self.net.space.smallest())
+
+
+def _add_projected(primary: list[Tensor | None], params) -> None:
+    """Gradients := ``primary`` + the parameters' current gradients (missing ones are zero), the latter
+    without their component along ``primary`` when the two point against each other (PCGrad's
+    projection, in one direction only: ``primary`` is kept whole)."""
+    params = list(params)
+    dot = sum((g.double() * p.grad.double()).sum() for g, p in zip(primary, params)
+              if g is not None and p.grad is not None)
+    norm = sum(g.double().square().sum() for g in primary if g is not None)
+    coef = float(dot / norm) if dot < 0 and norm > 0 else 0.0
+    for g, p in zip(primary, params):
+        if g is not None:
+            p.grad = g.mul_(1 - coef) if p.grad is None else p.grad.add_(g, alpha=1 - coef)
 
 
 def _step_loss(terms: list[float]) -> float:

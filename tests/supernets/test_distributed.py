@@ -61,7 +61,10 @@ def _assert_same_weights(state: dict, reference: dict) -> None:
             assert torch.equal(state[key], want), key
 
 
-@pytest.mark.parametrize("config", [CONFIG, QAT], ids=["float", "qat"])
+PROJECT = CONFIG.model_copy(update={"student_gradients": "project", "student_weight": 0.5})
+
+
+@pytest.mark.parametrize("config", [CONFIG, QAT, PROJECT], ids=["float", "qat", "project"])
 def test_two_gloo_processes_train_the_weights_of_one(setup, single, tmp_path, config):
     space, data = setup
     events = []

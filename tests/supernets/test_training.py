@@ -1,5 +1,7 @@
 """Sandwich training, evaluation, checkpoints and the bad-input story of the supernet."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from supernets.device import CPU, Placement, resolve_placement
 from supernets.evaluate import SubnetEvaluator, bn_recalibrated
 from supernets.fit import fit_supernet
 from supernets.supernet import QuantSupernet
-from supernets.training import SupernetConfig, SupernetTrainer
+from supernets.training import SupernetConfig, SupernetTrainer, _add_projected
 
 TINY = TINY_MBV3
 CFG = SupernetConfig(warmup_epochs=1, epochs=2, batch_size=64, lr=0.1, bn_calib_samples=128, random_subnets=1)
@@ -247,3 +249,59 @@ def test_quantizer_learning_rate_scale(digits):
     trainer.train_epoch()
     trainer.train_epoch()  # the cosine schedule scales every group alike
     assert groups[2]["lr"] == pytest.approx(0.1 * groups[0]["lr"]) and groups[2]["weight_decay"] == 0.0
+
+
+def test_projection_removes_only_a_conflicting_component():
+    largest = [torch.tensor([1.0, 0.0]), torch.tensor([1.0]), None]
+    params = [torch.nn.Parameter(torch.zeros(n)) for n in (2, 1, 2)]
+    for students in ([-4.0, 3.0], None, [7.0, 1.0]), ([2.0, 3.0], None, [7.0, 1.0]):
+        for p, grad in zip(params, students):
+            p.grad = None if grad is None else torch.tensor(grad)
+        _add_projected([t if t is None else t.clone() for t in largest], params)
+        got = [p.grad.tolist() for p in params]
+        if students[0][0] < 0:  # (-4, 3 | 0 | 7, 1) against (1, 0 | 1 | 0): dot -4, so 2 × the largest's is added
+            assert got == [[-1.0, 3.0], [3.0], [7.0, 1.0]]
+        else:  # agreeing gradients are summed unchanged
+            assert got == [[3.0, 3.0], [1.0], [7.0, 1.0]]
+
+
+def _flat_grad(net) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in net.parameters()])
+
+
+def _step_gradient(trainer, x, y) -> torch.Tensor:
+    """The flat gradient the optimizer applies in one quantized sandwich step on (x, y)."""
+    seen = []
+    trainer.optimizer.register_step_pre_hook(lambda *_: seen.append(_flat_grad(trainer.net)))
+    trainer._step_terms(x, y, "qat")
+    return seen[0]
+
+
+def _largest_gradient(trainer, x, y) -> torch.Tensor:
+    net = copy.deepcopy(trainer.net)
+    torch.nn.functional.cross_entropy(net.run(x, net.space.largest(), quantize=True), y,
+                                      label_smoothing=trainer.cfg.label_smoothing).backward()
+    return _flat_grad(net)
+
+
+def test_student_weight_and_projection_shape_the_step(digits):
+    x, y = digits.train_x[:64], digits.train_y[:64]
+    steps = {}
+    for mode in ("sum", "project"):
+        for weight in (1.0, 0.25):
+            cfg = CFG.model_copy(update={"student_gradients": mode, "student_weight": weight, "random_subnets": 2,
+                                         "grad_clip": 1e9, "seed": 3})
+            trainer = make_trainer(digits, cfg)
+            trainer.net.init_quantizers(x)
+            largest = _largest_gradient(trainer, x, y)
+            steps[mode, weight] = _step_gradient(trainer, x, y)
+    scale = float(largest.abs().max())
+    students = steps["sum", 1.0] - largest
+    assert torch.allclose(steps["sum", 0.25] - largest, 0.25 * students, atol=1e-5 * scale)
+    dot = float(students @ largest)
+    assert dot < 0  # this batch's students pull against the largest subnet: the case projection is for
+    for weight in (1.0, 0.25):
+        projected = steps["project", weight]
+        assert float(projected @ largest) == pytest.approx(float(largest @ largest), rel=1e-3)
+        want = largest + weight * students - weight * dot / float(largest @ largest) * largest
+        assert torch.allclose(projected, want, atol=1e-5 * scale)
