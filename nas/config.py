@@ -52,7 +52,8 @@ class _Section(BaseModel):
 class DatasetConfig(_Section):
     """Which dataset the subnets are for (``load_dataset(name, root=..., seed=..., **options)``)."""
 
-    name: str = Field(description="a registered dataset: digits (built in), mnist, cifar10, cora, citeseer")
+    name: str = Field(description="a registered dataset: digits (built in), mnist, cifar10, imagefolder (your own "
+                                  "class tree of images), tinyshakespeare, cora, citeseer")
     root: ExistingPath | None = Field(None, description="folder holding the dataset files (default: $QNAS_DATA); must "
                                                         "exist")
     options: dict[str, Any] = Field(default_factory=dict, description="loader options, e.g. max_train, val_fraction; "

@@ -55,8 +55,10 @@ def _write_mnist(folder: Path, prefix: str, n: int, seed: int = 0) -> None:
 
 # ------------------------------------------------------------------------------------- registry
 def test_registry_lists_kinds():
-    assert list_datasets() == sorted(["digits", "mnist", "cifar10", "cora", "citeseer", "tinyshakespeare"])
+    assert list_datasets() == sorted(["digits", "mnist", "cifar10", "cora", "citeseer", "tinyshakespeare",
+                                      "imagefolder"])
     assert dataset_kind("tinyshakespeare") == "text"
+    assert dataset_kind("imagefolder") == "image"
     assert [dataset_kind(n) for n in ("digits", "mnist", "cifar10")] == ["image"] * 3
     assert dataset_kind("cora") == dataset_kind("CiteSeer") == "graph"
 

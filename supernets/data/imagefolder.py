@@ -1,0 +1,207 @@
+"""``imagefolder``: the user's own images as a torchvision-style class tree, decoded by DataLoader workers.
+
+The tree is ``folder``: an absolute path, or one under the data root (``dataset.root`` or ``$QNAS_DATA``; ``.``,
+the default, is the root itself), in one of two layouts:
+
+- ``train/<class>/<image>`` with a held-out ``test/<class>/…`` (or ``val/<class>/…``, as ImageNet ships it): the
+  train images are split into train and val (``val_fraction``, stratified), the held-out images are the test split;
+- ``<class>/<image>`` only: split into train, val and test (``val_fraction``, ``test_fraction``, stratified).
+
+Classes are the sorted class-folder names and every split must hold the same ones. Each image is converted to RGB
+(``channels: 1``: grayscale), resized so its shorter side is ``image_size`` and centre-cropped to a square. Only
+the images a load keeps (``max_train`` …) are decoded, by ``workers`` DataLoader processes (0: this process), and
+held in memory like every image dataset here; a file that cannot be read is an error naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from search_spaces.errors import InputError
+from supernets.data._split import (
+    check_fraction,
+    check_limit,
+    fraction_count,
+    make_image_splits,
+    split_rng,
+    stratified_partition,
+)
+from supernets.data.registry import ImageSplits, data_root_for, register_dataset
+
+__all__ = ["IMAGE_SUFFIXES", "load_imagefolder"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+HELD_OUT = ("test", "val")  # the held-out folder of the train/ layout, first found wins
+_EXPECTED = ("a class tree: <folder>/train/<class>/<image> with <folder>/test/<class>/<image> (or val/), or "
+             f"<folder>/<class>/<image>; images {', '.join(IMAGE_SUFFIXES)}")
+_DECODE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class _Tree:
+    """One class tree's image files (sorted) and their labels."""
+
+    folder: Path
+    classes: tuple[str, ...]
+    files: np.ndarray  # (N,) str paths
+    labels: np.ndarray  # (N,) int64
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted((d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: d.name)
+
+
+def _scan(folder: Path, classes: tuple[str, ...] | None = None) -> _Tree:
+    """The images under ``folder/<class>/`` (any depth); ``classes``: the names another split holds."""
+    dirs = _class_dirs(folder)
+    names = tuple(d.name for d in dirs)
+    if len(names) < 2:
+        raise InputError(f"expected at least 2 class folders, found {list(names)}; {_EXPECTED}", source=folder)
+    if classes is not None and names != classes:
+        missing, extra = sorted(set(classes) - set(names)), sorted(set(names) - set(classes))
+        raise InputError(f"its class folders differ from the train split's: missing {missing}, extra {extra}",
+                         source=folder)
+    files: list[str] = []
+    labels: list[int] = []
+    for label, d in enumerate(dirs):
+        found = sorted(str(p) for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise InputError(f"class folder {d.name!r} holds no images ({', '.join(IMAGE_SUFFIXES)})", source=d)
+        files += found
+        labels += [label] * len(found)
+    return _Tree(folder, names, np.array(files), np.array(labels, dtype=np.int64))
+
+
+class _Decode(torch.utils.data.Dataset):
+    """File ``i`` as an (H, W[, C]) uint8 array, or the reason it cannot be read (raised by the caller)."""
+
+    def __init__(self, files: np.ndarray, size: int, mode: str) -> None:
+        self.files, self.size, self.mode = files, size, mode
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | str]:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
+        try:
+            with Image.open(self.files[i]) as img:
+                fitted = ImageOps.fit(img.convert(self.mode), (self.size, self.size), method=Image.Resampling.BILINEAR)
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            return i, f"cannot read image: {err}"
+        return i, np.asarray(fitted, dtype=np.uint8)
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+class _LazyFolderImages:
+    """NCHW uint8 images of some files, decoded only when turned into an array (``x[idx]`` composes indices)."""
+
+    ndim = 4
+
+    def __init__(self, files: np.ndarray, size: int, channels: int, workers: int) -> None:
+        self.files, self.size, self.channels, self.workers = files, size, channels, workers
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.files), self.channels, self.size, self.size)
+
+    def __getitem__(self, idx: np.ndarray) -> _LazyFolderImages:
+        return _LazyFolderImages(self.files[idx], self.size, self.channels, self.workers)
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        out = np.empty((len(self.files), self.size, self.size, self.channels), np.uint8)
+        loader = torch.utils.data.DataLoader(_Decode(self.files, self.size, "RGB" if self.channels == 3 else "L"),
+                                             batch_size=_DECODE_BATCH, num_workers=self.workers,
+                                             collate_fn=_as_list)
+        for batch in loader:
+            for i, image in batch:
+                if isinstance(image, str):
+                    raise InputError(image, source=self.files[i])
+                out[i] = image.reshape(self.size, self.size, self.channels)
+        images = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        return images if dtype is None else images.astype(dtype)
+
+
+def _int_option(name: str, value: object, lo: int, hi: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise InputError(f"got {value!r}, expected {what}", source="imagefolder", field=name)
+    return int(value)
+
+
+def _tree_root(root: str | Path | None, folder: object) -> Path:
+    if not isinstance(folder, (str, Path)) or not str(folder):
+        raise InputError(f"got {folder!r}, expected the tree's folder (relative to the data root, or absolute)",
+                         source="imagefolder", field="folder")
+    path = Path(folder).expanduser()
+    where = path if path.is_absolute() else data_root_for("imagefolder", root, _EXPECTED) / path
+    if not where.is_dir():
+        raise InputError(f"folder not found; expected {_EXPECTED}", source=where)
+    return where
+
+
+@register_dataset("imagefolder", kind="image")
+def load_imagefolder(
+    *,
+    root: str | Path | None = None,
+    seed: int = 0,
+    folder: str = ".",
+    image_size: int = 32,
+    channels: int = 3,
+    workers: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    max_train: int | None = None,
+    max_val: int | None = None,
+    max_test: int | None = None,
+) -> ImageSplits:
+    """A class tree of image files (see the module docstring for the layouts and options)."""
+    size = _int_option("image_size", image_size, 4, 1024, "an image side in pixels, 4..1024")
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise InputError(f"got {channels!r}, expected 3 (RGB) or 1 (grayscale)", source="imagefolder",
+                         field="channels")
+    workers = _int_option("workers", workers, 0, 64, "a number of DataLoader worker processes, 0..64")
+    val_fraction = check_fraction("imagefolder", "val_fraction", val_fraction)
+    limits = {k: check_limit("imagefolder", k, v) for k, v in
+              (("max_train", max_train), ("max_val", max_val), ("max_test", max_test))}
+    base = _tree_root(root, folder)
+    held_out = next((base / name for name in HELD_OUT if (base / name).is_dir()), None)
+    rng = split_rng(seed)
+    if (base / "train").is_dir():
+        train = _scan(base / "train")
+        test = _scan(held_out, train.classes) if held_out is not None else None
+        if test is None:
+            raise InputError(f"has train/ but no held-out {' or '.join(f'{h}/' for h in HELD_OUT)} folder; "
+                             f"expected {_EXPECTED}", source=base)
+        n_val = fraction_count(len(train.labels), val_fraction, "imagefolder", "val_fraction")
+        val_idx, train_idx = stratified_partition(train.labels, [n_val, -1], rng)
+        parts = {"train": (train, train_idx), "val": (train, val_idx), "test": (test, np.arange(len(test.labels)))}
+        layout = f"{base}/train (split into train/val, {val_fraction:.4g} val), test = {held_out.name}/"
+    else:
+        tree = _scan(base)
+        test_fraction = check_fraction("imagefolder", "test_fraction", test_fraction)
+        n = len(tree.labels)
+        n_val = fraction_count(n, val_fraction, "imagefolder", "val_fraction")
+        n_test = fraction_count(n, test_fraction, "imagefolder", "test_fraction")
+        if n_val + n_test >= n:
+            raise InputError(f"val_fraction + test_fraction leave no training images of {n}", source="imagefolder",
+                             field="test_fraction")
+        val_idx, test_idx, train_idx = stratified_partition(tree.labels, [n_val, n_test, -1], rng)
+        parts = {"train": (tree, train_idx), "val": (tree, val_idx), "test": (tree, test_idx)}
+        layout = f"{base} split into train/val/test ({val_fraction:.4g} val, {test_fraction:.4g} test)"
+    classes = next(iter(parts.values()))[0].classes
+    arrays = {split: (_LazyFolderImages(t.files[idx], size, channels, workers), t.labels[idx])
+              for split, (t, idx) in parts.items()}
+    return make_image_splits(
+        "imagefolder", arrays, classes=classes, limits=limits, seed=seed,
+        description=f"image folder {layout}; {len(classes)} classes, {'RGB' if channels == 3 else 'grayscale'} "
+                    f"{size}x{size} (shorter side resized, centre crop)")

@@ -1,0 +1,147 @@
+"""The ``imagefolder`` dataset: a class tree of the user's image files, both layouts, workers, bad trees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from search_spaces.errors import InputError
+from supernets.data import ImageSplits, load_dataset
+
+COLOURS = {"blue": (20, 40, 230), "green": (30, 200, 40), "red": (220, 30, 30)}  # sorted names: labels 0, 1, 2
+SHAPES = ((40, 30), (24, 64), (33, 33))  # wider, taller, square: every image is resized and centre-cropped
+
+
+def _write(folder: Path, per_class: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for name, rgb in COLOURS.items():
+        (folder / name).mkdir(parents=True)
+        for i in range(per_class):
+            w, h = SHAPES[i % len(SHAPES)]
+            pixels = np.clip(np.array(rgb) + rng.integers(-15, 16, size=(h, w, 3)), 0, 255).astype(np.uint8)
+            suffix = (".png", ".jpg", ".JPEG")[i % 3]
+            Image.fromarray(pixels).save(folder / name / f"{i:03d}{suffix}")
+
+
+@pytest.fixture(scope="module")
+def flat(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("flat")
+    _write(root / "pets", 20)
+    return root
+
+
+@pytest.fixture(scope="module")
+def split_tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tree")
+    _write(root / "train", 20)
+    _write(root / "val", 6, seed=1)
+    return root
+
+
+def test_a_flat_tree_is_split_three_ways_with_labels_by_sorted_folder(flat):
+    data = load_dataset("imagefolder", root=flat, folder="pets", image_size=16, val_fraction=0.2, test_fraction=0.1)
+    assert isinstance(data, ImageSplits) and data.classes == ("blue", "green", "red") and data.num_classes == 3
+    assert (len(data.train_y), len(data.val_y), len(data.test_y)) == (42, 12, 6)
+    assert data.train_x.shape == (42, 3, 16, 16) and data.image_size == 16 and data.in_channels == 3
+    for split_y in (data.train_y, data.val_y, data.test_y):
+        assert torch.bincount(split_y, minlength=3).min() >= 2  # stratified
+    x, y = data.train_x, data.train_y
+    red, blue = x[y == 2].mean(dim=(0, 2, 3)), x[y == 0].mean(dim=(0, 2, 3))
+    assert red[0] > 1 and blue[0] < -0.5 and blue[2] > 1 and red[2] < -0.5  # normalised channels follow the colours
+    again = load_dataset("imagefolder", root=flat, folder="pets", image_size=16, val_fraction=0.2, test_fraction=0.1)
+    assert torch.equal(again.train_x, data.train_x) and torch.equal(again.val_y, data.val_y)
+    other = load_dataset("imagefolder", root=flat, folder="pets", image_size=16, val_fraction=0.2,
+                         test_fraction=0.1, seed=1)
+    assert not torch.equal(other.val_y, data.val_y) or not torch.equal(other.val_x, data.val_x)
+
+
+def test_a_train_tree_with_a_held_out_folder_and_workers(split_tree):
+    data = load_dataset("imagefolder", root=split_tree, image_size=12, channels=1, max_train=30)
+    assert (len(data.train_y), len(data.val_y), len(data.test_y)) == (30, 6, 18)  # val: 0.1 of 60; test = val/
+    assert data.train_x.shape == (30, 1, 12, 12) and "test = val/" in data.description
+    in_workers = load_dataset("imagefolder", root=split_tree, image_size=12, channels=1, max_train=30, workers=2)
+    assert torch.equal(in_workers.train_x, data.train_x) and torch.equal(in_workers.test_x, data.test_x)
+
+
+def test_the_root_itself_or_an_absolute_folder_can_be_the_tree(flat, monkeypatch):
+    data = load_dataset("imagefolder", root=flat / "pets", image_size=8)
+    assert len(data.train_y) + len(data.val_y) + len(data.test_y) == 60
+    monkeypatch.delenv("QNAS_DATA", raising=False)  # an absolute folder needs no data root
+    alone = load_dataset("imagefolder", folder=str(flat / "pets"), image_size=8)
+    assert torch.equal(alone.train_x, data.train_x)
+
+
+def _error(root, **options) -> InputError:
+    with pytest.raises(InputError) as err:
+        load_dataset("imagefolder", root=root, **options)
+    return err.value
+
+
+def test_an_unreadable_image_is_an_error_naming_the_file(tmp_path):
+    _write(tmp_path / "t", 4)
+    bad = tmp_path / "t" / "green" / "broken.jpg"
+    bad.write_bytes(b"this is not a JPEG")
+    err = _error(tmp_path, folder="t", val_fraction=0.25, test_fraction=0.25)
+    assert err.source == str(bad) and "cannot read image" in str(err)
+    err = _error(tmp_path, folder="t", val_fraction=0.25, test_fraction=0.25, workers=1)  # raised here, not inside
+    assert err.source == str(bad)
+
+
+@pytest.mark.parametrize("damage, field_or_source, words", [
+    (lambda root: None, "missing", "folder not found"),
+    (lambda root: (root / "t" / "blue").mkdir(parents=True), "t", "at least 2 class folders"),
+    (lambda root: [(root / "t" / c).mkdir(parents=True) for c in ("a", "b")], "a", "holds no images"),
+])
+def test_bad_trees_are_one_error_naming_the_folder(tmp_path, damage, field_or_source, words):
+    damage(tmp_path)
+    err = _error(tmp_path, folder="missing" if field_or_source == "missing" else "t")
+    assert Path(str(err.source)).name == field_or_source and words in str(err)
+
+
+def test_split_trees_must_agree_and_hold_a_held_out_folder(tmp_path):
+    _write(tmp_path / "t" / "train", 3)
+    err = _error(tmp_path, folder="t")
+    assert "no held-out test/ or val/ folder" in str(err)
+    (tmp_path / "t" / "test" / "blue").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "t" / "test" / "blue" / "x.png")
+    (tmp_path / "t" / "test" / "purple").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "t" / "test" / "purple" / "x.png")
+    err = _error(tmp_path, folder="t")
+    assert Path(str(err.source)).name == "test" and "missing ['green', 'red'], extra ['purple']" in str(err)
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"channels": 2}, "channels"), ({"workers": -1}, "workers"), ({"image_size": 2}, "image_size"),
+    ({"image_size": True}, "image_size"), ({"folder": ""}, "folder"), ({"val_fraction": 1.5}, "val_fraction"),
+    ({"val_fraction": 0.5, "test_fraction": 0.5}, "test_fraction"), ({"max_train": 0}, "max_train"),
+])
+def test_bad_options_name_the_option(flat, options, field):
+    assert _error(flat, **({"folder": "pets"} | options)).field == field
+
+
+def test_a_run_trains_and_searches_on_an_image_folder(flat, tmp_path):
+    import yaml
+
+    from nas.runner import start_run
+
+    torch.set_num_threads(1)
+    space = {"in_channels": 3, "image_size": 8, "num_classes": 3, "stem_channels": 8, "stage_channels": [8, 16],
+             "stage_strides": [1, 2], "stage_se": [False, False], "stage_act": ["relu", "relu"], "depths": [1],
+             "kernels": [3], "expands": [2], "head_channels": 16, "w_bits": [4, 8], "a_bits": [8]}
+    config = {"name": "folder", "seed": 0,
+              "dataset": {"name": "imagefolder", "root": str(flat), "options": {"folder": "pets", "image_size": 8}},
+              "search_space": {"name": "mbv3", "options": space},
+              "supernet": {"warmup_epochs": 1, "epochs": 1, "batch_size": 16, "bn_calib_samples": 16},
+              "search": {"algorithm": "random", "options": {"batch_size": 2}, "budget": 2,
+                         "objectives": [{"metric": "accuracy", "direction": "max"},
+                                        {"metric": "size_kb", "direction": "min"}]},
+              "output": {"export_top": 1, "root": str(tmp_path / "runs")}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    outcome = start_run(path)
+    assert (outcome.run_dir / "supernet.pt").is_file() and (outcome.run_dir / "pareto.csv").is_file()
+    assert "imagefolder" in (outcome.run_dir / "report.md").read_text()
