@@ -8,7 +8,11 @@
    so the latency of an architecture does not depend on its searched bits), and measured in the supernet at
    uniform W8A8, uniform W4A8 and a few mixed bit assignments (W4 on the MLP, on QKV, on the attention).
    Pareto fronts of val_loss against latency and against size (``space.costs``), and the val_loss
-   differences between the fronts at equal latency / size.
+   differences between the fronts at equal latency / size. Then searched fronts: NSGA-II with the same budget
+   of measured candidates over the whole space (bits searched with the architecture) and over the space with
+   every bit-width pinned to uniform W8A8 / W4A8, for val_loss against latency (a transformer block table of
+   this machine; the latency fronts' architectures then timed end to end) and against size; the joint front's
+   val_loss minus each uniform front's at equal cost.
 2. ViT on the CIFAR-10 subset: trains a small ViT supernet, then 8 subnets (largest, smallest, 6 random)
    at uniform W8A8 standalone; test accuracy inherited vs standalone per subnet and the mean gap.
 3. Latency tables of transformer blocks: not run here (recorded as not run); the subnets are timed end to end.
@@ -17,7 +21,8 @@ The JSON is rewritten after every part (and after each training), so a run cut s
 
 Usage:  QNAS_DATA=../shared/data python experiments/benchmarks/transformer_benchmark.py [--quick] [--parts lm vit]
 Results: a printed table and experiments/benchmarks/results/transformer_benchmark.json
-         (``_quick`` with ``--quick``; ``_lm_e<N>`` with ``--lm-epochs N``, a longer or shorter LM schedule)
+         (``_quick`` with ``--quick``; ``_lm_e<N>`` with ``--lm-epochs N``, a longer or shorter LM schedule;
+         ``_sw<W>`` with ``--student-weight W``; ``_s<N>`` with ``--seed N``)
 """
 
 from __future__ import annotations
@@ -63,16 +68,16 @@ PRESETS = {
                               mlp_ratios=[2, 4], w_bits=[4, 8], a_bits=[8]),
                    data=dict(seq_len=64, max_train=3072, max_val=400),
                    train=dict(warmup_epochs=2, epochs=6, batch_size=64, optimizer="adamw", lr=3e-3,
-                              weight_decay=0.05, label_smoothing=0.0, random_subnets=1, bn_calib_samples=64,
-                              eval_batch_size=100),
-                   archs=24, latency=dict(runs=30, passes=6)),
+                              weight_decay=0.05, label_smoothing=0.0, random_subnets=1, student_weight=0.25,
+                              bn_calib_samples=64, eval_batch_size=100),
+                   archs=24, latency=dict(runs=30, passes=6), search=dict(budget=96, population_size=16)),
         "vit": dict(space=dict(front="vit", image_size=32, in_channels=3, patch_size=8, num_classes=10,
                                pooling="cls", depths=[2, 3], widths=[48, 64], heads=[1, 2], mlp_ratios=[2, 3],
                                w_bits=[4, 8], a_bits=[8]),
-                    data=dict(variant="subset", max_train=2048, max_val=500, max_test=1000),
-                    train=dict(warmup_epochs=1, epochs=4, batch_size=64, optimizer="adamw", lr=3e-3,
-                               weight_decay=0.05, label_smoothing=0.1, random_subnets=1, bn_calib_samples=64,
-                               eval_batch_size=250),
+                    data=dict(variant="subset", max_train=10_000, max_val=500, max_test=2000),
+                    train=dict(warmup_epochs=2, epochs=8, batch_size=64, optimizer="adamw", lr=3e-3,
+                               weight_decay=0.05, label_smoothing=0.1, random_subnets=1, student_weight=0.25,
+                               bn_calib_samples=64, eval_batch_size=250),
                     subnets=8),
     },
     "quick": {
@@ -80,16 +85,16 @@ PRESETS = {
                               mlp_ratios=[2, 4], w_bits=[4, 8], a_bits=[8]),
                    data=dict(seq_len=64, max_train=256, max_val=64),
                    train=dict(warmup_epochs=1, epochs=1, batch_size=64, optimizer="adamw", lr=3e-3,
-                              weight_decay=0.05, label_smoothing=0.0, random_subnets=1, bn_calib_samples=64,
-                              eval_batch_size=64),
-                   archs=4, latency=dict(runs=5, passes=2)),
+                              weight_decay=0.05, label_smoothing=0.0, random_subnets=1, student_weight=0.25,
+                              bn_calib_samples=64, eval_batch_size=64),
+                   archs=4, latency=dict(runs=5, passes=2), search=dict(budget=8, population_size=4)),
         "vit": dict(space=dict(front="vit", image_size=32, in_channels=3, patch_size=8, num_classes=10,
                                pooling="cls", depths=[1, 2], widths=[32, 48], heads=[1, 2], mlp_ratios=[2, 3],
                                w_bits=[4, 8], a_bits=[8]),
                     data=dict(variant="subset", max_train=256, max_val=100, max_test=200),
                     train=dict(warmup_epochs=1, epochs=1, batch_size=64, optimizer="adamw", lr=3e-3,
-                               weight_decay=0.05, label_smoothing=0.1, random_subnets=1, bn_calib_samples=64,
-                               eval_batch_size=100),
+                               weight_decay=0.05, label_smoothing=0.1, random_subnets=1, student_weight=0.25,
+                               bn_calib_samples=64, eval_batch_size=100),
                     subnets=3),
     },
 }
@@ -253,6 +258,97 @@ def run_lm(preset: dict, seed: int, result: dict, save) -> None:
                      "latency": front_comparison(points, "latency_ms"), "size": front_comparison(points, "size_kb"),
                      "seconds": time.perf_counter() - start}
     save()
+    run_lm_search(space, ev, data, preset, seed, ort_calib, part, save)
+
+
+# ---- part 1b: searched fronts, joint bits vs uniform bits ---------------------------------------------
+SEARCHES = {"joint": None, "uniform W8A8": "W8A8", "uniform W4A8": "W4A8"}
+
+
+def pinned_bits(space, rule: str) -> dict:
+    """Every weight-bits gene at ``BIT_RULES[rule]``'s bits of its group, every activation-bits gene at 8."""
+    return {g.name: (BIT_RULES[rule][g.name.split(".")[1]] if g.name.endswith(".w_bits") else 8)
+            for g in space.genes if g.name.endswith((".w_bits", ".a_bits"))}
+
+
+def run_lm_search(space, ev: SubnetEvaluator, data, preset: dict, seed: int, ort_calib: list, part: dict,
+                  save) -> None:
+    """NSGA-II over the whole space (bits searched with the architecture) and over the space with every
+    quantization gene pinned to uniform W8A8 / W4A8, the same budget of measured candidates each, for
+    (val_loss, latency_ms from a transformer block table of this machine) and for (val_loss, size_kb). The
+    latency fronts' architectures are then timed end to end on ORT INT8."""
+    from nas.objectives import Objective
+    from nas.search import run_search
+    from nas.searchers import get_searcher
+    from nas.transformer_latency import TransformerTableEvaluator, profile_transformer_space
+    from search_spaces.pinned import PinnedSpace
+    from supernets.transformer.export import ort_latencies_ms
+
+    settings = preset["search"]
+    start = time.perf_counter()
+    table = profile_transformer_space(space, "onnxruntime-int8", threads=1, **preset["latency"])
+    latency = TransformerTableEvaluator(space, table, "latency_ms", "benchmark table")
+    cache: dict[str, float] = {}
+
+    class Measured:
+        metrics = {"val_loss": "measured", "size_kb": "analytic", **latency.metrics}
+
+        def evaluate(self, genomes):
+            rows = []
+            for g, lat in zip(genomes, latency.evaluate(genomes)):
+                if g.key not in cache:
+                    cache[g.key] = ev.measure(g)["val_loss"]
+                rows.append({"val_loss": cache[g.key], "size_kb": space.costs(g).size_bytes / 1024, **lat})
+            return rows
+
+    out = part["search"] = {"budget": settings["budget"], "population_size": settings["population_size"],
+                            "searcher": "nsga2", "latency_table_blocks": len(table), "fronts": {}}
+    for cost in ("latency_ms", "size_kb"):
+        objectives = (Objective("val_loss", "min"), Objective(cost, "min"))
+        for name, rule in SEARCHES.items():
+            searched = space if rule is None else PinnedSpace(space, pinned_bits(space, rule))
+            searcher = get_searcher("nsga2", searched, objectives, seed=seed,
+                                    population_size=settings["population_size"])
+            result = run_search(searched, Measured(), searcher, objectives=objectives, budget=settings["budget"])
+            out["fronts"][f"{name} / {cost}"] = [
+                {"key": t.genome.key, "arch": arch_summary(space, t.genome), "val_loss": t.metrics["val_loss"],
+                 cost: t.metrics[cost], "genome": t.genome} for t in result.front]
+            print(f"  searched {name:13s} vs {cost:10s}: {len(result.front)} front points of "
+                  f"{len(result.trials)} measured", flush=True)
+    # Time every latency-front architecture end to end (ORT runs every bit-width as 8: one model per architecture).
+    archs: dict[str, Genome] = {}
+    for name in SEARCHES:
+        for p in out["fronts"][f"{name} / latency_ms"]:
+            archs.setdefault(p["arch"], with_bits(space, p["genome"], "W8A8"))
+    measured = ort_latencies_ms([ort_int8_of(ev, g, ort_calib) for g in archs.values()], data.val_x[:1], threads=1,
+                                **preset["latency"])
+    by_arch = dict(zip(archs, measured))
+    for name in SEARCHES:
+        for p in out["fronts"][f"{name} / latency_ms"]:
+            p["latency_measured_ms"] = by_arch[p["arch"]]
+    for fronts in out["fronts"].values():
+        for p in fronts:
+            del p["genome"]
+    out["vs_uniform"] = {
+        cost: {base: searched_delta(out["fronts"][f"joint / {cost}"], out["fronts"][f"{base} / {cost}"], key)
+               for base in ("uniform W8A8", "uniform W4A8")}
+        for cost, key in (("latency_ms", "latency_measured_ms"), ("size_kb", "size_kb"))}
+    out["seconds"] = time.perf_counter() - start
+    save()
+
+
+def searched_delta(joint: list[dict], base: list[dict], cost: str) -> dict:
+    """At each point of the ``base`` front (its ``cost``), the joint front's best val_loss within that cost minus
+    the base point's (negative: joint search reaches a lower loss at equal cost)."""
+    joint_front = pareto(joint, cost)
+    rows = []
+    for p in pareto(base, cost):
+        other = best_within(joint_front, cost, p[cost])
+        rows.append({cost: p[cost], "base_val_loss": p["val_loss"], "joint_val_loss": other,
+                     "delta": None if other is None else other - p["val_loss"]})
+    valid = [r["delta"] for r in rows if r["delta"] is not None]
+    return {"rows": rows, "mean_delta": float(np.mean(valid)) if valid else None, "n": len(valid),
+            "cost": cost}
 
 
 # ---- part 2: ViT ------------------------------------------------------------------------------------
@@ -303,6 +399,14 @@ def print_report(result: dict) -> None:
                 if d["mean_delta"] is not None:
                     print(f"  {fam:13s} - W8A8 at equal {cost}: mean {d['mean_delta']:+.4f} nats, "
                           f"best {d['min_delta']:+.4f} ({d['n']} W8A8 front points)")
+    if "vs_uniform" in lm.get("search", {}):
+        search = lm["search"]
+        print(f"\nsearched fronts (nsga2, {search['budget']} measured candidates each): joint bits - uniform bits")
+        for cost, bases in search["vs_uniform"].items():
+            for base, d in bases.items():
+                if d["mean_delta"] is not None:
+                    print(f"  vs {base:13s} at equal {d['cost']:19s}: mean {d['mean_delta']:+.4f} nats "
+                          f"({d['n']} front points)")
     vit = result.get("vit", {})
     if vit.get("rows"):
         print("\nViT subnet  arch                  inherited  standalone  gap (pp)")
@@ -321,13 +425,21 @@ def main() -> None:
     parser.add_argument("--lm-epochs", type=int, default=None,
                         help="LM sandwich epochs instead of the preset's (the standalone run gets the same); "
                              "results get an _lm_e<N> suffix")
+    parser.add_argument("--student-weight", type=float, default=None,
+                        help="supernet.student_weight instead of the presets' 0.25 (1: every student's loss counts "
+                             "as much as the largest subnet's); results get an _sw<W> suffix")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     presets = copy.deepcopy(PRESETS["quick" if args.quick else "full"])
     if args.lm_epochs is not None:
         presets["lm"]["train"]["epochs"] = args.lm_epochs
+    if args.student_weight is not None:
+        for part in presets.values():
+            part["train"]["student_weight"] = args.student_weight
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = ("_quick" if args.quick else "") + ("" if args.lm_epochs is None else f"_lm_e{args.lm_epochs}")
+    suffix += ("" if args.student_weight is None else f"_sw{args.student_weight:g}")
+    suffix += ("" if args.seed == 0 else f"_s{args.seed}")
     out = RESULTS / f"transformer_benchmark{suffix}.json"
     result: dict = {"quick": args.quick, "seed": args.seed, "threads": args.threads, "parts": args.parts,
                     "latency_tables": {"run": False, "reason": LATENCY_TABLES_NOT_RUN}}
