@@ -73,6 +73,12 @@ def check_limit(dataset: str, option: str, value: object) -> int | None:
     return int(value)
 
 
+def check_limits(dataset: str, max_train: object, max_val: object, max_test: object) -> dict[str, int | None]:
+    """The ``max_*`` options, validated before any (slow) decoding starts."""
+    limits = {"max_train": max_train, "max_val": max_val, "max_test": max_test}
+    return {k: check_limit(dataset, k, v) for k, v in limits.items()}
+
+
 def check_fraction(dataset: str, option: str, value: object) -> float:
     """Validate a fraction option: a number strictly between 0 and 1."""
     ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)

@@ -24,7 +24,7 @@ import torch
 from search_spaces.errors import InputError
 from supernets.data._split import (
     check_fraction,
-    check_limit,
+    check_limits,
     fraction_count,
     make_image_splits,
     split_rng,
@@ -171,8 +171,7 @@ def load_imagefolder(
                          field="channels")
     workers = _int_option("workers", workers, 0, 64, "a number of DataLoader worker processes, 0..64")
     val_fraction = check_fraction("imagefolder", "val_fraction", val_fraction)
-    limits = {k: check_limit("imagefolder", k, v) for k, v in
-              (("max_train", max_train), ("max_val", max_val), ("max_test", max_test))}
+    limits = check_limits("imagefolder", max_train, max_val, max_test)
     base = _tree_root(root, folder)
     held_out = next((base / name for name in HELD_OUT if (base / name).is_dir()), None)
     rng = split_rng(seed)

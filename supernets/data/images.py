@@ -21,7 +21,7 @@ import numpy as np
 from search_spaces.errors import InputError
 from supernets.data._split import (
     check_fraction,
-    check_limit,
+    check_limits,
     fraction_count,
     make_image_splits,
     split_rng,
@@ -42,12 +42,6 @@ def _dedupe(paths: list[Path]) -> list[Path]:
     return list(seen.values())
 
 
-def _limits(name: str, max_train: object, max_val: object, max_test: object) -> dict[str, object]:
-    """The ``max_*`` options, validated before any (slow) decoding starts."""
-    limits = {"max_train": max_train, "max_val": max_val, "max_test": max_test}
-    return {k: check_limit(name, k, v) for k, v in limits.items()}
-
-
 # --------------------------------------------------------------------------------------- digits
 @register_dataset("digits", kind="image")
 def load_digits(
@@ -64,7 +58,7 @@ def load_digits(
     from sklearn.datasets import load_digits as sk_digits
 
     val_fraction = check_fraction("digits", "val_fraction", val_fraction)
-    limits = _limits("digits", max_train, max_val, max_test)
+    limits = check_limits("digits", max_train, max_val, max_test)
     test_fraction = check_fraction("digits", "test_fraction", test_fraction)
     bunch = sk_digits()
     x = bunch.images.astype(np.float32)[:, None]  # (1797, 1, 8, 8), values 0..16
@@ -164,7 +158,7 @@ def load_mnist(
 ) -> ImageSplits:
     """MNIST: train -> train/val, t10k -> test; with only t10k, split it 80/10/10 stratified."""
     val_fraction = check_fraction("mnist", "val_fraction", val_fraction)
-    limits = _limits("mnist", max_train, max_val, max_test)
+    limits = check_limits("mnist", max_train, max_val, max_test)
     base = data_root_for("mnist", root, _MNIST_EXPECTED)
     folders = _dedupe([base / "mnist_t10k", base / "mnist", base / "MNIST" / "raw", base])
     folder = next((f for f in folders if _has_pair(f, "t10k")), None)
@@ -419,7 +413,7 @@ def load_cifar10(
     """
     variant = _check_variant(variant)
     val_fraction = check_fraction("cifar10", "val_fraction", val_fraction)
-    limits = _limits("cifar10", max_train, max_val, max_test)
+    limits = check_limits("cifar10", max_train, max_val, max_test)
     base = data_root_for("cifar10", root, _CIFAR_EXPECTED)
     found, variant = _find_cifar(base, variant)
     if found.is_file():
