@@ -89,7 +89,9 @@ class SupernetTrainer:
 
         ``placement``: device and precision (default :data:`~supernets.device.CPU`, fp32); ``supernet``
         is moved there in place, the tensors are copied there once. ``world``: this process's rank among
-        the training processes (default: one process).
+        the training processes (default: one process). ``train_x`` may also be
+        :class:`~supernets.data.stream.StreamedImages`: images read from their files, decoded by DataLoader
+        workers a few batches ahead of the step that trains on them.
         """
         self.placement, self.world = placement or CPU, world
         self.net, self.cfg, self.standalone = self.placement.put_module(supernet), config, standalone
@@ -138,10 +140,12 @@ class SupernetTrainer:
             self.net.init_quantizers(self.train_x[: self.cfg.batch_size])  # every bit-width, from data
         self.net.train()
         order = self.placement.put(torch.randperm(len(self.train_x), generator=self.torch_gen))  # drawn on the CPU
+        streamed = (self.train_x.batches(order, self.cfg.batch_size, self.steps_per_epoch)
+                    if hasattr(self.train_x, "batches") else None)  # images read from files, decoded ahead by workers
         parts: list[list[Tensor]] = []
         for step in range(self.steps_per_epoch):
             idx = order[step * self.cfg.batch_size:(step + 1) * self.cfg.batch_size]
-            x = self.train_x[idx]  # (B, C, H, W) images, or (B, T) token ids
+            x = self.train_x[idx] if streamed is None else next(streamed)  # (B, C, H, W) images, or (B, T) token ids
             if self.cfg.augment and x.ndim == 4:
                 x = augment_batch(x, self.torch_gen)
             mine = self.world.shard(len(idx))  # the whole batch is augmented: every rank draws the same numbers

@@ -8,12 +8,14 @@ are picked.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from search_spaces.errors import InputError
 from supernets.data.registry import ImageSplits
+from supernets.data.stream import FileImages, StreamedImages
 
 _LIMITS = ("max_train", "max_val", "max_test")
 
@@ -120,6 +122,43 @@ def _normalise(train: np.ndarray, others: Sequence[np.ndarray]) -> tuple[list[to
     return tensors, stats
 
 
+def _picked(name: str, parts: dict[str, tuple[np.ndarray, np.ndarray]], limits: dict[str, object],
+            seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each split's ``max_*`` subsample in a seeded order whose every prefix holds the classes in proportion;
+    the images still as the loader gave them (a lazy source has decoded nothing yet)."""
+    if list(parts) != ["train", "val", "test"]:
+        raise ValueError(f"{name}: parts must be train, val, test in that order, got {list(parts)}")
+    rngs = child_rngs(seed, 4)[1:]
+    picked = []
+    for (split, (x, y)), option, rng in zip(parts.items(), _LIMITS, rngs):
+        limit = check_limit(name, option, limits.get(option))
+        keep = stratified_subsample(y, limit, rng)
+        keep = keep[_stratified_order(np.asarray(y)[keep], rng)]  # every prefix class-balanced (see below)
+        if len(keep) == 0:
+            raise InputError("split is empty", source=name, field=split)
+        picked.append((x[keep], np.asarray(y[keep], dtype=np.int64)))
+    return picked
+
+
+def _splits(name: str, train_x: Any, ys: Sequence[np.ndarray], val_x: torch.Tensor, test_x: torch.Tensor, *,
+            classes: Sequence[str], description: str) -> ImageSplits:
+    tr_y, va_y, te_y = ys
+    return ImageSplits(
+        name=name,
+        train_x=train_x,
+        train_y=torch.from_numpy(tr_y),
+        val_x=val_x,
+        val_y=torch.from_numpy(va_y),
+        test_x=test_x,
+        test_y=torch.from_numpy(te_y),
+        num_classes=len(classes),
+        in_channels=int(train_x.shape[1]),
+        image_size=int(train_x.shape[2]),
+        classes=tuple(classes),
+        description=description,
+    )
+
+
 def make_image_splits(
     name: str,
     parts: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -138,34 +177,37 @@ def make_image_splits(
     take prefixes (BN recalibration on ``train_x[:n]``, quick evaluations on ``val_x[:n]``), and source
     files are often sorted by class (the CIFAR-10 JPEG subset is: its first 1000 images are airplanes).
     """
-    if list(parts) != ["train", "val", "test"]:
-        raise ValueError(f"{name}: parts must be train, val, test in that order, got {list(parts)}")
-    rngs = child_rngs(seed, 4)[1:]
-    picked: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for (split, (x, y)), option, rng in zip(parts.items(), _LIMITS, rngs):
-        limit = check_limit(name, option, limits.get(option))
-        keep = stratified_subsample(y, limit, rng)
-        keep = keep[_stratified_order(np.asarray(y)[keep], rng)]  # every prefix class-balanced (see below)
-        if len(keep) == 0:
-            raise InputError("split is empty", source=name, field=split)
-        picked[split] = (np.asarray(x[keep]), np.asarray(y[keep], dtype=np.int64))  # lazy sources decode here
-    (trx, tr_y), (vax, va_y), (tex, te_y) = picked.values()
+    picked = [(np.asarray(x), y) for x, y in _picked(name, parts, limits, seed)]  # lazy sources decode here
+    (trx, _), (vax, _), (tex, _) = picked
     if trx.ndim != 4 or trx.shape[2] != trx.shape[3]:
         raise ValueError(f"{name}: images must be (N, C, H, H), got {trx.shape}")
     (train_x, val_x, test_x), stats = _normalise(trx, (vax, tex))
-    sizes = "/".join(str(len(v[1])) for v in picked.values())
+    sizes = "/".join(str(len(y)) for _, y in picked)
     full = f"{description}; train/val/test {sizes} (seed {seed}); normalised per channel with train {stats}"
-    return ImageSplits(
-        name=name,
-        train_x=train_x,
-        train_y=torch.from_numpy(tr_y),
-        val_x=val_x,
-        val_y=torch.from_numpy(va_y),
-        test_x=test_x,
-        test_y=torch.from_numpy(te_y),
-        num_classes=len(classes),
-        in_channels=int(train_x.shape[1]),
-        image_size=int(train_x.shape[2]),
-        classes=tuple(classes),
-        description=full,
-    )
+    return _splits(name, train_x, [y for _, y in picked], val_x, test_x, classes=classes, description=full)
+
+
+def make_streamed_image_splits(
+    name: str,
+    parts: dict[str, tuple[FileImages, np.ndarray]],
+    *,
+    classes: Sequence[str],
+    description: str,
+    limits: dict[str, object],
+    seed: int,
+    stats_images: int,
+) -> ImageSplits:
+    """As :func:`make_image_splits`, but the train images stay files (:class:`StreamedImages`, decoded batch by
+    batch when trained on); val and test are decoded now. The per-channel statistics come from the first
+    ``stats_images`` train images (a class-balanced prefix)."""
+    picked = _picked(name, parts, limits, seed)
+    (train, _), (val, _), (test, _) = picked
+    mean, std = _channel_stats(np.asarray(train[:stats_images]))
+    m32, s32 = mean.astype(np.float32)[None, :, None, None], std.astype(np.float32)[None, :, None, None]
+    val_x, test_x = (torch.from_numpy((np.asarray(x).astype(np.float32) - m32) / s32) for x in (val, test))
+    streamed = StreamedImages(train, mean.astype(np.float32), std.astype(np.float32))
+    sizes = "/".join(str(len(y)) for _, y in picked)
+    full = (f"{description}; train/val/test {sizes} (seed {seed}); train streamed from its files, normalised per "
+            f"channel with the first {min(stats_images, len(train))} train images' mean "
+            f"{np.round(mean, 4).tolist()}, std {np.round(std, 4).tolist()}")
+    return _splits(name, streamed, [y for _, y in picked], val_x, test_x, classes=classes, description=full)

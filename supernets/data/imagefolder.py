@@ -8,9 +8,11 @@ the default, is the root itself), in one of two layouts:
 - ``<class>/<image>`` only: split into train, val and test (``val_fraction``, ``test_fraction``, stratified).
 
 Classes are the sorted class-folder names and every split must hold the same ones. Each image is converted to RGB
-(``channels: 1``: grayscale), resized so its shorter side is ``image_size`` and centre-cropped to a square. Only
-the images a load keeps (``max_train`` …) are decoded, by ``workers`` DataLoader processes (0: this process), and
-held in memory like every image dataset here; a file that cannot be read is an error naming it.
+(``channels: 1``: grayscale), resized so its shorter side is ``image_size`` and centre-cropped to a square, by
+``workers`` DataLoader processes (0: this process); a file that cannot be read is an error naming it. Only the
+images a load keeps (``max_train`` …) are decoded, into memory; with ``stream: true`` the train images stay files,
+read batch by batch while the supernet trains (:class:`~supernets.data.stream.StreamedImages`, normalised with the
+statistics of the first ``stats_images`` of them), for data that does not fit in memory.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from search_spaces.errors import InputError
 from supernets.data._split import (
@@ -27,10 +28,12 @@ from supernets.data._split import (
     check_limits,
     fraction_count,
     make_image_splits,
+    make_streamed_image_splits,
     split_rng,
     stratified_partition,
 )
 from supernets.data.registry import ImageSplits, data_root_for, register_dataset
+from supernets.data.stream import FileImages
 
 __all__ = ["IMAGE_SUFFIXES", "load_imagefolder"]
 
@@ -38,7 +41,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 HELD_OUT = ("test", "val")  # the held-out folder of the train/ layout, first found wins
 _EXPECTED = ("a class tree: <folder>/train/<class>/<image> with <folder>/test/<class>/<image> (or val/), or "
              f"<folder>/<class>/<image>; images {', '.join(IMAGE_SUFFIXES)}")
-_DECODE_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -76,62 +78,6 @@ def _scan(folder: Path, classes: tuple[str, ...] | None = None) -> _Tree:
     return _Tree(folder, names, np.array(files), np.array(labels, dtype=np.int64))
 
 
-class _Decode(torch.utils.data.Dataset):
-    """File ``i`` as an (H, W[, C]) uint8 array, or the reason it cannot be read (raised by the caller)."""
-
-    def __init__(self, files: np.ndarray, size: int, mode: str) -> None:
-        self.files, self.size, self.mode = files, size, mode
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | str]:
-        from PIL import Image, ImageOps, UnidentifiedImageError
-
-        try:
-            with Image.open(self.files[i]) as img:
-                fitted = ImageOps.fit(img.convert(self.mode), (self.size, self.size), method=Image.Resampling.BILINEAR)
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            return i, f"cannot read image: {err}"
-        return i, np.asarray(fitted, dtype=np.uint8)
-
-
-def _as_list(batch: list) -> list:
-    return batch
-
-
-class _LazyFolderImages:
-    """NCHW uint8 images of some files, decoded only when turned into an array (``x[idx]`` composes indices)."""
-
-    ndim = 4
-
-    def __init__(self, files: np.ndarray, size: int, channels: int, workers: int) -> None:
-        self.files, self.size, self.channels, self.workers = files, size, channels, workers
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        return (len(self.files), self.channels, self.size, self.size)
-
-    def __getitem__(self, idx: np.ndarray) -> _LazyFolderImages:
-        return _LazyFolderImages(self.files[idx], self.size, self.channels, self.workers)
-
-    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
-        out = np.empty((len(self.files), self.size, self.size, self.channels), np.uint8)
-        loader = torch.utils.data.DataLoader(_Decode(self.files, self.size, "RGB" if self.channels == 3 else "L"),
-                                             batch_size=_DECODE_BATCH, num_workers=self.workers,
-                                             collate_fn=_as_list)
-        for batch in loader:
-            for i, image in batch:
-                if isinstance(image, str):
-                    raise InputError(image, source=self.files[i])
-                out[i] = image.reshape(self.size, self.size, self.channels)
-        images = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
-        return images if dtype is None else images.astype(dtype)
-
-
 def _int_option(name: str, value: object, lo: int, hi: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
         raise InputError(f"got {value!r}, expected {what}", source="imagefolder", field=name)
@@ -158,6 +104,8 @@ def load_imagefolder(
     image_size: int = 32,
     channels: int = 3,
     workers: int = 0,
+    stream: bool = False,
+    stats_images: int = 2048,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     max_train: int | None = None,
@@ -170,6 +118,11 @@ def load_imagefolder(
         raise InputError(f"got {channels!r}, expected 3 (RGB) or 1 (grayscale)", source="imagefolder",
                          field="channels")
     workers = _int_option("workers", workers, 0, 64, "a number of DataLoader worker processes, 0..64")
+    if not isinstance(stream, bool):
+        raise InputError(f"got {stream!r}, expected true (read the train images from their files while training) "
+                         "or false (decode them into memory now)", source="imagefolder", field="stream")
+    stats_images = _int_option("stats_images", stats_images, 1, 1_000_000,
+                               "a number of train images, 1..1000000 (the normalisation statistics of a stream)")
     val_fraction = check_fraction("imagefolder", "val_fraction", val_fraction)
     limits = check_limits("imagefolder", max_train, max_val, max_test)
     base = _tree_root(root, folder)
@@ -198,9 +151,12 @@ def load_imagefolder(
         parts = {"train": (tree, train_idx), "val": (tree, val_idx), "test": (tree, test_idx)}
         layout = f"{base} split into train/val/test ({val_fraction:.4g} val, {test_fraction:.4g} test)"
     classes = next(iter(parts.values()))[0].classes
-    arrays = {split: (_LazyFolderImages(t.files[idx], size, channels, workers), t.labels[idx])
+    arrays = {split: (FileImages(t.files[idx], size, channels, workers), t.labels[idx])
               for split, (t, idx) in parts.items()}
-    return make_image_splits(
-        "imagefolder", arrays, classes=classes, limits=limits, seed=seed,
-        description=f"image folder {layout}; {len(classes)} classes, {'RGB' if channels == 3 else 'grayscale'} "
-                    f"{size}x{size} (shorter side resized, centre crop)")
+    description = (f"image folder {layout}; {len(classes)} classes, {'RGB' if channels == 3 else 'grayscale'} "
+                   f"{size}x{size} (shorter side resized, centre crop)")
+    if stream:
+        return make_streamed_image_splits("imagefolder", arrays, classes=classes, limits=limits, seed=seed,
+                                          description=description, stats_images=stats_images)
+    return make_image_splits("imagefolder", arrays, classes=classes, limits=limits, seed=seed,
+                             description=description)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from search_spaces.errors import InputError
 from supernets.data import ImageSplits, load_dataset
+from supernets.data.stream import StreamedImages
 
 COLOURS = {"blue": (20, 40, 230), "green": (30, 200, 40), "red": (220, 30, 30)}  # sorted names: labels 0, 1, 2
 SHAPES = ((40, 30), (24, 64), (33, 33))  # wider, taller, square: every image is resized and centre-cropped
@@ -118,12 +119,14 @@ def test_split_trees_must_agree_and_hold_a_held_out_folder(tmp_path):
     ({"channels": 2}, "channels"), ({"workers": -1}, "workers"), ({"image_size": 2}, "image_size"),
     ({"image_size": True}, "image_size"), ({"folder": ""}, "folder"), ({"val_fraction": 1.5}, "val_fraction"),
     ({"val_fraction": 0.5, "test_fraction": 0.5}, "test_fraction"), ({"max_train": 0}, "max_train"),
+    ({"stream": "yes"}, "stream"), ({"stats_images": 0}, "stats_images"),
 ])
 def test_bad_options_name_the_option(flat, options, field):
     assert _error(flat, **({"folder": "pets"} | options)).field == field
 
 
-def test_a_run_trains_and_searches_on_an_image_folder(flat, tmp_path):
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_run_trains_and_searches_on_an_image_folder(flat, tmp_path, stream):
     import yaml
 
     from nas.runner import start_run
@@ -133,7 +136,7 @@ def test_a_run_trains_and_searches_on_an_image_folder(flat, tmp_path):
              "stage_strides": [1, 2], "stage_se": [False, False], "stage_act": ["relu", "relu"], "depths": [1],
              "kernels": [3], "expands": [2], "head_channels": 16, "w_bits": [4, 8], "a_bits": [8]}
     config = {"name": "folder", "seed": 0,
-              "dataset": {"name": "imagefolder", "root": str(flat), "options": {"folder": "pets", "image_size": 8}},
+              "dataset": {"name": "imagefolder", "root": str(flat), "options": {"folder": "pets", "image_size": 8, "stream": stream}},
               "search_space": {"name": "mbv3", "options": space},
               "supernet": {"warmup_epochs": 1, "epochs": 1, "batch_size": 16, "bn_calib_samples": 16},
               "search": {"algorithm": "random", "options": {"batch_size": 2}, "budget": 2,
@@ -145,3 +148,67 @@ def test_a_run_trains_and_searches_on_an_image_folder(flat, tmp_path):
     outcome = start_run(path)
     assert (outcome.run_dir / "supernet.pt").is_file() and (outcome.run_dir / "pareto.csv").is_file()
     assert "imagefolder" in (outcome.run_dir / "report.md").read_text()
+
+
+def test_streamed_train_images_equal_the_decoded_ones(flat):
+    options = dict(root=flat, folder="pets", image_size=8, val_fraction=0.2, test_fraction=0.1)
+    memory = load_dataset("imagefolder", **options)
+    streamed = load_dataset("imagefolder", stream=True, **options)
+    assert isinstance(streamed.train_x, StreamedImages) and len(streamed.train_x) == len(memory.train_x) == 42
+    assert streamed.train_x.shape == memory.train_x.shape and "streamed" in streamed.description
+    assert torch.equal(streamed.train_x[:42], memory.train_x)  # statistics of all 42 (stats_images 2048)
+    index = torch.tensor([5, 0, 41, 7])
+    assert torch.equal(streamed.train_x[index], memory.train_x[index])
+    assert torch.equal(streamed.val_x, memory.val_x) and torch.equal(streamed.test_y, memory.test_y)
+    batches = list(streamed.train_x.batches(index, 3, 2))
+    assert len(batches) == 2 and torch.equal(batches[0], memory.train_x[index[:3]])
+    assert torch.equal(batches[1], memory.train_x[index[3:]])
+    few = load_dataset("imagefolder", stream=True, stats_images=6, **options)
+    assert not torch.equal(few.train_x[:6], memory.train_x[:6])  # other statistics: the first 6 images'
+    assert "first 6 train images" in few.description
+
+
+def _trained(data, *, epochs: int = 1):
+    from search_spaces.testing import tiny_mbv3
+    from supernets.config import SupernetConfig
+    from supernets.supernet import QuantSupernet
+    from supernets.training import SupernetTrainer
+
+    torch.manual_seed(0)
+    net = QuantSupernet(tiny_mbv3(in_channels=3, num_classes=3, image_size=8), image_size=8)
+    cfg = SupernetConfig(warmup_epochs=1, epochs=epochs, batch_size=8, random_subnets=1, bn_calib_samples=8)
+    trainer = SupernetTrainer(net, data.train_x, data.train_y, data.val_x, data.val_y, cfg)
+    while not trainer.done:
+        trainer.train_epoch()
+    return trainer
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_training_on_streamed_images_equals_training_in_memory(flat, workers):
+    torch.set_num_threads(1)
+    options = dict(root=flat, folder="pets", image_size=8, val_fraction=0.2, test_fraction=0.1)
+    memory = _trained(load_dataset("imagefolder", **options))
+    streamed = _trained(load_dataset("imagefolder", stream=True, workers=workers, **options))
+    for key, value in memory.net.state_dict().items():
+        assert torch.equal(streamed.net.state_dict()[key], value), key
+    assert [log.loss for log in streamed.history] == [log.loss for log in memory.history]
+
+
+def test_a_train_image_broken_after_loading_stops_training_naming_it(tmp_path):
+    _write(tmp_path / "t", 8)
+    data = load_dataset("imagefolder", root=tmp_path, folder="t", image_size=8, stream=True, val_fraction=0.25,
+                        test_fraction=0.25)
+    victim = data.train_x.source.files[3]
+    Path(victim).write_bytes(b"truncated")
+    with pytest.raises(InputError) as err:
+        _trained(data)
+    assert err.value.source == victim and "cannot read image" in str(err.value)
+
+
+def test_streamed_splits_travel_to_other_processes(flat):
+    """Training processes and Ray workers get the splits pickled: a stream arrives as the same files."""
+    import pickle
+
+    data = load_dataset("imagefolder", root=flat, folder="pets", image_size=8, stream=True, workers=1)
+    copy = pickle.loads(pickle.dumps(data.to("cpu")))
+    assert isinstance(copy.train_x, StreamedImages) and torch.equal(copy.train_x[:10], data.train_x[:10])
