@@ -3,7 +3,7 @@
 Light on purpose: ``import nas`` (and ``import nas.cli``) loads no torch, pydantic or matplotlib; the
 names below are imported on first use::
 
-    from nas import load_config, start_run
+    from nas import load_experiment, start_run
     outcome = start_run("experiments/quickstart.yaml", overrides=["search.budget=50"])
     outcome.result.front        # the feasible Pareto front (frozen Trial records)
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 _LAZY = {
     "run_search": "nas.search", "SearchResult": "nas.search", "Trial": "nas.search",
-    "ExperimentConfig": "nas.config", "load_config": "nas.config",
+    "ExperimentConfig": "nas.config", "load_config": "nas.config", "load_experiment": "nas.kinds",
     "start_run": "nas.runner", "resume_run": "nas.runner", "prepare": "nas.runner",
     "Objective": "nas.objectives", "Constraint": "nas.objectives",
     "Evaluator": "nas.evaluators", "AnalyticEvaluator": "nas.evaluators", "CompositeEvaluator": "nas.evaluators",

@@ -206,10 +206,10 @@ def _configure_validate(parser: argparse.ArgumentParser) -> None:
 
 @register_command("validate", help="check a config and print what a run would do", configure=_configure_validate)
 def _validate(args: argparse.Namespace) -> int:
-    from nas.config import load_config
+    from nas.kinds import load_experiment
     from nas.runner import check_destination, prepare, summary
 
-    loaded = load_config(args.config, args.overrides)
+    loaded = load_experiment(args.config, args.overrides)
     check_destination(loaded)
     exp = prepare(loaded, RichReporter(quiet=args.quiet))
     out = _stdout()
@@ -227,7 +227,7 @@ def _configure_pareto(parser: argparse.ArgumentParser) -> None:
 
 @register_command("pareto", help="print the Pareto front of a run (from its journal)", configure=_configure_pareto)
 def _pareto(args: argparse.Namespace) -> int:
-    from nas.config import load_config
+    from nas.kinds import load_experiment
     from nas.journal import read_journal, require_metrics
     from nas.objectives import objective_matrix
     from nas.pareto import front_indices, total_violation
@@ -236,7 +236,7 @@ def _pareto(args: argparse.Namespace) -> int:
     from nas.kinds import get_kind
 
     run = check_run_dir(args.run_dir)
-    loaded = load_config(run / CONFIG, check_files=False)
+    loaded = load_experiment(run / CONFIG, check_files=False)
     objectives, constraints = get_kind(loaded.config.kind).front_definition(loaded)
     contents = read_journal(run / JOURNAL)
     if contents.dropped is not None:
@@ -255,11 +255,11 @@ def _pareto(args: argparse.Namespace) -> int:
 
 def _show_kind_outcome(run_dir: Path) -> None:
     """What a kind with its own procedure found (LPGNAS: its front; a space search: its ranked spaces)."""
-    from nas.config import load_config
+    from nas.kinds import load_experiment
     from nas.kinds import get_kind
     from nas.rundir import CONFIG
 
-    loaded = load_config(run_dir / CONFIG, check_files=False)
+    loaded = load_experiment(run_dir / CONFIG, check_files=False)
     get_kind(loaded.config.kind).show(run_dir, loaded, _stdout(),
                                       lambda run: _pareto(argparse.Namespace(run_dir=str(run))))
 

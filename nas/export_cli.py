@@ -22,7 +22,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                   configure=_configure)
 def _export(args: argparse.Namespace) -> int:
     from nas.accuracy import SUPERNET_CHECKPOINT
-    from nas.config import load_config
+    from nas.kinds import load_experiment
     from nas.export import export_subnet
     from nas.rundir import CONFIG, atomic_write_json, check_output_folder, check_run_dir
     from nas.experiment import build_space, check_dataset
@@ -35,7 +35,7 @@ def _export(args: argparse.Namespace) -> int:
             check_output_folder(args.out)
         except InputError as err:
             raise InputError(err.detail, source=args.out, field="--out") from None
-    loaded = load_config(run / CONFIG)
+    loaded = load_experiment(run / CONFIG)
     section = loaded.config.supernet
     if section is None:
         raise InputError("this run has no supernet, so there are no weights to export (its subnets/*/arch.json "

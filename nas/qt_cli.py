@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nas.cli import register_command
-from nas.config import load_config
+from nas.kinds import load_experiment
 from nas.kinds.space_search import SpaceSearchKind
 from nas.spaceevo.run import SpaceSearchConfig
 from nas.spaceevo.table import ranking_table
@@ -37,7 +37,7 @@ class SpaceSearchExperiment:
 def load_space_search_config(path: str | Path, overrides: Sequence[str] = ()) -> SpaceSearchExperiment:
     """Read a ``kind: space-search`` experiment YAML (``--set`` overrides applied; relative paths resolve
     against the file's folder). Every problem is one :class:`InputError` naming the file and field."""
-    loaded = load_config(path, overrides)
+    loaded = load_experiment(path, overrides)
     config = loaded.config
     if config.kind != SpaceSearchKind.name:  # the Q-T settings and lookup table live in its section
         raise InputError(f"expected an experiment of kind: {SpaceSearchKind.name}, got kind: {config.kind}",

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.config import LoadedConfig, config_diff, config_to_yaml, load_config
+from nas.config import LoadedConfig, config_diff, config_to_yaml
 from nas.distributed import RESUMABLE_PREFIX, check_distributed, follow_torchrun, is_torchrun_follower
 from nas.experiment import (Experiment, Reporter, RunOutcome, SilentReporter, build_space, check_dataset,
                             device_record, processes, use_threads)
-from nas.kinds import get_kind
+from nas.kinds import get_kind, load_experiment
 from nas.kinds.search import PLANNED_METRICS
 from nas.rundir import (CONFIG, atomic_write_text, check_new_run_dir, check_output_folder, check_run_dir,
                         create_run_dir, new_manifest, now_iso, read_manifest, update_manifest)
@@ -66,7 +66,7 @@ def start_run(config_path: str | Path, *, overrides: Sequence[str] = (), out: st
               reporter: Reporter | None = None) -> RunOutcome:
     """``qnas run CONFIG``: check everything, create the run folder, run the experiment's kind."""
     reporter, start = reporter or SilentReporter(), time.perf_counter()
-    loaded = load_config(config_path, overrides)
+    loaded = load_experiment(config_path, overrides)
     if is_torchrun_follower():  # rank 0 creates and owns the run folder; this rank only trains
         return follow_torchrun(loaded)
     check_destination(loaded, out)
@@ -118,10 +118,10 @@ def resume_run(run_dir: str | Path, *, config_path: str | Path | None = None, ov
 
 def _resumable_config(run: Path, config_path: str | Path | None, overrides: Sequence[str]) -> LoadedConfig:
     """The run's config; a given config or overrides may differ from it only in what a resume may change."""
-    stored = load_config(run / CONFIG)
+    stored = load_experiment(run / CONFIG)
     if config_path is None and not overrides:
         return stored
-    given = load_config(config_path if config_path is not None else run / CONFIG, overrides)
+    given = load_experiment(config_path if config_path is not None else run / CONFIG, overrides)
     diff = [d for d in config_diff(stored.config, given.config) if not d.startswith(RESUMABLE_PREFIX)]
     if diff:
         raise InputError("differs from the run's config.yaml (run -> given): " + "; ".join(diff[:8])

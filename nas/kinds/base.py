@@ -12,13 +12,14 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from nas.config import LoadedConfig
+from nas.config import LoadedConfig, load_config
 from nas.experiment import Experiment, Reporter
 from nas.search import SearchResult
 from search_spaces import InputError
 from search_spaces.registries import Registry
 
-__all__ = ["KINDS", "ExperimentKind", "KindOutcome", "get_kind", "register_kind"]
+__all__ = ["KINDS", "ExperimentKind", "KindOutcome", "check_sections", "get_kind", "load_experiment",
+           "register_kind"]
 
 KindOutcome = tuple[SearchResult | None, dict[str, Any]]
 """What a run of a kind returns: its search result (None for kinds with their own artifacts) and the fields
@@ -30,6 +31,10 @@ class ExperimentKind(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ()
+    """Config sections the kind cannot run without."""
+    uses: ClassVar[tuple[str, ...]] = ()
+    """Optional config sections it reads; another kind's section that neither lists is refused."""
     trains_in_processes: ClassVar[bool] = False
     """Whether its supernet training can use ``distributed.processes`` > 1."""
 
@@ -89,3 +94,28 @@ def register_kind(cls: K) -> K:
 def get_kind(name: str, *, source: Any = None) -> ExperimentKind:
     """The registered kind ``name`` (an unknown one is one InputError naming ``kind``)."""
     return KINDS.get(name, source=source)
+
+
+def check_sections(loaded: LoadedConfig) -> ExperimentKind:
+    """The config's kind, once its sections fit it: a section it needs must be there; a section only other kinds
+    use is an error naming it, not silence."""
+    config = loaded.config
+    try:
+        kind = KINDS.get(config.kind)
+    except InputError as err:
+        raise loaded.error("kind", err.detail) from None
+    foreign = {s for other in KINDS.names() for s in (*KINDS.get(other).needs, *KINDS.get(other).uses)}
+    for section in kind.needs:
+        if getattr(config, section) is None:
+            raise loaded.error(section, f"missing required section for kind: {kind.name}")
+    for section in sorted(foreign - set(kind.needs) - set(kind.uses)):
+        if getattr(config, section) is not None:
+            raise loaded.error(section, f"section {section!r} is not used by kind: {kind.name}; remove it")
+    return kind
+
+
+def load_experiment(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True) -> LoadedConfig:
+    """:func:`~nas.config.load_config`, then :func:`check_sections`: what every command reads a config with."""
+    loaded = load_config(path, overrides, check_files=check_files)
+    check_sections(loaded)
+    return loaded

@@ -23,6 +23,7 @@ class LpgnasKind(ExperimentKind):
     """LPGNAS over the ``gnn`` space (see the module docstring)."""
 
     name = "lpgnas"
+    needs = ("search_space", "lpgnas")
     description = "differentiable architecture + quantization search for GNNs"
 
     def prepare(self, loaded: LoadedConfig, reporter: Reporter, placement: Any, launch: Any) -> Experiment:

@@ -193,6 +193,8 @@ class SearchKind(ExperimentKind):
     """A searcher over one space (see the module docstring)."""
 
     name = "search"
+    needs = ("search_space", "search")
+    uses = ("supernet", "predictors", "latency")
     description = "joint architecture and quantization search over one space"
     trains_in_processes = True
 

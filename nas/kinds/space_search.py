@@ -25,6 +25,7 @@ class SpaceSearchKind(ExperimentKind):
     """SpaceEvo's space search (see the module docstring)."""
 
     name = "space-search"
+    needs = ("space_search",)
     description = "rank candidate search spaces by Q-T score (SpaceEvo)"
 
     def prepare(self, loaded: LoadedConfig, reporter: Reporter, placement: Any, launch: Any) -> Experiment:

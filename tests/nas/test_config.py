@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from nas.config import ExperimentConfig, apply_overrides, config_diff, config_to_yaml, load_config
+from nas.kinds import load_experiment
 from nas.runner import prepare, summary
 from search_spaces.errors import InputError
 
@@ -54,7 +55,7 @@ def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
 
 def error_of(path: Path, overrides: tuple[str, ...] = ()) -> str:
     with pytest.raises(InputError) as info:
-        load_config(path, overrides)
+        load_experiment(path, overrides)
     return str(info.value)
 
 
@@ -259,7 +260,8 @@ def test_shipped_experiment_configs_parse(path):
     ({"kind": "lpgnas"}, ["lpgnas", "missing required section for kind: lpgnas"]),
     ({"lpgnas": {"lambdas": [0.1]}}, ["lpgnas", "not used by kind: search"]),
     ({"kind": "lpgnas", "lpgnas": {"lambdas": [0.1]}}, ["search", "not used by kind: lpgnas"]),
-    ({"kind": "evolve"}, ["kind", "got 'evolve'", "'search'"]),
+    ({"kind": "evolve"}, ["kind", "unknown experiment kind 'evolve'", "known: lpgnas, search, space-search"]),
+    ({"kind": "serch"}, ["kind", "'serch'", "'search'"]),
     ({"kind": "space-search"}, ["space_search", "missing required section for kind: space-search"]),
     ({"search_space": None}, ["search_space", "missing required section for kind: search"]),
 ])
