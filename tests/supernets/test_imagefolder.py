@@ -136,7 +136,8 @@ def test_a_run_trains_and_searches_on_an_image_folder(flat, tmp_path, stream):
              "stage_strides": [1, 2], "stage_se": [False, False], "stage_act": ["relu", "relu"], "depths": [1],
              "kernels": [3], "expands": [2], "head_channels": 16, "w_bits": [4, 8], "a_bits": [8]}
     config = {"name": "folder", "seed": 0,
-              "dataset": {"name": "imagefolder", "root": str(flat), "options": {"folder": "pets", "image_size": 8, "stream": stream}},
+              "dataset": {"name": "imagefolder", "root": str(flat),
+                          "options": {"folder": "pets", "image_size": 8, "stream": stream}},
               "search_space": {"name": "mbv3", "options": space},
               "supernet": {"warmup_epochs": 1, "epochs": 1, "batch_size": 16, "bn_calib_samples": 16},
               "search": {"algorithm": "random", "options": {"batch_size": 2}, "budget": 2,
