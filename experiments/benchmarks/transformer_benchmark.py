@@ -351,6 +351,51 @@ def searched_delta(joint: list[dict], base: list[dict], cost: str) -> dict:
             "cost": cost}
 
 
+# ---- part 1c: what keeps the largest LM subnet behind, and what closes the gap ---------------------------
+ABLATION = {  # name: (space option changes, supernet config changes), each against the LM preset
+    "student weight 1": ({}, {"student_weight": 1.0}),
+    "student weight 1, project": ({}, {"student_weight": 1.0, "student_gradients": "project"}),
+    "student weight 0.5": ({}, {"student_weight": 0.5}),
+    "student weight 0.25": ({}, {"student_weight": 0.25}),
+    "student weight 0.25, project": ({}, {"student_weight": 0.25, "student_gradients": "project"}),
+    "student weight 0.1": ({}, {"student_weight": 0.1}),
+    "weight 1, only bits elastic": ({"depths": [3], "widths": [64], "heads": [2], "mlp_ratios": [4]},
+                                    {"student_weight": 1.0}),
+    "weight 1, only width elastic": ({"depths": [3], "heads": [2], "mlp_ratios": [4], "w_bits": [8]},
+                                     {"student_weight": 1.0}),
+    "weight 1, no depth elasticity": ({"depths": [3]}, {"student_weight": 1.0}),
+    "weight 1, no width/heads/MLP elasticity": ({"widths": [64], "heads": [2], "mlp_ratios": [4]},
+                                                {"student_weight": 1.0}),
+}
+
+
+def run_lm_ablation(preset: dict, seed: int, result: dict, save) -> None:
+    """The LM supernet trained under each :data:`ABLATION` setting; the largest (and smallest) subnet's W8A8
+    val_loss, against the largest subnet trained alone (the same for every setting: the space's largest)."""
+    data = load_dataset("tinyshakespeare", **preset["data"])
+    base_space = get_space("transformer", **preset["space"])
+    largest = with_bits(base_space, base_space.largest(), "W8A8")
+    calib_x = data.train_x[: preset["train"]["bn_calib_samples"]]
+    part = result["lm_ablation"] = {"settings": {}}
+    cfg = SupernetConfig(**preset["train"], seed=seed)
+    alone_net, _, alone_s = train(base_space, data, cfg, seed, standalone=largest, label="standalone")
+    alone = SubnetEvaluator(alone_net, calib_x, data.val_x, data.val_y, batch_size=cfg.eval_batch_size)
+    part["standalone_val_loss"] = alone.measure(largest)["val_loss"]
+    for name, (space_changes, train_changes) in ABLATION.items():
+        space = get_space("transformer", **(preset["space"] | space_changes))
+        cfg = SupernetConfig(**(preset["train"] | train_changes), seed=seed)
+        net, _, seconds = train(space, data, cfg, seed, label=name)
+        ev = SubnetEvaluator(net, calib_x, data.val_x, data.val_y, batch_size=cfg.eval_batch_size)
+        big = ev.measure(with_bits(space, space.largest(), "W8A8"))["val_loss"]
+        small = ev.measure(with_bits(space, space.smallest(), "W8A8"))["val_loss"]
+        part["settings"][name] = {"space": space_changes, "config": train_changes, "largest_val_loss": big,
+                                  "smallest_val_loss": small, "gap_nats": big - part["standalone_val_loss"],
+                                  "train_seconds": seconds}
+        print(f"  {name:40s} largest {big:.4f} (gap {big - part['standalone_val_loss']:+.4f})  smallest {small:.4f}",
+              flush=True)
+        save()
+
+
 # ---- part 2: ViT ------------------------------------------------------------------------------------
 def run_vit(preset: dict, seed: int, result: dict, save) -> None:
     data = load_dataset("cifar10", **preset["data"])
@@ -419,7 +464,9 @@ def print_report(result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny budget for a smoke run")
-    parser.add_argument("--parts", nargs="+", choices=("lm", "vit"), default=["lm", "vit"])
+    parser.add_argument("--parts", nargs="+", choices=("lm", "vit", "lm-ablation"), default=["lm", "vit"],
+                        help="lm-ablation (not run by default): the LM supernet under each student weight, gradient "
+                             "rule and elasticity of ABLATION; results get an _ablation suffix")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training (latency uses 1)")
     parser.add_argument("--lm-epochs", type=int, default=None,
@@ -439,14 +486,14 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = ("_quick" if args.quick else "") + ("" if args.lm_epochs is None else f"_lm_e{args.lm_epochs}")
     suffix += ("" if args.student_weight is None else f"_sw{args.student_weight:g}")
-    suffix += ("" if args.seed == 0 else f"_s{args.seed}")
+    suffix += ("" if args.seed == 0 else f"_s{args.seed}") + ("_ablation" if args.parts == ["lm-ablation"] else "")
     out = RESULTS / f"transformer_benchmark{suffix}.json"
     result: dict = {"quick": args.quick, "seed": args.seed, "threads": args.threads, "parts": args.parts,
                     "latency_tables": {"run": False, "reason": LATENCY_TABLES_NOT_RUN}}
     if out.exists():  # keep a part measured by an earlier run that this one does not repeat
         old = json.loads(out.read_text())
-        for part in ("lm", "vit"):
-            if part not in args.parts and part in old:
+        for part in ("lm", "vit", "lm_ablation"):
+            if part.replace("_", "-") not in args.parts and part in old:
                 result[part] = old[part]
 
     def save() -> None:
@@ -455,6 +502,8 @@ def main() -> None:
     start = time.perf_counter()
     if "lm" in args.parts:
         run_lm(presets["lm"], args.seed, result, save)
+    if "lm-ablation" in args.parts:
+        run_lm_ablation(presets["lm"], args.seed, result, save)
     if "vit" in args.parts:
         run_vit(presets["vit"], args.seed, result, save)
     result["seconds"] = time.perf_counter() - start
