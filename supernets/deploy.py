@@ -115,12 +115,13 @@ class _Reader:
         return None if x is None else {"x": x}
 
 
-def to_onnx_int8(proto, calib: Sequence[np.ndarray], *,
-                 op_types: Sequence[str] | None = None):  # -> onnx.ModelProto
+def to_onnx_int8(proto, calib: Sequence[np.ndarray], *, op_types: Sequence[str] | None = None,
+                 overrides: dict[str, list[dict]] | None = None):  # -> onnx.ModelProto
     """Static QDQ quantization: per-channel int8 weights, uint8 activations, MinMax calibration.
 
-    ``op_types``: the operators to quantize (None: ONNX Runtime's default list). ``proto`` is not changed
-    (``quantize_static`` rewrites the model it is given, so it gets a copy)."""
+    ``op_types``: the operators to quantize (None: ONNX Runtime's default list). ``overrides``: fixed scale and
+    zero point of some tensors (ORT's ``TensorQuantOverrides``, by tensor name) instead of their calibrated
+    range. ``proto`` is not changed (``quantize_static`` rewrites the model it is given, so it gets a copy)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -130,7 +131,8 @@ def to_onnx_int8(proto, calib: Sequence[np.ndarray], *,
         out = os.path.join(tmp, "q.onnx")
         quantize_static(model, out, _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=list(op_types) if op_types else None)
+                        op_types_to_quantize=list(op_types) if op_types else None,
+                        extra_options={"TensorQuantOverrides": overrides} if overrides else None)
         return onnx.load(out)
 
 

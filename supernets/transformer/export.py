@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from search_spaces import InputError
 from search_spaces.transformer import TransformerBlock
 
-__all__ = ["ORT_INT8_OPS", "check_w8a8", "evaluate_onnx", "ort_latencies_ms", "ort_latency_ms", "quantized_nodes",
-           "transformer_onnx", "transformer_ort_int8", "w8a8_blockers"]
+__all__ = ["ORT_INT8_OPS", "check_w8a8", "evaluate_onnx", "lsq_activation_overrides", "ort_latencies_ms",
+           "ort_latency_ms", "quantized_nodes", "transformer_onnx", "transformer_ort_int8", "w8a8_blockers"]
 
 ORT_INT8_OPS: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
 """Operators ONNX Runtime's static quantizer may quantize in a transformer (see the module docstring)."""
@@ -98,9 +98,10 @@ def transformer_ort_int8(model: nn.Module, calib: Sequence[Tensor], *, op_types:
                          strict: bool = True):  # -> onnx.ModelProto
     """ONNX Runtime static QDQ INT8 model of a static transformer, calibrated on the real batches ``calib``.
 
-    The settings of :func:`supernets.deploy.to_onnx_int8` (per-channel int8 weights, uint8 activations,
-    MinMax calibration) restricted to ``op_types`` (``None``: ORT's default list, which breaks causal models;
-    see the module docstring). The graph reads the float (or int64 token) input ``x`` and returns float ``y``,
+    The settings of :func:`supernets.deploy.to_onnx_int8` (per-channel int8 weights, uint8 activations)
+    restricted to ``op_types`` (``None``: ORT's default list, which breaks causal models; see the module
+    docstring); every linear's input takes its learned LSQ step and zero point (:func:`lsq_activation_overrides`),
+    the other quantized tensors (attention matmul operands, the token table) a MinMax range over ``calib``. The graph reads the float (or int64 token) input ``x`` and returns float ``y``,
     batch axis dynamic. ``strict``: refuse a subnet that is not W8A8 (:func:`check_w8a8`); without it any
     subnet is quantized post-training, e.g. a float one extracted with ``quantize=False``.
     """
@@ -111,7 +112,40 @@ def transformer_ort_int8(model: nn.Module, calib: Sequence[Tensor], *, op_types:
     if strict and hasattr(model, "specs"):
         check_w8a8(model.specs)
     proto = transformer_onnx(model, calib[0], dynamic_batch=True)
-    return to_onnx_int8(proto, [c.detach().cpu().numpy() for c in calib], op_types=op_types)
+    return to_onnx_int8(proto, [c.detach().cpu().numpy() for c in calib], op_types=op_types,
+                        overrides=lsq_activation_overrides(model, proto, calib[0]))
+
+
+def lsq_activation_overrides(model: nn.Module, proto, example: Tensor) -> dict[str, list[dict]]:
+    """ORT ``TensorQuantOverrides`` that give each linear's input the step and zero point its LSQ quantizer
+    learned, so the INT8 graph rounds and clips activations as the fake-quantized model does (calibrating
+    ranges instead loses the clipping the model learned to rely on).
+
+    Linears are matched by order: the ``QuantLinear`` modules in the order one forward pass calls them, and the
+    graph's MatMul/Gemm nodes that read a weight initializer, in graph order. A linear whose quantizer is
+    float or not 8-bit, or a graph whose count differs, keeps ORT's calibration (an empty entry)."""
+    from ..static import QuantLinear
+
+    net, called = _cpu_copy(model, fake_quant=True), []
+    for module in net.modules():
+        if isinstance(module, QuantLinear):
+            module.register_forward_pre_hook(lambda mod, _: called.append(mod))
+    with torch.no_grad():
+        net(example.cpu())
+    weights = {init.name for init in proto.graph.initializer}
+    nodes = [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+    if len(nodes) != len(called):
+        return {}
+    out: dict[str, list[dict]] = {}
+    for node, linear in zip(nodes, called):
+        q = linear.quant
+        if getattr(q, "bits", 32) != 8 or q.axis is not None or q.qmax - q.qmin != 255:
+            continue
+        zero = int(round(float(q.zero_point))) - q.qmin  # uint8 code of real 0
+        if 0 <= zero <= 255:
+            out[node.input[0]] = [{"scale": np.array(float(q.scale), dtype=np.float32),
+                                   "zero_point": np.array(zero, dtype=np.uint8)}]
+    return out
 
 
 def quantized_nodes(proto) -> list[tuple[str, str]]:

@@ -151,3 +151,35 @@ def test_ort_latency(setup):
     assert ort_latency_ms(proto, x, runs=4, passes=2) > 0
     timings = ort_latencies_ms([proto, transformer_ort_int8(model, [x])], x, runs=4, passes=2)
     assert len(timings) == 2 and all(t > 0 for t in timings)
+
+
+def test_int8_activations_use_the_learned_lsq_steps(setup):
+    """Each linear's input is quantized with its LSQ step and zero point, not a recalibrated range: the INT8
+    graph then clips and rounds as the fake-quantized model does, closer to it than the float graph (which has
+    no activation quantization at all) and than MinMax-calibrated ranges."""
+    from onnx import numpy_helper
+
+    from supernets.deploy import to_onnx_int8
+    from supernets.static import QuantLinear
+    from supernets.transformer.export import ORT_INT8_OPS
+
+    space, _, model = setup
+    model = copy.deepcopy(model)
+    quants = [m.quant for m in model.modules() if isinstance(m, QuantLinear)]
+    for q in quants:  # steps that clip, as trained ones do
+        q.scale.mul_(0.5)
+    calib = [_inputs(space, 16, 10 + i) for i in range(4)]
+    int8 = transformer_ort_int8(model, calib)
+    inits = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
+    producers = {o: n for n in int8.graph.node for o in n.output}
+    linears = [n for n in int8.graph.node if n.op_type in ("MatMul", "Gemm")
+               and producers[n.input[1]].input[0] in inits]  # a weight: its DequantizeLinear reads stored int8
+    scales = sorted(float(inits[producers[n.input[0]].input[1]]) for n in linears)
+    assert np.allclose(scales, sorted(float(q.scale) for q in quants), rtol=1e-6)
+    x = _inputs(space, 64, 4)
+    fake = _torch_out(model, x)
+    proto = transformer_onnx(model, x[:2])
+    minmax = to_onnx_int8(proto, [c.numpy() for c in calib], op_types=ORT_INT8_OPS)
+    error = {name: np.abs(ort_session(g).run(None, {"x": x.numpy()})[0] - fake).mean()
+             for name, g in (("lsq", int8), ("minmax", minmax), ("float", proto))}
+    assert error["lsq"] < error["minmax"] and error["lsq"] < error["float"], error
