@@ -100,9 +100,10 @@ def transformer_ort_int8(model: nn.Module, calib: Sequence[Tensor], *, op_types:
 
     The settings of :func:`supernets.deploy.to_onnx_int8` (per-channel int8 weights, uint8 activations)
     restricted to ``op_types`` (``None``: ORT's default list, which breaks causal models; see the module
-    docstring); every linear's input takes its learned LSQ step and zero point (:func:`lsq_activation_overrides`),
-    the other quantized tensors (attention matmul operands, the token table) a MinMax range over ``calib``. The graph reads the float (or int64 token) input ``x`` and returns float ``y``,
-    batch axis dynamic. ``strict``: refuse a subnet that is not W8A8 (:func:`check_w8a8`); without it any
+    docstring); every linear's input takes its learned LSQ step and zero point
+    (:func:`lsq_activation_overrides`), the other quantized tensors (attention matmul operands, the token
+    table) a MinMax range over ``calib``. The graph reads the float (or int64 token) input ``x`` and returns
+    float ``y``, batch axis dynamic. ``strict``: refuse a subnet that is not W8A8 (:func:`check_w8a8`); without it any
     subnet is quantized post-training, e.g. a float one extracted with ``quantize=False``.
     """
     from ..deploy import to_onnx_int8
