@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +126,6 @@ def _transformer_coverage(table: Any, space: SearchSpace, about: str, args: argp
     return 0
 
 
-def _space_of_table(path: str) -> SearchSpace:
-    """The space a table's header names (``space`` + ``space_options``), for commands where ``--space`` is optional."""
-    return header_space(LatencyTable.load(path).header, path)
-
-
 def run_check(args: argparse.Namespace) -> int:
     """Load a table strictly and, against a space, report its coverage (exit 2: unusable for the space)."""
     from predictors.latency import table_coverage
@@ -195,23 +191,55 @@ def run_template(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class _TableKind:
+    """What ``calibrate`` and ``recalibrate`` need of one table format (CNN blocks or transformer blocks)."""
+
+    table: Any  # the table class: load, save, header
+    calibrate: Callable[..., tuple[Any, Any]]  # (table, space, timings, *, table_source) -> (table, Calibration)
+    recalibrate: Callable[..., Any]  # (table, space, *, n_calibration, realtime) -> table
+    check_backend: Callable[..., None]  # (backend, *, source): only our backends can be re-measured here
+    n_calibration: int  # recalibrate's default number of subnets
+    check_filled: Callable[[str], None]  # before reading: rows a device has yet to time
+    overhead_note: str  # calibrate: after the per-call overhead
+    fitted_note: Callable[[Any], str]  # recalibrate: after the calibration, from the new header
+
+
+def _table_kind(path: str) -> _TableKind:
+    """The table format of the file at ``path`` (its header says; CNN blocks otherwise)."""
+    if _is_transformer_table(path):
+        from predictors.latency.transformer_table import TransformerLatencyTable
+
+        from .transformer_latency import N_CALIBRATION, check_transformer_backend
+        from .transformer_latency_template import (calibrate_transformer_from_timings, check_filled,
+                                                   recalibrate_transformer)
+
+        return _TableKind(TransformerLatencyTable, calibrate_transformer_from_timings, recalibrate_transformer,
+                          check_transformer_backend, N_CALIBRATION, check_filled, " (taken off every block row)",
+                          lambda h: f" (fitted on {h.calibration_subnets} transformer subnets measured now)")
+    from predictors.latency import calibrate_from_timings
+
+    from .profiling import recalibrate
+
+    return _TableKind(LatencyTable, calibrate_from_timings, recalibrate, check_backend, 10, lambda _: None, "",
+                      lambda _: "")
+
+
 def run_calibrate(args: argparse.Namespace) -> int:
     """Fit a table's per-call overhead and calibration on subnets timed end to end on its device."""
-    from predictors.latency import calibrate_from_timings, read_timings
+    from predictors.latency import read_timings
 
-    if _is_transformer_table(args.table):
-        from .transformer_latency_template import run_transformer_calibrate
-
-        return run_transformer_calibrate(_space(args) if args.space else None, args, _writable)
-    space = _space(args) if args.space else _space_of_table(args.table)
-    table = LatencyTable.load(args.table, space=space)
+    kind = _table_kind(args.table)
+    kind.check_filled(args.table)
+    space = _space(args) if args.space else header_space(kind.table.load(args.table).header, args.table)
+    table = kind.table.load(args.table, space=space)
     _writable(args.table, "TABLE")
     timings = read_timings(args.timings, space)
-    new, cal = calibrate_from_timings(table, space, timings, table_source=args.table)
+    new, cal = kind.calibrate(table, space, timings, table_source=args.table)
     new.save(args.table)
     old, h = table.header, new.header
-    print(f"{args.table}: per-call overhead {old.per_call_overhead_ms:g} -> {h.per_call_overhead_ms:g} ms, "
-          f"calibration {old.calibration_scale:.4g} * raw {old.calibration_offset_ms:+.4g} -> "
+    print(f"{args.table}: per-call overhead {old.per_call_overhead_ms:g} -> {h.per_call_overhead_ms:g} ms"
+          f"{kind.overhead_note}, calibration {old.calibration_scale:.4g} * raw {old.calibration_offset_ms:+.4g} -> "
           f"{h.calibration_scale:.4g} * raw {h.calibration_offset_ms:+.4g} (fitted on {cal.n} subnets of "
           f"{args.timings}, in-sample error {cal.mape:.1f}%)")
     return 0
@@ -219,22 +247,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def run_recalibrate(args: argparse.Namespace) -> int:
     """Refit a table's calibration on subnets measured now and rewrite it in place."""
-    from .profiling import recalibrate
-
     space = _space(args)
-    if _is_transformer_table(args.table):
-        from .transformer_latency_template import run_transformer_recalibrate
-
-        return run_transformer_recalibrate(space, args, _writable)
-    table = LatencyTable.load(args.table, space=space)
+    kind = _table_kind(args.table)
+    table = kind.table.load(args.table, space=space)
     _writable(args.table, "TABLE")
-    check_backend(table.header.backend, source=args.table)  # only tables of our backends can be re-measured
+    kind.check_backend(table.header.backend, source=args.table)  # only tables of our backends can be re-measured
     table.check_target(device=device_name(), source=args.table)
-    new = recalibrate(table, space, n_calibration=args.calibration or 10, realtime=args.realtime)
+    new = kind.recalibrate(table, space, n_calibration=args.calibration or kind.n_calibration,
+                           realtime=args.realtime)
     new.save(args.table)
     old, h = table.header, new.header
     print(f"{args.table}: calibration {old.calibration_scale:.4g} * raw {old.calibration_offset_ms:+.4g} -> "
-          f"{h.calibration_scale:.4g} * raw {h.calibration_offset_ms:+.4g}")
+          f"{h.calibration_scale:.4g} * raw {h.calibration_offset_ms:+.4g}{kind.fitted_note(h)}")
     return 0
 
 

@@ -27,7 +27,6 @@ the header's ``per_call_overhead_ms`` taken off, a refit first adds the previous
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -36,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from predictors.latency import TableHeader, fit_calibration
-from predictors.latency.table import header_space
 from predictors.latency.calibration import Calibration
-from predictors.latency.timings import OVERHEAD_ROW, SubnetTimings, read_timings, write_timings_template
+from predictors.latency.timings import OVERHEAD_ROW, SubnetTimings, write_timings_template
 from predictors.latency.transformer_table import (SIGNATURE, STATS, TRANSFORMER_COLUMNS, TRANSFORMER_FORMAT,
                                                   TransformerEntry, TransformerLatencyPredictor,
                                                   TransformerLatencyTable, bits_text, distinct_transformer_blocks,
@@ -51,8 +49,7 @@ from .latency_template import TEMPLATE_FORMAT, Template, _check_folder, staged_f
 from .transformer_latency import CALIBRATION_SEED, N_CALIBRATION, check_transformer_backend
 
 __all__ = ["HINT_BACKENDS", "template_transformer_blocks", "write_transformer_template",
-           "calibrate_transformer_from_timings", "recalibrate_transformer",
-           "run_transformer_calibrate", "run_transformer_recalibrate"]
+           "calibrate_transformer_from_timings", "recalibrate_transformer", "check_filled"]
 
 HINT_BACKENDS: dict[str, str] = {"int8": "onnxruntime-int8", "fp32": "onnxruntime-fp32"}
 """``--backend-hint`` -> the backend whose bit mapping (and models) the template follows: int8 maps every
@@ -204,7 +201,7 @@ def _onnx_models(folder: Path, manifest: dict[str, Any], space: SearchSpace, blo
 
 
 # ---- calibration -----------------------------------------------------------------------------------
-def _check_filled(path: str) -> None:
+def check_filled(path: str) -> None:
     """A row of blocks.csv not timed yet is one error naming its line, field and model file."""
     from predictors.latency.formats import parse_csv
     from search_spaces.inputs import read_text
@@ -279,41 +276,3 @@ def recalibrate_transformer(table: TransformerLatencyTable, space: SearchSpace, 
                                realtime=realtime)
     measured = _time_models(subnet_models(space, genomes, h.backend, batch=h.batch, seed=seed), protocol)
     return calibrate_transformer_table(table, space, genomes, [t.mean_ms for t in measured])
-
-
-# ---- the commands (dispatched from nas.latency_cli) -------------------------------------------------
-def run_transformer_calibrate(space: SearchSpace | None, args: argparse.Namespace,
-                              writable: Any) -> int:
-    """``qnas latency calibrate`` of a transformer table: ``space`` from ``--space`` (None: from its header)."""
-    _check_filled(args.table)
-    if space is None:
-        space = header_space(TransformerLatencyTable.load(args.table).header, args.table)
-    table = TransformerLatencyTable.load(args.table, space=space)
-    writable(args.table, "TABLE")
-    timings = read_timings(args.timings, space)
-    new, cal = calibrate_transformer_from_timings(table, space, timings, table_source=args.table)
-    new.save(args.table)
-    old, h = table.header, new.header
-    print(f"{args.table}: per-call overhead {old.per_call_overhead_ms:g} -> {h.per_call_overhead_ms:g} ms (taken off "
-          f"every block row), calibration {old.calibration_scale:.4g} * raw {old.calibration_offset_ms:+.4g} -> "
-          f"{h.calibration_scale:.4g} * raw {h.calibration_offset_ms:+.4g} (fitted on {cal.n} subnets of "
-          f"{args.timings}, in-sample error {cal.mape:.1f}%)")
-    return 0
-
-
-def run_transformer_recalibrate(space: SearchSpace, args: argparse.Namespace, writable: Any) -> int:
-    """``qnas latency recalibrate`` of a transformer table (ONNX Runtime backends: measured here)."""
-    from supernets.timing import device_name
-
-    table = TransformerLatencyTable.load(args.table, space=space)
-    writable(args.table, "TABLE")
-    check_transformer_backend(table.header.backend, source=args.table)  # only our backends can be re-measured
-    table.check_target(device=device_name(), source=args.table)
-    new = recalibrate_transformer(table, space, n_calibration=args.calibration or N_CALIBRATION,
-                                  realtime=args.realtime)
-    new.save(args.table)
-    old, h = table.header, new.header
-    print(f"{args.table}: calibration {old.calibration_scale:.4g} * raw {old.calibration_offset_ms:+.4g} -> "
-          f"{h.calibration_scale:.4g} * raw {h.calibration_offset_ms:+.4g} (fitted on {h.calibration_subnets} "
-          "transformer subnets measured now)")
-    return 0
