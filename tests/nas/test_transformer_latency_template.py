@@ -21,6 +21,8 @@ from predictors.latency.transformer_table import (TransformerLatencyPredictor, T
                                                   distinct_transformer_blocks, transformer_bits_measured_as)
 from search_spaces import InputError, get_space
 
+from test_latency_template import cli, one_error  # the `qnas latency` runners of the CNN template tests
+
 OPTIONS = {"front": "lm", "vocab_size": 11, "seq_len": 8, "depths": [1], "widths": [16], "heads": [2],
            "mlp_ratios": [1, 2]}
 SPACE_ARGS = ["--space", "transformer", "--space-options", json.dumps(OPTIONS)]
@@ -40,20 +42,6 @@ def template(tmp_path_factory):
                       "--device", "Acme NPU-2 (imaginary)", "--backend", "acme-sdk", "--calibration", str(N_SUBNETS),
                       "--out", str(folder), "--no-progress"]) == 0
     return folder
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = qnas_main(["latency", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error(capsys, *argv: str) -> str:
-    """Run a command that must fail: exit 2 and exactly one `error: ...` line."""
-    code, _, err = cli(capsys, *argv)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def data_rows(path: Path) -> list[dict[str, str]]:
