@@ -112,14 +112,17 @@ def _channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.nda
     return mean, np.maximum(std, 1e-8)
 
 
-def _normalise(train: np.ndarray, others: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], str]:
-    """Float32 tensors normalised per channel with the *train* statistics (no test leakage)."""
-    mean, std = _channel_stats(train)
+def _normalised(images: Sequence[np.ndarray], mean: np.ndarray, std: np.ndarray) -> tuple[list[torch.Tensor], str]:
+    """Float32 tensors of ``images`` normalised per channel with ``mean``/``std``, and the statistics as text."""
     m32 = mean.astype(np.float32)[None, :, None, None]
     s32 = std.astype(np.float32)[None, :, None, None]
-    tensors = [torch.from_numpy((a.astype(np.float32) - m32) / s32) for a in (train, *others)]
-    stats = f"mean {np.round(mean, 4).tolist()}, std {np.round(std, 4).tolist()}"
-    return tensors, stats
+    tensors = [torch.from_numpy((a.astype(np.float32) - m32) / s32) for a in images]
+    return tensors, f"mean {np.round(mean, 4).tolist()}, std {np.round(std, 4).tolist()}"
+
+
+def _normalise(train: np.ndarray, others: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], str]:
+    """Float32 tensors normalised per channel with the *train* statistics (no test leakage)."""
+    return _normalised((train, *others), *_channel_stats(train))
 
 
 def _picked(name: str, parts: dict[str, tuple[np.ndarray, np.ndarray]], limits: dict[str, object],
@@ -203,11 +206,9 @@ def make_streamed_image_splits(
     picked = _picked(name, parts, limits, seed)
     (train, _), (val, _), (test, _) = picked
     mean, std = _channel_stats(np.asarray(train[:stats_images]))
-    m32, s32 = mean.astype(np.float32)[None, :, None, None], std.astype(np.float32)[None, :, None, None]
-    val_x, test_x = (torch.from_numpy((np.asarray(x).astype(np.float32) - m32) / s32) for x in (val, test))
+    (val_x, test_x), stats = _normalised((np.asarray(val), np.asarray(test)), mean, std)
     streamed = StreamedImages(train, mean.astype(np.float32), std.astype(np.float32))
     sizes = "/".join(str(len(y)) for _, y in picked)
     full = (f"{description}; train/val/test {sizes} (seed {seed}); train streamed from its files, normalised per "
-            f"channel with the first {min(stats_images, len(train))} train images' mean "
-            f"{np.round(mean, 4).tolist()}, std {np.round(std, 4).tolist()}")
+            f"channel with the first {min(stats_images, len(train))} train images' {stats}")
     return _splits(name, streamed, [y for _, y in picked], val_x, test_x, classes=classes, description=full)
