@@ -7,7 +7,7 @@ else ``$QNAS_DATA``; ``digits`` is embedded in scikit-learn and needs neither.
 """
 
 from supernets.data import graphs as _graphs  # noqa: F401 - registers cora, citeseer
-from supernets.data import imagefolder as _imagefolder  # noqa: F401 - registers imagefolder (your own images)
+from supernets.data import imagefolder as _imagefolder  # noqa: F401 - registers imagefolder
 from supernets.data import images as _images  # noqa: F401 - registers digits, mnist, cifar10
 from supernets.data import text as _text  # noqa: F401 - registers tinyshakespeare
 from supernets.data.registry import (
