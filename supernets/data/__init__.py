@@ -2,8 +2,8 @@
 
 Image datasets (``digits``, ``mnist``, ``cifar10``, ``imagefolder``: a class tree of the user's files) return
 :class:`ImageSplits`; graph datasets (``cora``, ``citeseer``) return :class:`GraphSplits`; the character-level
-text dataset ``tinyshakespeare`` returns :class:`TextSplits` (next-character windows). Files are found under an explicit ``root``,
-else ``$QNAS_DATA``; ``digits`` is embedded in scikit-learn and needs neither.
+text dataset ``tinyshakespeare`` returns :class:`TextSplits` (next-character windows). Files are found under an
+explicit ``root``, else ``$QNAS_DATA``; ``digits`` is embedded in scikit-learn and needs neither.
 """
 
 from supernets.data import graphs as _graphs  # noqa: F401 - registers cora, citeseer
