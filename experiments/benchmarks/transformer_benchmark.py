@@ -80,23 +80,24 @@ PRESETS = {
                                bn_calib_samples=64, eval_batch_size=250),
                     subnets=8),
     },
-    "quick": {
-        "lm": dict(space=dict(front="lm", vocab_size=65, seq_len=64, depths=[1, 2], widths=[32, 48], heads=[1, 2],
-                              mlp_ratios=[2, 4], w_bits=[4, 8], a_bits=[8]),
-                   data=dict(seq_len=64, max_train=256, max_val=64),
-                   train=dict(warmup_epochs=1, epochs=1, batch_size=64, optimizer="adamw", lr=3e-3,
-                              weight_decay=0.05, label_smoothing=0.0, random_subnets=1, student_weight=0.25,
-                              bn_calib_samples=64, eval_batch_size=64),
+}
+
+
+def _smaller(preset: dict, **changes: dict) -> dict:
+    """``preset`` with some entries of its sections (space, data, train, ...) replaced."""
+    out = copy.deepcopy(preset)
+    for section, values in changes.items():
+        out[section] = out[section] | values if isinstance(out[section], dict) else values
+    return out
+
+
+PRESETS["quick"] = {  # a smoke run: the same settings, tiny sizes
+    "lm": _smaller(PRESETS["full"]["lm"], space=dict(depths=[1, 2], widths=[32, 48]),
+                   data=dict(max_train=256, max_val=64), train=dict(warmup_epochs=1, epochs=1, eval_batch_size=64),
                    archs=4, latency=dict(runs=5, passes=2), search=dict(budget=8, population_size=4)),
-        "vit": dict(space=dict(front="vit", image_size=32, in_channels=3, patch_size=8, num_classes=10,
-                               pooling="cls", depths=[1, 2], widths=[32, 48], heads=[1, 2], mlp_ratios=[2, 3],
-                               w_bits=[4, 8], a_bits=[8]),
-                    data=dict(variant="subset", max_train=256, max_val=100, max_test=200),
-                    train=dict(warmup_epochs=1, epochs=1, batch_size=64, optimizer="adamw", lr=3e-3,
-                               weight_decay=0.05, label_smoothing=0.1, random_subnets=1, student_weight=0.25,
-                               bn_calib_samples=64, eval_batch_size=100),
-                    subnets=3),
-    },
+    "vit": _smaller(PRESETS["full"]["vit"], space=dict(depths=[1, 2], widths=[32, 48]),
+                    data=dict(max_train=256, max_val=100, max_test=200),
+                    train=dict(warmup_epochs=1, epochs=1, eval_batch_size=100), subnets=3),
 }
 
 
