@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from search_spaces.errors import InputError
+from search_spaces.errors import InputError, shown
 from supernets.data.registry import ImageSplits
 from supernets.data.stream import FileImages, StreamedImages
 
@@ -73,6 +73,15 @@ def check_limit(dataset: str, option: str, value: object) -> int | None:
         msg = f"must be a positive integer or null, got {value!r}"
         raise InputError(msg, source=dataset, field=option)
     return int(value)
+
+
+def check_int(dataset: str, option: str, value: object, low: int, high: int | None = None) -> int:
+    """An integer option in ``low..high`` (bool refused); InputError naming ``option`` otherwise."""
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):  # type: ignore[operator]
+        wanted = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
+        raise InputError(f"must be {wanted}, got {shown(value)}", source=dataset, field=option)
+    return int(value)  # type: ignore[arg-type]
 
 
 def check_limits(dataset: str, max_train: object, max_val: object, max_test: object) -> dict[str, int | None]:

@@ -25,6 +25,7 @@ import numpy as np
 from search_spaces.errors import InputError
 from supernets.data._split import (
     check_fraction,
+    check_int,
     check_limits,
     fraction_count,
     make_image_splits,
@@ -78,12 +79,6 @@ def _scan(folder: Path, classes: tuple[str, ...] | None = None) -> _Tree:
     return _Tree(folder, names, np.array(files), np.array(labels, dtype=np.int64))
 
 
-def _int_option(name: str, value: object, lo: int, hi: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise InputError(f"got {value!r}, expected {what}", source="imagefolder", field=name)
-    return int(value)
-
-
 def _tree_root(root: str | Path | None, folder: object) -> Path:
     if not isinstance(folder, (str, Path)) or not str(folder):
         raise InputError(f"got {folder!r}, expected the tree's folder (relative to the data root, or absolute)",
@@ -113,16 +108,15 @@ def load_imagefolder(
     max_test: int | None = None,
 ) -> ImageSplits:
     """A class tree of image files (see the module docstring for the layouts and options)."""
-    size = _int_option("image_size", image_size, 4, 1024, "an image side in pixels, 4..1024")
+    size = check_int("imagefolder", "image_size", image_size, 4, 1024)
     if channels not in (1, 3) or isinstance(channels, bool):
         raise InputError(f"got {channels!r}, expected 3 (RGB) or 1 (grayscale)", source="imagefolder",
                          field="channels")
-    workers = _int_option("workers", workers, 0, 64, "a number of DataLoader worker processes, 0..64")
+    workers = check_int("imagefolder", "workers", workers, 0, 64)
     if not isinstance(stream, bool):
         raise InputError(f"got {stream!r}, expected true (read the train images from their files while training) "
                          "or false (decode them into memory now)", source="imagefolder", field="stream")
-    stats_images = _int_option("stats_images", stats_images, 1, 1_000_000,
-                               "a number of train images, 1..1000000 (the normalisation statistics of a stream)")
+    stats_images = check_int("imagefolder", "stats_images", stats_images, 1, 1_000_000)
     val_fraction = check_fraction("imagefolder", "val_fraction", val_fraction)
     limits = check_limits("imagefolder", max_train, max_val, max_test)
     base = _tree_root(root, folder)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search_spaces.errors import InputError, shown
-from supernets.data._split import check_limit, child_rngs
+from search_spaces.errors import InputError
+from supernets.data._split import check_int, check_limit, child_rngs
 from supernets.data.registry import TextSplits, data_root_for, missing_dataset, register_dataset
 
 TRAIN_FRACTION = 0.9
@@ -27,15 +27,6 @@ _EXPECTED = (
     "data/tinyshakespeare/input.txt; also accepted as tinyshakespeare.txt or tiny-shakespeare.txt) "
     "in <root>/tinyshakespeare/ or <root>/"
 )
-
-
-def _check_int(name: str, option: str, value: object, low: int, high: int | None = None) -> int:
-    """An integer option in ``low..high`` (bool refused); InputError naming ``option`` otherwise."""
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):  # type: ignore[operator]
-        wanted = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
-        raise InputError(f"must be {wanted}, got {shown(value)}", source=name, field=option)
-    return int(value)  # type: ignore[arg-type]
 
 
 def _find_text(name: str, root: str | Path | None) -> Path:
@@ -119,8 +110,8 @@ def load_tinyshakespeare(
     validation results on the full held-out 10 %.
     """
     name = "tinyshakespeare"
-    seq_len = _check_int(name, "seq_len", seq_len, 2, MAX_SEQ_LEN)
-    stride = seq_len if stride is None else _check_int(name, "stride", stride, 1)
+    seq_len = check_int(name, "seq_len", seq_len, 2, MAX_SEQ_LEN)
+    stride = seq_len if stride is None else check_int(name, "stride", stride, 1)
     max_train = check_limit(name, "max_train", max_train)
     max_val = check_limit(name, "max_val", max_val)
     path = _find_text(name, root)
