@@ -54,12 +54,18 @@ def test_every_declared_range_admits_its_locked_version():
 
 
 def test_lock_holds_every_transitive_dependency():
+    """Every requirement of every locked package, and of the extras pyproject.toml asks for (``ray[train]``)."""
     pins, environment = _lock(), default_environment()
+    extras: dict[str, set[str]] = {}
+    for requirement in _declared():
+        extras.setdefault(canonicalize_name(requirement.name), set()).update(requirement.extras)
     missing = []
     for name in pins:
         for text in metadata.requires(name) or []:
             requirement = Requirement(text)
-            if requirement.marker is not None and not requirement.marker.evaluate({**environment, "extra": ""}):
+            wanted = [""] + sorted(extras.get(name, ()))
+            if requirement.marker is not None and not any(requirement.marker.evaluate({**environment, "extra": extra})
+                                                          for extra in wanted):
                 continue
             if canonicalize_name(requirement.name) not in pins:
                 missing.append(f"{name} needs {requirement}")
