@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +126,11 @@ def _provenance(result: SearchResult, sources: Mapping[str, str]) -> list[str]:
 
 def write_report(path: str | Path, result: SearchResult, *, title: str, setup: Mapping[str, str],
                  sources: Mapping[str, str], exported: Sequence[Path] = (), notes: Sequence[str] = (),
-                 sections: Sequence[str] = ()) -> None:
-    """``report.md``: setup, provenance of every metric, the front (or the closest misses), hypervolume."""
+                 sections: Sequence[str] = (), columns: Mapping[str, Callable[[Trial], str]] | None = None) -> None:
+    """``report.md``: setup, provenance of every metric, the front (or the closest misses), hypervolume.
+
+    ``columns``: extra ``{heading: text of a trial}`` columns of the front's table (e.g. a readable name)."""
+    named = {k: [f(t) for t in (result.front or result.closest)] for k, f in (columns or {}).items()}
     lines = [f"# {title}", "", f"{len(result.trials)} distinct candidates evaluated of a budget of {result.budget} "
              f"in {result.batches} batches ({result.evaluated} in this session, {result.reused} reused from the "
              f"journal). {result.stop_reason[:1].upper()}{result.stop_reason[1:]}.", ""]
@@ -136,9 +139,9 @@ def write_report(path: str | Path, result: SearchResult, *, title: str, setup: M
     lines += ["## How each metric was obtained", "", *_provenance(result, sources), ""]
     if result.feasible:
         lines += [f"## Pareto front ({len(result.front)} subnets)", "", "Ordered by the first objective.", "",
-                  *_table(result, result.front), "", "![Pareto front](pareto.png)", ""]
+                  *_table(result, result.front, named), "", "![Pareto front](pareto.png)", ""]
     else:
-        violation = {"violated": [", ".join(str(c) for c in result.constraints
+        violation = {**named, "violated": [", ".join(str(c) for c in result.constraints
                                             if c.violation(t.metrics[c.metric]) > 0) for t in result.closest]}
         lines += ["## No candidate met the constraints", "",
                   "The closest candidates (smallest total violation relative to each bound):", "",

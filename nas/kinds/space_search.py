@@ -1,18 +1,20 @@
 """``kind: space-search``: rank candidate search spaces by SpaceEvo's Q-T score, with aging evolution over them.
 
-The dataset is loaded only when the lookup table must be built (then in the run); the procedure and its
-artifacts (``ranking.csv/json``, ``spaces.jsonl``, ``qt_scores.png``) are :mod:`nas.spaceevo.run`.
+The dataset is loaded only when the lookup table must be built (then in the run); the procedure is
+:mod:`nas.spaceevo.run`. Every scored space is a trial of the run's journal, and the artifacts are those of
+every kind (:mod:`nas.spaceevo.trials`): the front maximises the Q-T score's term under each latency constraint.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from nas.config import LoadedConfig
 from nas.experiment import Experiment, Reporter
+from nas.journal import Journal, read_journal
+from nas.rundir import JOURNAL
 from search_spaces import InputError
 
 from .base import ExperimentKind, KindOutcome, register_kind
@@ -63,36 +65,44 @@ class SpaceSearchKind(ExperimentKind):
                           f"{s.evolution.total} spaces scored"),
             ("output", f"{config.output.root}/{config.name}-<timestamp>/")]
 
+    def acquire(self, run_dir: Path) -> Journal:
+        return Journal(run_dir / JOURNAL)
+
     def run(self, exp: Experiment, run_dir: Path, reporter: Reporter, *, resume: bool,
             handle: Any = None) -> KindOutcome:
         from nas.spaceevo.run import run_space_search
 
         config = exp.loaded.config
         try:
-            run_space_search(config.space_search, run_dir=run_dir, seed=config.seed, data=exp.data,
-                             log=reporter.info)
+            found = run_space_search(config.space_search, run_dir=run_dir, seed=config.seed, data=exp.data,
+                                     log=reporter.info, journal=handle)
         except InputError as err:
             if err.source is not None or not (err.field or "").startswith("space_search"):
                 raise
             raise exp.loaded.error(err.field, err.detail) from None
-        return None, {}
+        search = found.search
+        return None, {"evaluations": len(search.trials), "front_size": len(search.front),
+                      "hypervolume": search.hypervolume, "stop_reason": search.stop_reason}
 
-    def front_definition(self, loaded: LoadedConfig) -> Any:
-        raise InputError("a space-search run ranks search spaces and has no Pareto front; see its ranking.csv "
-                         "and report.md", source=loaded.source, field="kind")
+    def front_definition(self, loaded: LoadedConfig) -> tuple[Sequence[Any], Sequence[Any]]:
+        from nas.spaceevo.trials import objectives
+
+        return objectives(loaded.config.space_search.qt.latency_constraints_ms), ()
 
     def show(self, run_dir: Path, loaded: LoadedConfig, out: Any, show_front: Callable[[Path], None]) -> None:
-        """The best spaces by Q-T score (all in ranking.csv)."""
-        from nas.spaceevo.qt_score import QtScore
+        """The best spaces by Q-T score (every scored space is in trials.jsonl), then the front."""
         from nas.spaceevo.table import ranking_table
+        from nas.spaceevo.trials import score_of
 
         config = loaded.config
-        ranking = [QtScore.from_dict(r) for r in json.loads((run_dir / "ranking.json").read_text())["ranking"]]
-        qt = config.space_search.qt.settings(config.seed)
+        limits = config.space_search.qt.latency_constraints_ms
+        records = {r["key"]: r for r in read_journal(run_dir / JOURNAL).records}.values()
+        ranking = sorted((score_of(r, limits) for r in records), key=lambda s: (-s.score, s.candidate))
         top = config.space_search.top
-        out.print(ranking_table(
-            ranking[:top], qt, f"best {min(len(ranking), top)} of {len(ranking)} spaces by Q-T score (all in "
-                               "ranking.csv)"))
+        out.print(ranking_table(ranking[:top], config.space_search.qt.settings(config.seed),
+                                f"best {min(len(ranking), top)} of {len(ranking)} spaces by Q-T score (all in "
+                                "trials.jsonl, ranked in report.md)"))
+        show_front(run_dir)
 
     def space_info(self, exp: Experiment) -> dict[str, Any]:
         return {"macro": exp.loaded.config.space_search.macro, "dataset": exp.loaded.config.dataset.name}

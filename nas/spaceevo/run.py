@@ -8,16 +8,18 @@ Config section (``space_search:`` of an experiment YAML; :class:`SpaceSearchConf
       qt: {latency_constraints_ms: [0.5, 0.7, 0.9], n_subnets: 100000, top_k: 50, t: 0.1, a: 0.01}
       evolution: {population: 500, sample: 125, total: 5000}
 
-Run folder: ``lut.json`` (when built here; ``lut.blocks.csv`` its timed blocks), ``teacher.pt``,
-``spaces.jsonl`` (every scored space in order), ``ranking.csv`` / ``ranking.json`` (distinct spaces,
-best first), ``qt_scores.png`` and ``report.md``.
+Run folder: ``lut.json`` (when built here; ``lut.blocks.csv`` its timed blocks), ``teacher.pt``, and what
+every kind writes (:mod:`nas.spaceevo.trials`): ``trials.jsonl`` (every scored space in order, journaled as
+it is scored), ``pareto.csv/json/png``, ``hypervolume.csv/png`` and ``report.md``, whose ranking of the
+distinct spaces by Q-T score has its own plot, ``qt_scores.png``. A resume scores the same evolution again
+(it is seeded) and keeps the journal's lines.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nas.config_paths import ConfigPath, ExistingPath
-from nas.rundir import atomic_write_json, atomic_write_text
+from nas.journal import Journal, read_journal
+from nas.rundir import JOURNAL, atomic_write_json, atomic_write_text, now_iso
+from nas.search import SearchResult
 from search_spaces import InputError
 from search_spaces.errors import nearest
 from search_spaces.meta import MACROS, parse_candidate
@@ -34,10 +38,10 @@ from supernets.backends import int8_backends
 from .evolution import EvolutionSettings, aging_evolution
 from .lut import QtLut
 from .qt_score import QtScore, QtSettings, qt_score
+from .trials import candidate_genome, genome_candidate, search_result, trial_record
 
-__all__ = ["LutConfig", "QtConfig", "EvolutionConfig", "SpaceSearchConfig", "SpaceSearchExperiment",
-           "SpaceSearchResult", "run_space_search", "load_lut", "rank_spaces",
-           "write_ranking"]
+__all__ = ["LutConfig", "QtConfig", "EvolutionConfig", "SpaceSearchConfig", "SpaceSearchResult", "run_space_search",
+           "load_lut", "rank_spaces", "write_ranking"]
 
 Log = Callable[[str], None] | None
 
@@ -138,6 +142,8 @@ class SpaceSearchResult:
     lut_path: Path
     run_dir: Path
     seconds: float
+    search: SearchResult
+    """The scored spaces as trials, their front and hypervolume (:mod:`nas.spaceevo.trials`)."""
 
     @property
     def best(self) -> QtScore:
@@ -175,26 +181,50 @@ def _lut_for(config: SpaceSearchConfig, run_dir: Path, data: Any, seed: int, log
 
 
 def run_space_search(config: SpaceSearchConfig, *, run_dir: str | Path, seed: int = 0, data: Any = None,
-                     log: Log = print) -> SpaceSearchResult:
-    """Evolve candidate spaces by Q-T score and write the run's artifacts.
+                     log: Log = print, journal: Journal | None = None) -> SpaceSearchResult:
+    """Evolve candidate spaces by Q-T score, journal every scored space and write the run's artifacts.
 
     ``data``: the dataset (``ImageSplits``, or a zero-argument loader) when the table must be built.
+    ``journal``: the run's ``trials.jsonl``, already open (the runner holds it); else opened here. Lines already
+    in it are kept: the seeded evolution must score the same spaces in the same order again, or the run is refused.
     """
     start, run_dir = time.perf_counter(), Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lut, lut_path = _lut_for(config, run_dir, data, seed, log)
-    e = config.evolution
-    qt = config.qt.settings(seed)
-    result = aging_evolution(lut, config.macro, qt, EvolutionSettings(e.population, e.sample, e.total, seed))
-    atomic_write_text(run_dir / "spaces.jsonl", "".join(json.dumps({"index": i, **s.to_dict()}) + "\n"
-                                                        for i, s in enumerate(result.history)))
-    write_ranking(result.ranking, qt, run_dir, top=config.top, history=result.history)
+    e, qt, path = config.evolution, config.qt.settings(seed), run_dir / JOURNAL
+    prior = list(read_journal(path, repair=True).records) if path.exists() else []
+    with Journal(path) if journal is None else nullcontext(journal) as out:
+        clock = [time.perf_counter()]
+
+        def on_trial(index: int, score: QtScore) -> None:
+            candidate, seconds = parse_candidate(score.candidate), time.perf_counter() - clock[0]
+            clock[0] += seconds
+            if index < len(prior):
+                _check_prior(path, index, prior[index], candidate)
+            else:
+                out.append(trial_record(candidate, score, qt, batch=index // e.population, seconds=seconds,
+                                        finished_at=now_iso()))
+
+        result = aging_evolution(lut, config.macro, qt, EvolutionSettings(e.population, e.sample, e.total, seed),
+                                 on_trial=on_trial)
+    records = list(read_journal(path).records)[: e.total]
+    reused = len({r["key"] for r in prior[: e.total]})
+    search = search_result(records, lut, qt, budget=e.total, reused=reused)
     seconds = time.perf_counter() - start
-    _report(run_dir, config, lut, lut_path, result.ranking, len(result.history), seconds)
+    _write_artifacts(run_dir, config, qt, search, result.ranking, result.history, lut, lut_path, seconds)
     if log:
         log(f"best space {result.best.candidate} (Q-T score {result.best.score:.4f}) of {len(result.ranking)} "
-            f"distinct spaces scored; artifacts in {run_dir}")
-    return SpaceSearchResult(result.ranking, len(result.history), lut_path, run_dir, seconds)
+            f"distinct spaces scored, {len(search.front)} on the front of the per-constraint scores; artifacts in "
+            f"{run_dir}")
+    return SpaceSearchResult(result.ranking, len(result.history), lut_path, run_dir, seconds, search)
+
+
+def _check_prior(path: Path, index: int, record: Any, candidate: Any) -> None:
+    """A journaled line must hold the space the evolution scores at its position."""
+    if record.get("key") != candidate_genome(candidate).key:
+        raise InputError(f"line {index + 1} holds space {record.get('candidate', '?')}, but the evolution scored "
+                         f"{candidate} at that step: the journal was written with another lookup table or settings; "
+                         "start a new run", source=path)
 
 
 def rank_spaces(lut: QtLut, candidates: Sequence[str], qt: QtSettings) -> list[QtScore]:
@@ -225,22 +255,49 @@ def write_ranking(ranking: Sequence[QtScore], qt: QtSettings, out_dir: str | Pat
     plot_scores(ranking[:top], qt, out / "qt_scores.png", history=history)
 
 
-def _report(run_dir: Path, config: SpaceSearchConfig, lut: QtLut, lut_path: Path, ranking: Sequence[QtScore],
-            scored: int, seconds: float) -> None:
+def _write_artifacts(run_dir: Path, config: SpaceSearchConfig, qt: QtSettings, search: SearchResult,
+                     ranking: Sequence[QtScore], history: Sequence[QtScore], lut: QtLut, lut_path: Path,
+                     seconds: float) -> None:
+    """What every kind writes (front, hypervolume, report, through :mod:`nas.report` and :mod:`nas.plots`), with
+    the ranking by Q-T score as the report's own section and plot."""
+    from nas.plots import plot_hypervolume, plot_pareto
+    from nas.report import write_hypervolume_csv, write_pareto_csv, write_pareto_json, write_report
+
+    from .plots import plot_scores
+
     limits = config.qt.latency_constraints_ms
+    write_pareto_csv(run_dir / "pareto.csv", search)
+    write_pareto_json(run_dir / "pareto.json", search, macro=config.macro, lookup_table=str(lut_path),
+                      space_search=config.model_dump(mode="json"),
+                      ranking=[{"rank": i, "candidate": s.candidate, "qt_score": s.score}
+                               for i, s in enumerate(ranking[: config.top], start=1)])
+    write_hypervolume_csv(run_dir / "hypervolume.csv", search.history)
+    plot_pareto(search, run_dir / "pareto.png", title=f"space search ({config.macro}): Q-T score terms per latency "
+                "constraint")
+    plot_hypervolume(search.history, run_dir / "hypervolume.png", title="space search: hypervolume after each batch")
+    plot_scores(ranking[: config.top], qt, run_dir / "qt_scores.png", history=history)
     info = lut.info
-    rows = "\n".join(f"| {i} | `{s.candidate}` | {s.score:.4f} | " + " | ".join(f"{v:.4f}" for v in s.per_constraint)
-                     + f" | {parse_candidate(s.candidate).describe()} |"
-                     for i, s in enumerate(ranking[: config.top], start=1))
-    text = (f"# Space search ({config.macro})\n\n"
-            f"- lookup table: `{lut_path}` ({len(lut.entries)} entries, {lut.backend} on {lut.device}, "
-            f"fixed part {lut.fixed_ms:.3f} ms)\n"
-            f"- teacher: {info.get('teacher', '?')}, "
-            f"val accuracy {info.get('teacher_val_accuracy', float('nan')):.3f}\n"
-            f"- Q-T score: N = {config.qt.n_subnets}, top-{config.qt.top_k}, t = {config.qt.t}, a = {config.qt.a}, "
-            f"constraints {limits} ms\n"
-            f"- aging evolution: population {config.evolution.population}, sample {config.evolution.sample}, "
-            f"{scored} spaces scored ({len(ranking)} distinct) in {seconds:.1f} s\n\n"
-            "| # | space | Q-T score | " + " | ".join(f"@{t:g} ms" for t in limits) + " | stages |\n"
-            "|---|---|---|" + "---|" * len(limits) + "---|\n" + rows + "\n\n![scores](qt_scores.png)\n")
-    atomic_write_text(run_dir / "report.md", text)
+    setup = {
+        "macro": config.macro,
+        "lookup table": f"`{lut_path}` ({len(lut.entries)} entries, {lut.backend} on {lut.device}, fixed part "
+                        f"{lut.fixed_ms:.3f} ms)",
+        "teacher": f"{info.get('teacher', '?')}, val accuracy {info.get('teacher_val_accuracy', float('nan')):.3f}",
+        "Q-T score": f"N = {config.qt.n_subnets}, top-{config.qt.top_k}, t = {config.qt.t}, a = {config.qt.a}, "
+                     f"constraints {limits} ms",
+        "aging evolution": f"population {config.evolution.population}, sample {config.evolution.sample}, "
+                           f"{len(history)} spaces scored ({len(ranking)} distinct) in {seconds:.1f} s"}
+    rows = [f"| {i} | `{s.candidate}` | {s.score:.4f} | " + " | ".join(f"{v:.4f}" for v in s.per_constraint)
+            + f" | {_stages(s.candidate)} |" for i, s in enumerate(ranking[: config.top], start=1)]
+    section = [f"## Best {len(rows)} spaces by Q-T score", "",
+               "SpaceEvo's pick is the first; the front above holds the spaces no other beats under every "
+               "constraint.", "",
+               "| # | space | Q-T score | " + " | ".join(f"@{t:g} ms" for t in limits) + " | stages |",
+               "|---|---|---|" + "---|" * len(limits) + "---|", *rows, "", "![Q-T scores](qt_scores.png)", ""]
+    write_report(run_dir / "report.md", search, title=f"Space search ({config.macro})", setup=setup,
+                 sources={m: "lookup table" for m in search.trials[0].metrics} if search.trials else {},
+                 sections=section, columns={"space": lambda t: f"`{genome_candidate(t.genome)}`"})
+
+
+def _stages(candidate: str) -> str:
+    """The stages of a space for a Markdown table cell (its ``|`` separators escaped)."""
+    return parse_candidate(candidate).describe().replace("|", "\\|")

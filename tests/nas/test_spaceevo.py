@@ -11,6 +11,8 @@ from nas.spaceevo import EvolutionSettings, LutEntry, QtLut, QtSettings, aging_e
 from nas.spaceevo.qt_score import score_draws, score_draws_loop
 from nas.qt_cli import load_space_search_config
 from nas.spaceevo.run import SpaceSearchConfig, run_space_search
+from nas.spaceevo.trials import candidate_genome, genome_candidate
+from search_spaces.genome import Genome
 from search_spaces import InputError
 from search_spaces.meta import all_combos, parse_candidate, uniform_candidates
 
@@ -142,15 +144,53 @@ def test_qt_score_cli_ranks_spaces(tmp_path, capsys):
     assert "position 7 ('7')" in capsys.readouterr().err
 
 
-def test_run_space_search_writes_artifacts(tmp_path):
+def _journal(run):
+    return [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]
+
+
+def test_run_space_search_journals_every_scored_space_and_writes_the_shared_artifacts(tmp_path):
     cfg = load_space_search_config(_config(tmp_path, tiny_lut().save(tmp_path / "lut.json")))
     result = run_space_search(cfg.config, run_dir=tmp_path / "run", seed=cfg.seed, log=None)
-    lines = (tmp_path / "run" / "spaces.jsonl").read_text().splitlines()
-    assert len(lines) == 30 and result.scored == 30
-    ranking = json.loads((tmp_path / "run" / "ranking.json").read_text())["ranking"]
-    assert ranking[0]["candidate"] == result.best.candidate
-    for name in ("ranking.csv", "qt_scores.png", "report.md"):
+    records = _journal(tmp_path / "run")
+    assert len(records) == 30 == result.scored
+    assert [r["batch"] for r in records] == [i // 10 for i in range(30)]  # a batch per population of spaces
+    assert {r["candidate"] for r in records} == {s.candidate for s in result.ranking}
+    for r in records:  # the genome is the space, stage by stage, and reads back as it
+        assert str(genome_candidate(Genome.from_dict(r["genome"]))) == r["candidate"]
+        assert set(r["metrics"]) == {"qt_score", "qt:0.3ms", "qt:0.6ms", "feasible:0.3ms", "feasible:0.6ms",
+                                     "top_loss:0.3ms", "top_loss:0.6ms"}
+        assert r["metrics"]["qt_score"] == pytest.approx(r["metrics"]["qt:0.3ms"] + r["metrics"]["qt:0.6ms"])
+    search = result.search
+    assert len(search.trials) == len(result.ranking) and [h.batch for h in search.history] == [0, 1, 2]
+    # the front: exactly the spaces no other beats under both constraints; SpaceEvo's pick is on it
+    terms = {t.key: (t.metrics["qt:0.3ms"], t.metrics["qt:0.6ms"]) for t in search.trials}
+    dominated = {k for k, a in terms.items() if any(b[0] >= a[0] and b[1] >= a[1] and b != a for b in terms.values())}
+    assert {t.key for t in search.front} == set(terms) - dominated
+    best = next(t for t in search.trials if t.genome.key == candidate_genome(parse_candidate(result.best.candidate)).key)
+    assert best in search.front
+    hv = [h.hypervolume for h in search.history]
+    assert all(0 < a <= b <= 1.1 ** 2 for a, b in zip(hv, hv[1:]))  # grows with the batches, inside the box
+    front = json.loads((tmp_path / "run" / "pareto.json").read_text())
+    assert front["ranking"][0]["candidate"] == result.best.candidate and len(front["front"]) == len(search.front)
+    for name in ("pareto.csv", "pareto.png", "hypervolume.csv", "hypervolume.png", "qt_scores.png", "report.md"):
         assert (tmp_path / "run" / name).stat().st_size > 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"`{result.best.candidate}`" in report and "| qt:0.3ms | lookup table |" in report
+
+
+def test_space_search_resume_keeps_the_journal_and_refuses_a_different_one(tmp_path):
+    cfg = load_space_search_config(_config(tmp_path, tiny_lut().save(tmp_path / "lut.json")))
+    run = tmp_path / "run"
+    first = run_space_search(cfg.config, run_dir=run, seed=cfg.seed, log=None)
+    lines = (run / "trials.jsonl").read_text().splitlines()
+    (run / "trials.jsonl").write_text("\n".join(lines[:12]) + "\n")  # as if stopped after 12 spaces
+    again = run_space_search(cfg.config, run_dir=run, seed=cfg.seed, log=None)
+    assert (run / "trials.jsonl").read_text().splitlines()[:12] == lines[:12]
+    assert [r["candidate"] for r in _journal(run)] == [r["candidate"] for r in map(json.loads, lines)]
+    assert again.search.reused == len({json.loads(line)["key"] for line in lines[:12]})
+    assert [t.key for t in again.search.front] == [t.key for t in first.search.front]
+    with pytest.raises(InputError, match=r"trials.jsonl: line \d+ holds space .* another lookup table or settings"):
+        run_space_search(cfg.config, run_dir=run, seed=cfg.seed + 1, log=None)
 
 
 def test_config_errors_name_the_field(tmp_path):
@@ -175,11 +215,11 @@ def test_qnas_run_space_search_ranks_spaces_in_a_run_folder(tmp_path, capsys):
     assert "Q-T score" in printed and "tiny-" in printed
     (run,) = (tmp_path / "runs").iterdir()
     assert json.loads((run / "manifest.json").read_text())["status"] == "finished"
-    ranking = json.loads((run / "ranking.json").read_text())["ranking"]
-    assert len(ranking) > 1 and ranking[0]["score"] >= ranking[-1]["score"]
-    assert len((run / "spaces.jsonl").read_text().splitlines()) == 30
-    assert main(["pareto", str(run)]) == 2
-    assert "no Pareto front" in capsys.readouterr().err
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert len(_journal(run)) == 30 and manifest["evaluations"] == len({r["key"] for r in _journal(run)})
+    assert main(["pareto", str(run)]) == 0  # the shared front command reads the space search's journal too
+    shown = capsys.readouterr().out
+    assert f"{manifest['front_size']} of {manifest['evaluations']} candidates" in shown and "qt:0.3ms" in shown
 
 
 def test_space_search_refuses_sections_it_would_ignore(tmp_path, capsys):
