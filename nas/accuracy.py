@@ -13,6 +13,7 @@ from pathlib import Path
 
 from search_spaces import Genome, InputError, SearchSpace
 from supernets.checkpoint import load_supernet
+from supernets.concurrent import ConcurrentSubnets
 from supernets.data import ImageSplits
 from supernets.device import CPU, Placement
 from supernets.evaluate import SubnetEvaluator, accuracy_and_loss
@@ -33,18 +34,30 @@ class SupernetAccuracyEvaluator:
     bounds = {"accuracy": (0.0, 1.0)}
     metrics_declared = {"accuracy": "measured", "val_loss": "measured"}
 
-    def __init__(self, evaluator: SubnetEvaluator) -> None:
-        self.subnets = evaluator
+    def __init__(self, evaluator: SubnetEvaluator, *, at_once: int = 1) -> None:
+        """``at_once`` > 1: that many subnets measured concurrently (:class:`~supernets.concurrent.ConcurrentSubnets`:
+        a supernet copy and, on CUDA, a stream each), made on the first batch that has several."""
+        self.subnets, self.at_once = evaluator, at_once
+        self._concurrent: ConcurrentSubnets | None = None
 
     @property
     def metrics(self) -> Mapping[str, str]:
         return dict(self.metrics_declared)
 
     def evaluate(self, genomes: Sequence[Genome]) -> list[dict[str, float]]:
-        return [metrics for _, metrics in self.evaluate_iter(genomes)]
+        out: list[dict[str, float]] = [{} for _ in genomes]
+        for position, metrics in self.evaluate_iter(genomes):
+            out[position] = metrics
+        return out
 
     def evaluate_iter(self, genomes: Sequence[Genome]) -> Iterator[tuple[int, dict[str, float]]]:
-        """One subnet after another, each result as soon as it is measured (the loop journals it then)."""
+        """Each result as soon as it is measured (the loop journals it then): one subnet after another, or
+        ``at_once`` at a time, in the order they finish."""
+        if self.at_once > 1 and len(genomes) > 1:
+            if self._concurrent is None:
+                self._concurrent = ConcurrentSubnets(self.subnets, self.at_once)
+            yield from self._concurrent.measure_iter(genomes)
+            return
         for position, genome in enumerate(genomes):
             yield position, self.subnets.measure(genome)
 
