@@ -5,7 +5,11 @@ itself, spawns ``processes`` workers (``torch.multiprocessing``, start method ``
 progress and, once they finish, reloads the checkpoint rank 0 wrote. Each worker joins a process
 group over a rendezvous on 127.0.0.1, trains on its shard of every batch and, if it is rank 0, writes
 the checkpoint after every epoch, so a killed launch loses at most one epoch and resumes on any number
-of processes. Nothing listens beyond the loopback interface: rank 0 binds the rendezvous store's socket
+of processes. The calling process serves the rendezvous store (a ``TCPStore``) and every worker is a
+client of it: the store outlives every worker, since this process closes it only once all of them have
+ended (a rank 0 that served it and exited first left the others tearing down a store client, or their gloo
+context, against a vanished server, which aborted them now and then: SIGABRT, "terminate called without an
+active exception"). Nothing listens beyond the loopback interface: this process binds the store's socket
 to 127.0.0.1 itself (given ``tcp://127.0.0.1:port``, torch's store listens on every interface), and gloo
 and NCCL connect over ``lo``.
 
@@ -32,7 +36,7 @@ from search_spaces import SearchSpace
 from search_spaces.errors import InputError
 
 from .device import Placement, _cuda_inventory
-from .distributed import World, free_port
+from .distributed import World
 
 __all__ = ["LaunchPlan", "resolve_launch", "train_processes", "train_rank", "torchrun_rank", "join_torchrun",
            "rank_placement", "BACKENDS", "LAUNCHERS"]
@@ -139,21 +143,58 @@ def train_processes(space: SearchSpace, data: Any, config: Any, *, checkpoint: P
 
     context = mp.get_context("spawn")
     events = context.SimpleQueue() if on_event is not None else None
-    job = _Job(space, data.to("cpu"), config, Path(checkpoint), placement, plan, free_port(), os.getpid(),
-               steps and on_event is not None)
-    procs = mp.start_processes(_worker, args=(job, events), nprocs=plan.processes, join=False, start_method="spawn")
+    store = _serve_store(datetime.timedelta(seconds=plan.timeout_s))
     try:
-        while not procs.join(0.2):
-            _drain(events, on_event)
-    except mp.ProcessRaisedException as err:
-        raise RuntimeError(f"a training process failed: {_last_line(str(err))}") from None
-    except mp.ProcessExitedException as err:
-        raise RuntimeError(f"a training process died: {err}") from None
+        job = _Job(space, data.to("cpu"), config, Path(checkpoint), placement, plan, store.port, os.getpid(),
+                   steps and on_event is not None)
+        procs = mp.start_processes(_worker, args=(job, events), nprocs=plan.processes, join=False,
+                                   start_method="spawn")
+        try:
+            while not procs.join(0.2):
+                _drain(events, on_event)
+        except mp.ProcessRaisedException as err:
+            raise RuntimeError(f"a training process failed: {_last_line(str(err))}") from None
+        except mp.ProcessExitedException as err:
+            raise RuntimeError(f"a training process died: {err}") from None
+        finally:
+            _end(procs.processes)
+        _drain(events, on_event)
     finally:
-        for p in procs.processes:
-            if p.is_alive():
-                p.terminate()
-    _drain(events, on_event)
+        del store  # closed only now that no worker is left to use it
+
+
+def _serve_store(timeout: datetime.timedelta) -> Any:
+    """The rendezvous store, served by this process from a socket bound to 127.0.0.1 only (a free port).
+
+    The store takes the socket over (it closes it when it is destroyed).
+    """
+    import socket
+
+    import torch.distributed as dist
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(128)
+        store = dist.TCPStore(LOOPBACK, listener.getsockname()[1], None, True, timeout=timeout,
+                              wait_for_workers=False, master_listen_fd=listener.fileno())
+    except BaseException:
+        listener.close()
+        raise
+    listener.detach()
+    return store
+
+
+def _end(processes: list[Any]) -> None:
+    """Stop the workers still running (after a failure) and wait until every one has ended."""
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def _drain(events: Any, on_event: Callable[[tuple], None] | None) -> None:
@@ -194,7 +235,7 @@ def _worker(rank: int, job: _Job, events: Any) -> None:
     if placement.is_cuda:
         torch.cuda.set_device(placement.device)
     timeout = datetime.timedelta(seconds=job.plan.timeout_s)
-    store, listener = _loopback_store(rank, job.port, job.plan.processes, timeout)
+    store = dist.TCPStore(LOOPBACK, job.port, None, False, timeout=timeout)  # the launching process serves it
     dist.init_process_group(job.plan.backend, store=store, rank=rank, world_size=job.plan.processes, timeout=timeout)
     trained = False
     try:
@@ -202,50 +243,20 @@ def _worker(rank: int, job: _Job, events: Any) -> None:
                    world=World(rank, job.plan.processes, sync_bn=job.plan.sync_bn), events=events, steps=job.steps)
         trained = True
     finally:
-        leave_group(together=trained, store=store, rank=rank, size=job.plan.processes)
-        if listener is not None:
-            listener.close()
+        leave_group(together=trained)
 
 
-def leave_group(*, together: bool, store: Any = None, rank: int = 0, size: int = 1) -> None:
-    """Leave the process group so that no rank loses a peer or the store while it still uses them.
-
-    A rank whose peers (or the store rank 0 hosts) vanished while it was tearing down its gloo context
-    aborted now and then (SIGABRT, "terminate called without an active exception"). After a normal end every
-    rank waits at a barrier before destroying the group, and rank 0, which serves the store, exits only once
-    every rank has let go of the group (``store``: the one rank 0 serves; torchrun's agent serves its own).
-    After a failure nobody waits: the others are stopped anyway.
+def leave_group(*, together: bool) -> None:
+    """Leave the process group: after a normal end (``together``) every rank first waits at a barrier, so that
+    none tears down its gloo context while a peer still uses it; after a failure nobody waits (the others are
+    stopped anyway). The store outlives every rank: the launching process serves it (a local launch) or
+    torchrun's agent does.
     """
-    import time
-
     import torch.distributed as dist
 
     if together:
         dist.barrier()
     dist.destroy_process_group()
-    if not together or store is None:
-        return
-    store.add("left", 1)
-    if rank == 0:
-        deadline = time.monotonic() + 30
-        while store.add("left", 0) < size and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-
-def _loopback_store(rank: int, port: int, size: int, timeout: datetime.timedelta) -> tuple[Any, Any]:
-    """The rendezvous store on 127.0.0.1:``port``; rank 0 serves it from a socket it bound to loopback only."""
-    import socket
-
-    import torch.distributed as dist
-
-    if rank != 0:
-        return dist.TCPStore(LOOPBACK, port, size, False, timeout=timeout), None
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind((LOOPBACK, port))
-    listener.listen(128)
-    store = dist.TCPStore(LOOPBACK, port, size, True, timeout=timeout, wait_for_workers=False,
-                          master_listen_fd=listener.fileno())
-    return store, listener
 
 
 def rank_placement(placement: Placement, rank: int) -> Placement:

@@ -177,7 +177,8 @@ fit_supernet(tiny_mbv3(), load_dataset("digits", max_train=64), config, checkpoi
 
 
 def test_workers_listen_on_loopback_only_and_die_with_a_killed_run(tmp_path):
-    """The training processes listen on 127.0.0.1 only; a run killed by SIGKILL leaves none of them behind."""
+    """The run (which serves the rendezvous store) and its training processes listen on 127.0.0.1 only; a run
+    killed by SIGKILL leaves none of them behind."""
     import signal
     import subprocess
     import sys
@@ -194,8 +195,14 @@ def test_workers_listen_on_loopback_only_and_die_with_a_killed_run(tmp_path):
         assert checkpoint.exists(), "the workers never finished an epoch"
         workers = psutil.Process(run.pid).children(recursive=True)
         assert len(workers) >= 2
-        listening = [c.laddr for p in workers for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
-        assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening  # loopback only
+
+        def listening(processes):
+            return [c.laddr for p in processes for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+
+        store = listening([psutil.Process(run.pid)])
+        assert store, "the run serves no rendezvous store"
+        everything = store + listening(workers)
+        assert all(addr.ip == "127.0.0.1" for addr in everything), everything  # loopback only
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=10)
         gone, alive = psutil.wait_procs(workers, timeout=20)
