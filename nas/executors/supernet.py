@@ -44,20 +44,22 @@ class SupernetAccuracyFactory:
     eval_y: Tensor  # (M,) labels
     batch_size: int
     quantize: bool = True
+    at_once: int = 1  # subnets measured concurrently on the worker's device (device.subnets_at_once)
     _live: SubnetEvaluator | None = field(default=None, repr=False)
 
     metrics = METRICS
     bounds = BOUNDS
 
     @classmethod
-    def from_subnets(cls, subnets: SubnetEvaluator) -> SupernetAccuracyFactory:
-        """The recipe of a built :class:`SubnetEvaluator` (its supernet's current weights and its data)."""
+    def from_subnets(cls, subnets: SubnetEvaluator, *, at_once: int = 1) -> SupernetAccuracyFactory:
+        """The recipe of a built :class:`SubnetEvaluator` (its supernet's current weights and its data); ``at_once``
+        subnets measured concurrently by each evaluator built from it."""
         net = subnets.supernet
         state = {k: v.cpu() for k, v in net.state_dict().items()}  # CPU tensors (views there); Ray serialises once
         calib = torch.cat(list(subnets.calib)) if subnets.calib else subnets.eval_x[:0]
         return cls({"name": net.space.name, "options": net.space.options()}, net.space.fingerprint(),
                    net.image_size, state, calib.cpu(), subnets.eval_x.cpu(), subnets.eval_y.cpu(),
-                   subnets.batch_size, subnets.quantize, subnets)
+                   subnets.batch_size, subnets.quantize, at_once, subnets)
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_live"}  # the live evaluator stays here
@@ -69,7 +71,7 @@ class SupernetAccuracyFactory:
     def build(self) -> SupernetAccuracyEvaluator:
         """The evaluator: the live one in the process that made this factory, else rebuilt from the tensors."""
         if self._live is not None:
-            return SupernetAccuracyEvaluator(self._live)
+            return SupernetAccuracyEvaluator(self._live, at_once=self.at_once)
         space = space_from_dict(self.space, source="SupernetAccuracyFactory")
         if space.fingerprint() != self.fingerprint:
             raise RuntimeError(f"search space {space.name!r} differs on this worker (fingerprint {space.fingerprint()}"
@@ -80,4 +82,4 @@ class SupernetAccuracyFactory:
         placement.put_module(net)
         subnets = SubnetEvaluator(net.eval(), self.calib_x, self.eval_x, self.eval_y, batch_size=self.batch_size,
                                   quantize=self.quantize, placement=placement)
-        return SupernetAccuracyEvaluator(subnets)
+        return SupernetAccuracyEvaluator(subnets, at_once=self.at_once)

@@ -64,3 +64,16 @@ def test_a_failing_subnet_is_raised_to_the_caller(subnets):
         many.close()
     with pytest.raises(ValueError, match="at_once"):
         ConcurrentSubnets(ev, at_once=0)
+
+
+def test_the_factory_carries_at_once_to_the_workers_evaluator(subnets):
+    import pickle
+
+    from nas.executors.supernet import SupernetAccuracyFactory
+
+    ev, genomes = subnets
+    factory = SupernetAccuracyFactory.from_subnets(ev, at_once=2)
+    assert factory.build().at_once == 2
+    remote = pickle.loads(pickle.dumps(factory)).build()  # as a Ray worker rebuilds it from the tensors
+    assert remote.at_once == 2 and remote.subnets is not ev
+    assert [m["accuracy"] for m in remote.evaluate(genomes[:3])] == [ev.measure(g)["accuracy"] for g in genomes[:3]]
