@@ -16,15 +16,14 @@ __all__ = ["plot_scores"]
 
 def plot_scores(ranking: Sequence[QtScore], qt: QtSettings, path: str | Path, *,
                 history: Sequence[QtScore] = ()) -> None:
-    """Stacked bars (score_T per constraint) of ``ranking``; beside them, score over evolution steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Stacked bars (score_T per constraint) of ``ranking``; beside them, score over evolution steps (the
+    object-oriented Agg API, as :mod:`nas.plots`: no global backend switch, no figure registry)."""
+    from matplotlib.figure import Figure
 
     panels = 2 if history else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
-    ax = axes[0][0]
+    fig = Figure(figsize=(6.5 * panels, 4.2), layout="tight")
+    axes = [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+    ax = axes[0]
     names = [s.candidate for s in ranking]
     bottom = np.zeros(len(ranking))
     for k, limit in enumerate(qt.constraints_ms):
@@ -36,7 +35,7 @@ def plot_scores(ranking: Sequence[QtScore], qt: QtSettings, path: str | Path, *,
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("best spaces")
     if history:
-        ax = axes[0][1]
+        ax = axes[1]
         scores = np.array([s.score for s in history])
         ax.scatter(np.arange(len(scores)), scores, s=4, alpha=0.4, label="scored space")
         ax.plot(np.maximum.accumulate(scores), color="C3", label="best so far")
@@ -44,6 +43,4 @@ def plot_scores(ranking: Sequence[QtScore], qt: QtSettings, path: str | Path, *,
         ax.set_ylabel("Q-T score")
         ax.legend(fontsize=8)
         ax.set_title("aging evolution")
-    fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
