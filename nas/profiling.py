@@ -173,8 +173,7 @@ def cached_table(space: SearchSpace, backend: str, *, threads: int = 1, batch: i
     ``refresh_calibration``: a table loaded from the cache gets its calibration refitted on subnets measured
     now (:func:`recalibrate`; seconds). The block entries keep; the machine's speed does not: on a shared
     CPU, torch subnets re-measured minutes after the table was built drift off its calibration, and a
-    refit in the same session brings them back within the ±10 % target (BENCHMARKS.md,
-    ``latency_validation.py``)."""
+    refit in the same session brings them back (BENCHMARKS.md, ``latency_validation.py``)."""
     path = cached_table_path(space, backend, threads=threads, batch=batch, cache_dir=cache_dir)
     if path.exists():
         table = LatencyTable.load(path, space=space)

@@ -43,9 +43,9 @@ __all__ = ["TRANSFORMER_BACKENDS", "is_transformer", "block_module", "block_inpu
 TRANSFORMER_BACKENDS = ("onnxruntime-int8", "onnxruntime-fp32")
 """Backends transformer blocks are profiled on (torch.ao's INT8 does not cover attention)."""
 N_CALIBRATION = 20
-"""Whole subnets the calibration is fitted on: twice the CNN tables' 10, as a transformer subnet builds in
-about half a second and, on the shared 2-core machine, the ratio measured / block sum varies by ±5 % from
-subnet to subnet (and with the random weights), so 10 subnets left the fit a few % off (BENCHMARKS.md)."""
+"""Whole subnets the calibration is fitted on: twice the CNN tables' 10, as a transformer subnet builds fast
+and the ratio measured / block sum varies more from subnet to subnet (and with the random weights) than a
+CNN's, so 10 subnets left the fit a few % off (figures: BENCHMARKS.md, design choices)."""
 CALIBRATION_SEED = 10_007
 
 

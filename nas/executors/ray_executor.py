@@ -1,6 +1,6 @@
 """Candidate evaluations as calls to Ray actors that each build their evaluator once.
 
-Design (the numbers are in ``/work/shared/RAY.md`` and ``experiments/benchmarks/ray_throughput.py``):
+Design (the numbers are in BENCHMARKS.md, ``experiments/benchmarks/ray_throughput.py``):
 
 - The factory (supernet weights, calibration and validation tensors) is ``ray.put`` once; each actor
   builds its evaluator from that object in ``__init__``: plain tasks would rebuild the model per call.

@@ -271,9 +271,8 @@ class TransformerFallback:
     on ``[1, MACs, T·d]`` (:func:`_features`), never below zero. A block whose op has no row at all
     cannot be estimated (error naming its key).
 
-    Leaving each row out of the ORT INT8 tables of the two example spaces in turn: the left-out block within
-    ±12 % (LM) / ±11 % (ViT) except the ViT embedding (±25 %, one row left to fit), and 100 random subnets'
-    predictions moved by at most 7.7 % (median over the dropped rows 0.6 % LM, 1.5 % ViT)."""
+    How well it estimates a block it never saw (each row of the example spaces' tables left out in turn) is in
+    BENCHMARKS.md (design choices)."""
 
     def __init__(self, table: TransformerLatencyTable, space: SearchSpace) -> None:
         self.space = space

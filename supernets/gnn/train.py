@@ -102,9 +102,8 @@ class RetrainSettings:
     patience: int = 100
     step_lr_scale: float = 3.0
     """Learning rate of the quantizer log-steps relative to ``lr``. With Adam a log-step moves ~``lr`` per
-    update, so at 1× the weight steps lag the weights as they grow and clipped weights stop learning
-    (Cora GCN, 10 seeds: W8 weights 81.0 % at 1×, 81.7 % at 3×; W4 81.0 → 81.9 %, FP32 81.8 %;
-    CiteSeer W4A8 70.1 → 70.7 %). 10× helps 8/4 bits as much but costs 2-bit weights 0.6 pp."""
+    update, so at 1× the weight steps lag the weights as they grow and clipped weights stop learning; 10×
+    helps 8/4 bits as much as 3× but costs 2-bit weights accuracy (figures: BENCHMARKS.md, design choices)."""
 
 
 @dataclass(frozen=True)
