@@ -15,7 +15,7 @@ from typing import Any
 
 _LAZY = {
     "run_search": "nas.search", "SearchResult": "nas.search", "Trial": "nas.search",
-    "ExperimentConfig": "nas.config", "load_config": "nas.config", "load_experiment": "nas.kinds",
+    "ExperimentConfig": "nas.config", "load_experiment": "nas.kinds",
     "start_run": "nas.runner", "resume_run": "nas.runner", "prepare": "nas.runner",
     "Objective": "nas.objectives", "Constraint": "nas.objectives",
     "Evaluator": "nas.evaluators", "AnalyticEvaluator": "nas.evaluators", "CompositeEvaluator": "nas.evaluators",

@@ -1,55 +1,51 @@
-"""Experiment configs: one YAML file → one typed, frozen :class:`ExperimentConfig`.
+"""Experiment configs: one YAML file → one typed, frozen model, the experiment kind's.
 
 Why typed: a typo in a key must stop the run before hours of supernet training, with one clear
 message that names the file, the line, the dotted key path and the nearest valid name. So every
-section is a pydantic model with ``extra="forbid"``; :func:`load_config` turns the first
+section is a pydantic model with ``extra="forbid"``; :func:`validate_config` turns the first
 ``ValidationError`` into one :class:`InputError`.
+
+:class:`ExperimentConfig` holds what every experiment has (kind, name, seed, dataset, executor, device,
+distributed, output). Each experiment kind (:mod:`nas.kinds`) validates with its own subclass that adds
+its sections, the ones it needs as required fields; this module knows no kind. Reading is two steps so
+the kind can be looked up in between: :func:`read_config` (YAML, ``--set`` overrides, the checks no model
+can make) and :func:`validate_config` against a model; :func:`nas.kinds.load_experiment` does both.
 
 Paths of referenced files (data roots, and later tables and checkpoints) resolve against the config
 file's folder (use :data:`ExistingPath`); ``output.root`` resolves against the working directory,
 where users expect ``runs/`` to appear.
-
-Extension points: the sections in :data:`PLANNED_SECTIONS` (``supernet``, ``predictors``,
-``latency``) are rejected with a message saying which issue brings them. To add one, define a frozen
-``_Section`` model, add it as a field of :class:`ExperimentConfig` (with a default), delete its
-entry here, and teach ``nas.stages.build_stages`` (and ``declared_metrics``) to use it.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from nas.config_errors import short_repr as _short, translate_validation_error
-from nas.config_paths import ExistingPath, relative_to_config
-from nas.config_sections import LatencySection, PredictorsSection, SupernetSection
-from nas.lpgnas import LpgnasConfig
-from nas.spaceevo.run import SpaceSearchConfig
-from nas.objectives import Constraint, Objective, parse_constraint
+from nas.config_paths import ExistingPath
 from search_spaces.errors import InputError, nearest
 from search_spaces.inputs import MAX_CONFIG_BYTES, MAX_INT, dotted as _dotted, find_bad_number, parse_yaml, read_text
 
-__all__ = ["PLANNED_SECTIONS", "ExistingPath", "DatasetConfig", "SearchSpaceConfig", "ObjectiveConfig",
-           "SearchConfig", "ExecutorConfig", "DeviceConfig", "DistributedConfig", "OutputConfig", "ExperimentConfig",
-           "LoadedConfig", "load_config", "parse_config", "apply_overrides", "config_to_yaml", "config_diff",
-           "translate_validation_error", "RESERVED_OPTIONS", "MAX_BUDGET"]
-
-PLANNED_SECTIONS: dict[str, str] = {}
+__all__ = ["ExistingPath", "Section", "DatasetConfig", "SearchSpaceConfig", "ExecutorConfig", "DeviceConfig",
+           "DistributedConfig", "OutputConfig", "ExperimentConfig", "ConfigData", "LoadedConfig", "read_config",
+           "validate_config", "apply_overrides", "config_to_yaml", "config_diff", "translate_validation_error",
+           "RESERVED_OPTIONS"]
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DatasetConfig(_Section):
+class DatasetConfig(Section):
     """Which dataset the subnets are for (``load_dataset(name, root=..., seed=..., **options)``)."""
 
     name: str = Field(description="a registered dataset: digits (built in), mnist, cifar10, imagefolder (your own "
@@ -61,7 +57,7 @@ class DatasetConfig(_Section):
                                                                       "when present) or subset (10k/10k)")
 
 
-class SearchSpaceConfig(_Section):
+class SearchSpaceConfig(Section):
     """Which registered space to search (``get_space(name, **options)``)."""
 
     name: str = Field(description="a registered space: mbv3, resnet, spaceevo (options: {candidate: c10-3333-1111}), "
@@ -72,101 +68,7 @@ class SearchSpaceConfig(_Section):
                                                                       "dataset")
 
 
-class ObjectiveConfig(_Section):
-    """A metric to optimise and its direction."""
-
-    metric: str = Field(description="accuracy (with supernet), latency_ms (with latency), macs, params, size_kb, "
-                                    "bitops")
-    direction: Literal["min", "max"] = Field("min", description="minimise or maximise it")
-
-
-def _check_constraint(text: str) -> str:
-    constraint = parse_constraint(text)  # its ValueError names the expected form
-    if not math.isfinite(constraint.bound):
-        raise ValueError(f"the bound of {text!r} is not a finite number")
-    return text
-
-
-MAX_BUDGET = 1_000_000
-"""Most candidates one search may evaluate (``search.budget``); more is a typo, not a plan."""
-
-
-class SearchConfig(_Section):
-    """The search: algorithm, what to optimise, which candidates are allowed, how many to evaluate."""
-
-    algorithm: str = Field("nsga2", description="a registered searcher: predictor-nsga2 (predictor in the loop), "
-                                                "random, nsga2, nsga3, agemoea2, smsemoa, optuna-nsga2, optuna-tpe, "
-                                                "optuna-gp, ilp-bits, nas-then-ilp")
-    options: dict[str, Any] = Field(default_factory=dict, description="searcher options, e.g. population_size (pymoo),"
-                                                                      " batch_size (random)")
-    objectives: list[ObjectiveConfig] = Field(description="what to optimise: [{metric: accuracy, direction: max}, "
-                                                          "{metric: latency_ms}]")
-    constraints: list[Annotated[str, AfterValidator(_check_constraint)]] = Field(default_factory=list,
-                                                                                 description="bounds like 'params >= "
-                                                                                             "60000' or 'size_kb <= "
-                                                                                             "200'; contradictory "
-                                                                                             "bounds are refused")
-    budget: int = Field(100, ge=1, le=MAX_BUDGET, strict=True, description="distinct candidates to evaluate; at least "
-                                                                           "the searcher's batch (population)")
-    seed: int | None = Field(None, ge=0, strict=True, description="searcher seed when it should differ from the "
-                                                                  "experiment's seed")
-
-    @field_validator("options")
-    @classmethod
-    def _paths_from_config_folder(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        """Options the searcher declares as file names resolve against the config's folder (and are stored
-        absolute in the run's config.yaml, so a resume finds the same file)."""
-        if not any(isinstance(v, str) for v in value.values()):
-            return value  # nothing could name a file: no need to import the searchers (pymoo, optuna) here
-        from nas.searchers import list_searchers, searcher_class
-
-        algorithm = info.data.get("algorithm")
-        if algorithm not in list_searchers():
-            return value  # the runner names an unknown algorithm
-        out = dict(value)
-        for name, words in searcher_class(algorithm).path_options.items():
-            given = out.get(name)
-            if isinstance(given, str) and given.strip() and given not in words:
-                out[name] = str(relative_to_config(Path(given), info))
-        return out
-
-    @field_validator("objectives")
-    @classmethod
-    def _distinct_objectives(cls, value: list[ObjectiveConfig]) -> list[ObjectiveConfig]:
-        if not value:
-            raise ValueError("at least one objective is required, e.g. [{metric: size_kb, direction: min}]")
-        seen: dict[str, int] = {}
-        for i, objective in enumerate(value):
-            if objective.metric in seen:
-                raise ValueError(f"objective {objective.metric!r} is listed twice (entries {seen[objective.metric]}"
-                                 f" and {i})")
-            seen[objective.metric] = i
-        return value
-
-    @field_validator("constraints")
-    @classmethod
-    def _satisfiable(cls, value: list[str]) -> list[str]:
-        lower: dict[str, tuple[float, str]] = {}
-        upper: dict[str, tuple[float, str]] = {}
-        for text in value:
-            c = parse_constraint(text)
-            table, better = (upper, min) if c.op == "<=" else (lower, max)
-            if c.metric not in table or better(c.bound, table[c.metric][0]) == c.bound:
-                table[c.metric] = (c.bound, text)
-        for metric, (low, low_text) in lower.items():
-            if metric in upper and upper[metric][0] < low:
-                raise ValueError(f"constraints {low_text!r} and {upper[metric][1]!r} contradict each other: "
-                                 "no candidate can satisfy both")
-        return value
-
-    def objective_list(self) -> tuple[Objective, ...]:
-        return tuple(Objective(o.metric, o.direction) for o in self.objectives)
-
-    def constraint_list(self) -> tuple[Constraint, ...]:
-        return tuple(parse_constraint(text) for text in self.constraints)
-
-
-class ExecutorConfig(_Section):
+class ExecutorConfig(Section):
     """Where the expensive evaluations (supernet accuracy) run: ``local`` (this process) or ``ray``.
 
     ``threads``: torch threads of this process (training, evaluation) and of each Ray worker. The
@@ -238,7 +140,7 @@ class ExecutorConfig(_Section):
                 f"{self.cpus_per_worker:g} CPU{extra}, {self.threads} thread(s) each")
 
 
-class DeviceConfig(_Section):
+class DeviceConfig(Section):
     """Where the supernet trains and evaluates: ``type`` (``auto``: CUDA when present, else the CPU), the CUDA
     ``index``, the ``precision`` (``auto``: bf16 autocast on CUDA, fp32 on the CPU) and ``torch.compile``.
 
@@ -261,7 +163,7 @@ class DeviceConfig(_Section):
         return resolve_placement(type=self.type, index=self.index, precision=self.precision, compile=self.compile)
 
 
-class DistributedConfig(_Section):
+class DistributedConfig(Section):
     """How many processes train the supernet (data-parallel, gradients averaged) and how they talk.
 
     ``backend: auto`` is NCCL on CUDA, gloo on the CPU; ``launcher: local`` spawns the processes on this
@@ -281,7 +183,7 @@ class DistributedConfig(_Section):
                                                     "shard, as plain DDP")
 
 
-class OutputConfig(_Section):
+class OutputConfig(Section):
     """Where runs go (relative to the working directory) and how many subnets to export."""
 
     root: Path = Field(Path("runs"), description="where run folders are created (relative to the working directory)")
@@ -292,26 +194,21 @@ class OutputConfig(_Section):
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-class ExperimentConfig(_Section):
-    """A whole experiment; ``name`` defaults to the config file's stem and names the run folder."""
+class ExperimentConfig(Section):
+    """What every experiment has, whatever its kind; each kind adds its own sections.
 
-    kind: str = Field("search", description="the experiment's procedure, a registered kind (search, lpgnas, "
-                                            "space-search; nas/kinds); sections it does not use are refused")
+    ``name`` defaults to the config file's stem and names the run folder. A kind's model is a subclass
+    (:attr:`nas.kinds.ExperimentKind.config_model`): a section the kind needs is a field without a
+    default, one it may use a field defaulting to null; the sections of other kinds are not fields.
+    """
+
+    kind: str = Field("search", description="the experiment's procedure, a registered kind (nas/kinds); each adds its "
+                                            "own sections (see below), and another kind's section is refused")
     name: str = Field("experiment", description="names the run folder (letters, digits, _ . -); default: the config "
                                                 "file's stem")
     seed: int = Field(0, ge=0, strict=True, description="seeds the dataset split and, unless search.seed is set, the "
                                                         "searcher")
     dataset: DatasetConfig = Field(description="the data the subnets are for")
-    search_space: SearchSpaceConfig | None = Field(None, description="the space to search (not for kind: space-search)")
-    search: SearchConfig | None = Field(None, description="the searcher, objectives, constraints and budget (kind: "
-                                                          "search)")
-    lpgnas: LpgnasConfig | None = Field(None, description="LPGNAS settings (kind: lpgnas)")
-    space_search: SpaceSearchConfig | None = Field(None, description="SpaceEvo settings (kind: space-search)")
-    supernet: SupernetSection | None = Field(None, description="train the quantized supernet in the run folder (or "
-                                                               "reuse one); enables the accuracy metric")
-    predictors: PredictorsSection | None = Field(None, description="accuracy predictors of predictor-guided searchers")
-    latency: LatencySection | None = Field(None, description="latency tables (files of any device, or profiled here); "
-                                                             "enables latency_ms")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="where the expensive evaluations run")
     device: DeviceConfig = Field(default_factory=DeviceConfig, description="where the supernet trains and evaluates")
     distributed: DistributedConfig = Field(default_factory=DistributedConfig,
@@ -326,17 +223,14 @@ class ExperimentConfig(_Section):
             raise ValueError("expected up to 100 letters, digits, '_', '.' or '-' (it names the run folder)")
         return value
 
-    @property
-    def search_seed(self) -> int:
-        """The searcher's seed: ``search.seed`` when set, else the experiment's ``seed``."""
-        return self.seed if self.search is None or self.search.seed is None else self.search.seed
+
+C = TypeVar("C", bound=ExperimentConfig)
 
 
 @dataclass(frozen=True)
-class LoadedConfig:
-    """A validated config and where its values came from (for errors found after validation)."""
+class _Origin:
+    """Where a config's values came from: the file, each key's line, the ``--set`` overrides."""
 
-    config: ExperimentConfig
     source: Path
     lines: Mapping[str, int]
     overrides: Mapping[str, str]
@@ -353,6 +247,21 @@ class LoadedConfig:
             probe = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe)
             line = self.lines.get(probe)
         return InputError(message, source=self.source, field=field, line=line)
+
+
+@dataclass(frozen=True)
+class ConfigData(_Origin):
+    """A config as read (:func:`read_config`), not yet validated: its mapping of sections."""
+
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LoadedConfig(_Origin, Generic[C]):
+    """A validated config (of its kind's model) and where its values came from (for errors found after
+    validation)."""
+
+    config: C
 
 
 # ---- errors: one InputError from a ValidationError, YAML line numbers ----------------------------
@@ -440,61 +349,64 @@ RESERVED_OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
 ``search.options``); an option of that name would reach it twice."""
 
 
-def _check_free_form(loaded: LoadedConfig, data: Mapping[str, Any]) -> None:
+def _check_free_form(raw: ConfigData) -> None:
     """Checks no model can make: numbers anywhere (options are free-form and reach library code that assumes
     finite sizes) and option names that collide with what qnas passes itself."""
+    data = raw.data
     bad = find_bad_number(data)
     if bad is not None:
         what = "a finite number (.inf and .nan are not allowed)" if isinstance(bad[1], float) else \
             f"a number of magnitude at most 2**53 ({MAX_INT})"
-        raise loaded.error(_dotted(bad[0]), f"got {_short(bad[1])}; expected {what}")
+        raise raw.error(_dotted(bad[0]), f"got {_short(bad[1])}; expected {what}")
     for (section, key), reserved in RESERVED_OPTIONS.items():
         options = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         clash = [name for name in reserved if isinstance(options, dict) and name in options]
         if clash:
-            raise loaded.error(f"{section}.{key}.{clash[0]}", f"{clash[0]!r} is set by qnas itself, not an option "
-                                                             f"(reserved here: {', '.join(reserved)}); remove it")
+            raise raw.error(f"{section}.{key}.{clash[0]}", f"{clash[0]!r} is set by qnas itself, not an option "
+                                                          f"(reserved here: {', '.join(reserved)}); remove it")
 
 
-def parse_config(data: Any, *, source: Path, lines: Mapping[str, int] | None = None,
-                 overrides: Mapping[str, str] | None = None, check_files: bool = True) -> LoadedConfig:
-    """Validate a mapping (already read from ``source``) into a :class:`LoadedConfig`."""
-    lines, overrides = dict(lines or {}), dict(overrides or {})
-    if not isinstance(data, dict):
-        raise InputError(f"expected a mapping of sections, got {type(data).__name__}", source=source)
-    data = dict(data)
-    data.setdefault("name", source.stem)
-    _check_free_form(LoadedConfig(ExperimentConfig.model_construct(), source, lines, overrides), data)
-    try:
-        config = ExperimentConfig.model_validate(
-            data, context={"base_dir": source.parent, "check_files": check_files})
-    except ValidationError as err:
-        loaded = LoadedConfig(ExperimentConfig.model_construct(), source, lines, overrides)
-        field, message = translate_validation_error(err, ExperimentConfig, PLANNED_SECTIONS)
-        raise loaded.error(field, message) from None
-    return LoadedConfig(config, source, lines, overrides)
-
-
-def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True) -> LoadedConfig:
-    """Read, override and validate the YAML config at ``path``; every problem is one InputError.
+def read_config(path: str | Path, overrides: Sequence[str] = ()) -> ConfigData:
+    """Read the YAML config at ``path`` and apply the ``--set`` overrides; every problem is one InputError.
 
     The file goes through :func:`search_spaces.inputs.read_text` and :func:`~search_spaces.inputs.parse_yaml`
-    (size, encoding, alias and nesting limits) before anything else looks at it."""
+    (size, encoding, alias and nesting limits) before anything else looks at it; ``name`` defaults to the
+    file's stem. What no model can check (:func:`_check_free_form`) is checked here; the rest is
+    :func:`validate_config`'s, against the kind's model."""
     source = Path(path).expanduser().resolve()
     if not source.exists():
         raise InputError(f"config file not found: {source}")
     data, root = parse_yaml(read_text(source, what="config", max_bytes=MAX_CONFIG_BYTES), source=source)
     if data is None:
-        raise InputError("the config is empty; expected the sections dataset, search_space and search "
-                         "(or kind: lpgnas / kind: space-search with their sections)",
-                         source=source)
+        raise InputError("the config is empty; expected a mapping of sections: dataset and those of the "
+                         "experiment's kind (docs/config.md)", source=source)
     lines = yaml_lines(root, source)
-    data, applied = apply_overrides(data, overrides) if isinstance(data, dict) else (data, {})
-    return parse_config(data, source=source, lines=lines, overrides=applied, check_files=check_files)
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping of sections, got {type(data).__name__}", source=source)
+    data, applied = apply_overrides(data, overrides)
+    data.setdefault("name", source.stem)
+    raw = ConfigData(source=source, lines=lines, overrides=applied, data=data)
+    _check_free_form(raw)
+    return raw
+
+
+def validate_config(raw: ConfigData, model: type[C], *, absent: Mapping[str, str] | None = None,
+                    check_files: bool = True) -> LoadedConfig[C]:
+    """Validate ``raw`` against ``model`` (a kind's :class:`ExperimentConfig`); the first problem is one
+    InputError naming the file line or ``--set``. ``absent``: the message for a required top-level section
+    that is missing or null (reported only when nothing else is wrong; see
+    :func:`~nas.config_errors.translate_validation_error`)."""
+    try:
+        config = model.model_validate(raw.data, context={"base_dir": raw.source.parent, "check_files": check_files})
+    except ValidationError as err:
+        field, message = translate_validation_error(err, model, absent)
+        raise raw.error(field, message) from None
+    return LoadedConfig(source=raw.source, lines=raw.lines, overrides=raw.overrides, config=config)
 
 
 def config_to_yaml(config: ExperimentConfig) -> str:
-    """The resolved config (defaults filled, paths absolute) as YAML that :func:`load_config` reads back."""
+    """The resolved config (defaults filled, paths absolute) as YAML that
+    :func:`nas.kinds.load_experiment` reads back."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
 
 

@@ -2,14 +2,16 @@
 
 ``qnas docs config`` prints it; ``docs/config.md`` is its output, and a test fails when the file and the
 models disagree. Each section model becomes one table: key, type, default, allowed range, and the
-field's ``description``; a model's docstring introduces its table.
+field's ``description``; a model's docstring introduces its table. First what every experiment has
+(:class:`nas.config.ExperimentConfig`), then, per registered kind (the default first), the kind's own
+sections (its ``config_model``), each section table naming the kinds it belongs to.
 """
 
 from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -80,8 +82,10 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def model_sections(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, type[BaseModel]]]:
-    """(dotted prefix, model) for ``model`` and every section model under it, depth first, each once."""
+def model_sections(model: type[BaseModel], prefix: str = "",
+                   fields: set[str] | None = None) -> Iterator[tuple[str, type[BaseModel]]]:
+    """(dotted prefix, model) for ``model`` and every section model under it, depth first, each once
+    (``fields``: only those top-level fields of ``model``)."""
     seen: set[type[BaseModel]] = set()
 
     def walk(current: type[BaseModel], path: str) -> Iterator[tuple[str, type[BaseModel]]]:
@@ -90,6 +94,8 @@ def model_sections(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[s
         seen.add(current)
         yield path, current
         for name, field in current.model_fields.items():
+            if current is model and fields is not None and name not in fields:
+                continue
             for sub in _models_in(field.annotation):
                 key = f"{path}.{name}" if path else name
                 yield from walk(sub, f"{key}[]" if get_origin(field.annotation) is list else key)
@@ -97,23 +103,53 @@ def model_sections(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[s
     yield from walk(model, prefix)
 
 
-def _table(path: str, model: type[BaseModel]) -> str:
+def _table(heading: str, model: type[BaseModel], path: str = "", fields: set[str] | None = None,
+           intro: str | None = None) -> str:
     doc = inspect.getdoc(model) or ""
-    lines = [f"## `{path}`" if path else "## top level", ""]
-    if doc:
-        lines += [doc.split("\n\n")[0], ""]
+    lines = [heading, ""]
+    intro = doc.split("\n\n")[0] if intro is None else intro
+    if intro:
+        lines += [intro, ""]
     lines += ["| key | type | default | allowed | what |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
+        if fields is not None and name not in fields:
+            continue
         key = f"{path}.{name}" if path else name
         lines.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {_bounds(field)} | "
                      f"{_cell(field.description or '')} |")
     return "\n".join(lines) + "\n"
 
 
-def config_reference(model: type[BaseModel] | None = None) -> str:
-    """The whole reference as Markdown (``model``: the experiment config by default)."""
-    if model is None:
-        from nas.config import ExperimentConfig
+def config_reference(kinds: Mapping[str, type[BaseModel]] | None = None) -> str:
+    """The whole reference as Markdown: what every experiment has, then each kind's sections (``kinds``: name ->
+    config model, the default kind first; by default the registered kinds)."""
+    from nas.config import ExperimentConfig
 
-        model = ExperimentConfig
-    return HEADER + "\n" + "\n".join(_table(path, m) for path, m in model_sections(model))
+    if kinds is None:
+        from nas.kinds import KINDS
+
+        default = ExperimentConfig.model_fields["kind"].default
+        names = sorted(KINDS.names(), key=lambda name: (name != default, name))
+        kinds = {name: KINDS.get(name).config_model for name in names}
+    common = set(ExperimentConfig.model_fields)
+    parts = [_table("## top level", ExperimentConfig)]
+    parts += [_table(f"## `{path}`", m, path) for path, m in model_sections(ExperimentConfig) if path]
+    owners: dict[tuple[str, type[BaseModel]], list[str]] = {}
+    for name, model in kinds.items():
+        own = set(model.model_fields) - common
+        for path, m in model_sections(model, fields=own):
+            if path:
+                owners.setdefault((path, m), []).append(name)
+    documented: set[tuple[str, type[BaseModel]]] = set()
+    for name, model in kinds.items():
+        own = set(model.model_fields) - common
+        doc = (inspect.getdoc(model) or "").split("\n\n")[0]
+        parts.append(_table(f"## kind: `{name}`", model, fields=own,
+                            intro=f"{doc}\n\nIts own sections, besides those above:"))
+        for path, m in model_sections(model, fields=own):
+            if path and (path, m) not in documented:
+                documented.add((path, m))
+                belongs = ", ".join(owners[(path, m)])
+                parts.append(_table(f"## `{path}` (kind{'s' if len(owners[(path, m)]) > 1 else ''}: {belongs})",
+                                    m, path))
+    return HEADER + "\n" + "\n".join(parts)

@@ -52,17 +52,26 @@ def short_repr(value: Any) -> str:
 
 
 def translate_validation_error(err: ValidationError, model: type[BaseModel],
-                               planned: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """``(dotted field, message)`` for the first error: what is wrong, the value, what was expected."""
-    errors = err.errors()
-    # An unknown key first: a misspelt key also makes its correct spelling "missing".
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+                               absent: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``(dotted field, message)`` for the first error: what is wrong, the value, what was expected.
+
+    An unknown key comes first (a misspelt key also makes its correct spelling "missing"). ``absent`` maps
+    required top-level sections to the message for their being missing or null (e.g. ``missing required
+    section for kind: lpgnas``); that is reported only when nothing else is wrong."""
+    errors, absent = err.errors(), absent or {}
+
+    def is_absent(error: Any) -> bool:
+        loc = error["loc"]
+        return len(loc) == 1 and loc[0] in absent and (error["type"] == "missing" or error.get("input", 0) is None)
+
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), None) or \
+        next((e for e in errors if not is_absent(e)), errors[0])
     loc, kind, value = list(first["loc"]), first["type"], first.get("input")
     field = _dotted(loc)
+    if is_absent(first):
+        return field, absent[str(loc[0])]
     if kind == "extra_forbidden":
         key, parent = str(loc[-1]), _model_at(model, loc[:-1])
-        if not loc[:-1] and planned and key in planned:
-            return field, f"section {key!r} is not available yet (it arrives with {planned[key]}); remove it"
         valid = list(parent.model_fields) if parent is not None else []
         return field, f"unknown key {key!r}{nearest(key, valid)} (valid keys: {', '.join(valid)})"
     if kind == "missing":

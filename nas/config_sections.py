@@ -1,7 +1,8 @@
 """Config sections owned by other packages, adapted to the experiment config (paths, cross-checks).
 
 Kept apart from :mod:`nas.config` so that file stays about parsing and errors; each section here is
-a frozen pydantic model that ``ExperimentConfig`` embeds.
+a frozen pydantic model that the search kind's config (:class:`nas.search_config.SearchExperimentConfig`)
+embeds.
 """
 
 from __future__ import annotations

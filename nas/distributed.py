@@ -39,11 +39,12 @@ def check_distributed(loaded: LoadedConfig, placement: Any) -> Any:
         raise loaded.error("distributed.processes", f"got {section.processes}, but torchrun started {processes} "
                                                     f"processes (WORLD_SIZE); leave it at 1 or set {processes}")
     trains = get_kind(config.kind).trains_in_processes
-    if processes > 1 and (not trains or config.supernet is None or config.supernet.checkpoint is not None):
+    supernet = config.supernet if trains else None  # a kind that trains in processes has the section
+    if processes > 1 and (supernet is None or supernet.checkpoint is not None):
         raise loaded.error("distributed.processes", f"got {processes}; several processes train a supernet, "
                                                     "and this config trains none (it needs kind: search and a "
                                                     "supernet: section without checkpoint); remove distributed")
-    batch = config.supernet.batch_size if config.supernet is not None else None
+    batch = supernet.batch_size if supernet is not None else None
     try:
         plan = resolve_launch(processes=processes, backend=section.backend, launcher=section.launcher,
                               placement=placement, threads=config.executor.threads,

@@ -36,7 +36,7 @@ def _export(args: argparse.Namespace) -> int:
         except InputError as err:
             raise InputError(err.detail, source=args.out, field="--out") from None
     loaded = load_experiment(run / CONFIG)
-    section = loaded.config.supernet
+    section = getattr(loaded.config, "supernet", None)  # kinds without the section have no supernet
     if section is None:
         raise InputError("this run has no supernet, so there are no weights to export (its subnets/*/arch.json "
                          "describe the architectures)", source=run / CONFIG, field="supernet")

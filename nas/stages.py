@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.config import ExperimentConfig
+from nas.search_config import SearchExperimentConfig
 from nas.evaluators import ANALYTIC_METRICS, AnalyticEvaluator, CompositeEvaluator
 from nas.search import SearchResult, Trial
 from search_spaces.errors import InputError
@@ -25,7 +25,7 @@ VALIDATION_METRICS = {"accuracy_extracted": "measured", "accuracy_test": "measur
                       "test_loss": "measured"}
 
 
-def declared_metrics(config: ExperimentConfig) -> dict[str, str]:
+def declared_metrics(config: SearchExperimentConfig) -> dict[str, str]:
     """``{metric: source}`` of everything the search can optimise or constrain with this config."""
     from nas.latency_stage import latency_metrics
 
@@ -120,7 +120,7 @@ def _read_genome(path: Path) -> dict[str, Any]:
 
 def build_stages(exp: Any, run_dir: Path, reporter: Any) -> Stages:
     """Build every evaluator the config asks for (training the supernet if it has to)."""
-    config: ExperimentConfig = exp.loaded.config
+    config: SearchExperimentConfig = exp.loaded.config
     evaluators: list[Any] = [AnalyticEvaluator(exp.space)]
     tables: list[Any] = []
     if config.latency is not None:

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nas.cli import main
-from nas.config import config_to_yaml, load_config
+from nas.config import config_to_yaml
+from nas.kinds import load_experiment
 from nas.fuzzing import FAMILIES, TIME_LIMIT_S, base_config, base_table, generate, run_case, warmed_up
 from nas.rundir import check_new_run_dir, read_manifest
 from search_spaces import InputError, get_space
@@ -225,7 +226,7 @@ def run_folder(tmp_path: Path) -> Path:
     data = base_config()
     data["supernet"] = {"epochs": 1, "warmup_epochs": 0}
     data["search"]["objectives"] = [{"metric": "size_kb"}, {"metric": "bitops"}]
-    config = load_config(write_config(tmp_path, data)).config
+    config = load_experiment(write_config(tmp_path, data)).config
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(config_to_yaml(config))

@@ -1,7 +1,8 @@
-"""What an experiment kind is: the one place that knows its sections, checks, procedure, summary and front.
+"""What an experiment kind is: the one place that knows its config, checks, procedure, summary and front.
 
-The runner, the CLI and ``qnas pareto`` know kinds only through :data:`KINDS`; a new kind (a transformer
-search, say) is one module here with a registered :class:`ExperimentKind`.
+The runner, the CLI, the config loader (:func:`load_experiment`) and ``qnas pareto`` know kinds only through
+:data:`KINDS`; a new kind (a transformer search, say) is one module here with a registered
+:class:`ExperimentKind` and its config model.
 """
 
 from __future__ import annotations
@@ -9,17 +10,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from nas.config import LoadedConfig, load_config
+from nas.config import ConfigData, ExperimentConfig, LoadedConfig, read_config, validate_config
+from nas.config_errors import short_repr
 from nas.experiment import Experiment, Reporter
 from nas.search import SearchResult
 from search_spaces import InputError
 from search_spaces.registries import Registry
 
-__all__ = ["KINDS", "ExperimentKind", "KindOutcome", "check_sections", "get_kind", "load_experiment",
-           "register_kind"]
+__all__ = ["KINDS", "ExperimentKind", "KindOutcome", "get_kind", "kind_of", "load_experiment", "register_kind"]
 
 KindOutcome = tuple[SearchResult | None, dict[str, Any]]
 """What a run of a kind returns: its search result (None for kinds with their own artifacts) and the fields
@@ -27,14 +29,14 @@ the manifest's final update records (evaluations, front size, ...)."""
 
 
 class ExperimentKind(ABC):
-    """One experiment kind. Subclasses set ``name`` and ``description`` and implement the abstract methods."""
+    """One experiment kind. Subclasses set ``name``, ``description`` and ``config_model`` and implement the
+    abstract methods."""
 
     name: ClassVar[str]
     description: ClassVar[str]
-    needs: ClassVar[tuple[str, ...]] = ()
-    """Config sections the kind cannot run without."""
-    uses: ClassVar[tuple[str, ...]] = ()
-    """Optional config sections it reads; another kind's section that neither lists is refused."""
+    config_model: ClassVar[type[ExperimentConfig]]
+    """The kind's config: :class:`~nas.config.ExperimentConfig` (what every kind has) plus the kind's own
+    sections, a section it cannot run without as a field without default, an optional one defaulting to null."""
     trains_in_processes: ClassVar[bool] = False
     """Whether its supernet training can use ``distributed.processes`` > 1."""
 
@@ -75,6 +77,14 @@ class ExperimentKind(ABC):
         return {"name": space.name, "options": space.options(), "fingerprint": space.fingerprint(),
                 "cardinality": str(space.cardinality()), "dataset": exp.loaded.config.dataset.name}
 
+    @classmethod
+    def sections(cls) -> dict[str, bool]:
+        """The kind's own config sections (those :class:`~nas.config.ExperimentConfig` lacks) -> whether each is
+        required."""
+        common = ExperimentConfig.model_fields
+        return {name: field.is_required() for name, field in cls.config_model.model_fields.items()
+                if name not in common}
+
     def head_rows(self, exp: Experiment) -> list[tuple[str, str]]:
         """The summary's first rows, the same for every kind."""
         config = exp.loaded.config
@@ -96,26 +106,34 @@ def get_kind(name: str, *, source: Any = None) -> ExperimentKind:
     return KINDS.get(name, source=source)
 
 
-def check_sections(loaded: LoadedConfig) -> ExperimentKind:
-    """The config's kind, once its sections fit it: a section it needs must be there; a section only other kinds
-    use is an error naming it, not silence."""
-    config = loaded.config
+def kind_of(raw: ConfigData) -> ExperimentKind:
+    """The registered kind a config read by :func:`~nas.config.read_config` names (its ``kind``, by default
+    :class:`~nas.config.ExperimentConfig`'s); an unknown one is one InputError naming ``kind`` and the nearest."""
+    name = raw.data.get("kind", ExperimentConfig.model_fields["kind"].default)
+    if not isinstance(name, str):
+        raise raw.error("kind", f"got {short_repr(name)}; expected a valid string")
     try:
-        kind = KINDS.get(config.kind)
+        return KINDS.get(name)
     except InputError as err:
-        raise loaded.error("kind", err.detail) from None
-    foreign = {s for other in KINDS.names() for s in (*KINDS.get(other).needs, *KINDS.get(other).uses)}
-    for section in kind.needs:
-        if getattr(config, section) is None:
-            raise loaded.error(section, f"missing required section for kind: {kind.name}")
-    for section in sorted(foreign - set(kind.needs) - set(kind.uses)):
-        if getattr(config, section) is not None:
-            raise loaded.error(section, f"section {section!r} is not used by kind: {kind.name}; remove it")
-    return kind
+        raise raw.error("kind", err.detail) from None
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True) -> LoadedConfig:
-    """:func:`~nas.config.load_config`, then :func:`check_sections`: what every command reads a config with."""
-    loaded = load_config(path, overrides, check_files=check_files)
-    check_sections(loaded)
+    """Read a config, look its kind up and validate it against the kind's model: what every command reads a
+    config with. Every problem is one InputError naming the file line or ``--set``.
+
+    A section the kind needs but the config lacks (or leaves null) is named with the kind, after any other
+    error. Another kind's section is refused by name, not as an unknown key, once the rest is valid; left
+    null (as the config.yaml of runs made before kinds owned their models repeats every section) it is
+    dropped."""
+    raw = read_config(path, overrides)
+    kind = kind_of(raw)
+    own = kind.sections()
+    foreign = sorted({s for other in KINDS.names() for s in KINDS.get(other).sections()} - set(own))
+    absent = {s: f"missing required section for kind: {kind.name}" for s, required in own.items() if required}
+    data = {key: value for key, value in raw.data.items() if key not in foreign}
+    loaded = validate_config(replace(raw, data=data), kind.config_model, absent=absent, check_files=check_files)
+    for section in foreign:
+        if raw.data.get(section) is not None:
+            raise raw.error(section, f"section {section!r} is not used by kind: {kind.name}; remove it")
     return loaded

@@ -10,12 +10,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.config import LoadedConfig
+from pydantic import Field
+
+from nas.config import ExperimentConfig, LoadedConfig, SearchSpaceConfig
 from nas.experiment import Experiment, Reporter, build_space, check_dataset
+from nas.lpgnas import LpgnasConfig
 
 from .base import ExperimentKind, KindOutcome, register_kind
 
-__all__ = ["LpgnasKind"]
+__all__ = ["LpgnasExperimentConfig", "LpgnasKind"]
+
+
+class LpgnasExperimentConfig(ExperimentConfig):
+    """``kind: lpgnas``: LPGNAS over a graph space (``search_space: {name: gnn}``), its settings in ``lpgnas``."""
+
+    search_space: SearchSpaceConfig = Field(description="the space to search (gnn)")
+    lpgnas: LpgnasConfig = Field(description="LPGNAS settings: cost weights, search and retraining lengths, seeds")
 
 
 @register_kind
@@ -23,7 +33,7 @@ class LpgnasKind(ExperimentKind):
     """LPGNAS over the ``gnn`` space (see the module docstring)."""
 
     name = "lpgnas"
-    needs = ("search_space", "lpgnas")
+    config_model = LpgnasExperimentConfig
     description = "differentiable architecture + quantization search for GNNs"
 
     def prepare(self, loaded: LoadedConfig, reporter: Reporter, placement: Any, launch: Any) -> Experiment:

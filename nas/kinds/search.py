@@ -22,6 +22,7 @@ from nas.latency_stage import check_latency
 from nas.predictor_stage import check_predictors, search_context, write_predictor_artifacts
 from nas.rundir import JOURNAL, now_iso, read_manifest, update_manifest
 from nas.search import SearchResult, Trial, run_search
+from nas.search_config import SearchExperimentConfig
 from nas.stages import Stages, build_stages, declared_metrics
 from search_spaces import InputError, SearchSpace
 from search_spaces.errors import nearest
@@ -42,7 +43,7 @@ PLANNED_METRICS = {"accuracy": "add a `supernet:` section to train (or load) the
 
 
 
-def check_metrics(loaded: LoadedConfig, available: Sequence[str]) -> None:
+def check_metrics(loaded: LoadedConfig[SearchExperimentConfig], available: Sequence[str]) -> None:
     """Every objective and constraint must name a metric the evaluators provide."""
     search = loaded.config.search
     named = [(f"search.objectives[{i}].metric", o.metric) for i, o in enumerate(search.objectives)]
@@ -55,7 +56,8 @@ def check_metrics(loaded: LoadedConfig, available: Sequence[str]) -> None:
                                   f"(available now: {', '.join(available)})")
 
 
-def make_searcher(loaded: LoadedConfig, space: SearchSpace, storage_dir: Path, context: Any = None) -> Any:
+def make_searcher(loaded: LoadedConfig[SearchExperimentConfig], space: SearchSpace, storage_dir: Path,
+                  context: Any = None) -> Any:
     """``get_searcher`` for the config's ``search`` section, its errors pointing at the config."""
     from nas.searchers import get_searcher, list_searchers
 
@@ -193,8 +195,7 @@ class SearchKind(ExperimentKind):
     """A searcher over one space (see the module docstring)."""
 
     name = "search"
-    needs = ("search_space", "search")
-    uses = ("supernet", "predictors", "latency")
+    config_model = SearchExperimentConfig
     description = "joint architecture and quantization search over one space"
     trains_in_processes = True
 

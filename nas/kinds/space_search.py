@@ -11,15 +11,26 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.config import LoadedConfig
+from pydantic import Field
+
+from nas.config import ExperimentConfig, LoadedConfig
 from nas.experiment import Experiment, Reporter
 from nas.journal import Journal, read_journal
 from nas.rundir import JOURNAL
+from nas.spaceevo.run import SpaceSearchConfig
 from search_spaces import InputError
 
 from .base import ExperimentKind, KindOutcome, register_kind
 
-__all__ = ["SpaceSearchKind"]
+__all__ = ["SpaceSearchExperimentConfig", "SpaceSearchKind"]
+
+
+class SpaceSearchExperimentConfig(ExperimentConfig):
+    """``kind: space-search``: SpaceEvo's search over candidate spaces, its settings in ``space_search`` (no
+    ``search_space``: the spaces are what it searches)."""
+
+    space_search: SpaceSearchConfig = Field(description="SpaceEvo settings: macro-architecture, lookup table, Q-T "
+                                                        "score, evolution")
 
 
 @register_kind
@@ -27,7 +38,7 @@ class SpaceSearchKind(ExperimentKind):
     """SpaceEvo's space search (see the module docstring)."""
 
     name = "space-search"
-    needs = ("space_search",)
+    config_model = SpaceSearchExperimentConfig
     description = "rank candidate search spaces by Q-T score (SpaceEvo)"
 
     def prepare(self, loaded: LoadedConfig, reporter: Reporter, placement: Any, launch: Any) -> Experiment:

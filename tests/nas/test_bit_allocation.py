@@ -288,21 +288,21 @@ def write_config(tmp_path, options) -> str:
 
 
 def test_configs_name_the_option_before_any_work(tmp_path):
-    from nas.config import load_config
+    from nas.kinds import load_experiment
     from nas.runner import prepare
     from predictors.accuracy import HessianSensitivity
 
     path = write_config(tmp_path, {"budgets": ["size_kb <= 1e9"]})
     with pytest.raises(InputError, match="no supernet section") as err:
-        prepare(load_config(path))
+        prepare(load_experiment(path))
     assert err.value.field == "search.options.sensitivity" and err.value.source == path
     omega = {name: {str(c): v for c, v in row.items()} for name, row in table().values.items()}
     saved = HessianSensitivity(SPACE, omega, traces={}, samples=1, images=1).save(tmp_path / "h.json")
-    assert prepare(load_config(write_config(tmp_path, {"budgets": ["size_kb <= 1e9"], "sensitivity": str(saved)})))
+    assert prepare(load_experiment(write_config(tmp_path, {"budgets": ["size_kb <= 1e9"], "sensitivity": str(saved)})))
     with pytest.raises(InputError, match=r"budget 'size_kb <= 1' cannot be met: the smallest size_kb") as err:
-        prepare(load_config(write_config(tmp_path, {"budgets": ["size_kb <= 1"], "sensitivity": str(saved)})))
+        prepare(load_experiment(write_config(tmp_path, {"budgets": ["size_kb <= 1"], "sensitivity": str(saved)})))
     assert err.value.field == "search.options.budgets[0]"
     with pytest.raises(InputError, match="cannot budget 'latency_ms'.*size_kb") as err:  # no latency section
-        prepare(load_config(write_config(tmp_path, {"budgets": ["size_kb <= 1e9", "latency_ms <= 1"],
+        prepare(load_experiment(write_config(tmp_path, {"budgets": ["size_kb <= 1e9", "latency_ms <= 1"],
                                                     "sensitivity": str(saved)})))
     assert err.value.field == "search.options.budgets[1]"

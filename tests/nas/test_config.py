@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nas.config import ExperimentConfig, apply_overrides, config_diff, config_to_yaml, load_config
+from nas.config import ExperimentConfig, apply_overrides, config_diff, config_to_yaml
 from nas.kinds import load_experiment
 from nas.runner import prepare, summary
 from search_spaces.errors import InputError
@@ -129,7 +129,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "cfg").mkdir()
     path = write(tmp_path / "cfg", GOOD.replace("  name: digits\n", "  name: digits\n  root: ../data\n", 1))
-    assert load_config(path).config.dataset.root == (tmp_path / "data").resolve()
+    assert load_experiment(path).config.dataset.root == (tmp_path / "data").resolve()
 
 
 def test_searcher_file_options_resolve_against_the_config_folder(tmp_path):
@@ -139,10 +139,10 @@ def test_searcher_file_options_resolve_against_the_config_folder(tmp_path):
     text = GOOD.replace("  algorithm: nsga2\n  options: {population_size: 4}\n",
                         "  algorithm: ilp-bits\n  options: {architecture: arch.json, sensitivity: ../t/h.json, "
                         "budgets: ['size_kb <= 30']}\n")
-    options = load_config(write(tmp_path / "cfg", text)).config.search.options
+    options = load_experiment(write(tmp_path / "cfg", text)).config.search.options
     assert options["architecture"] == str((tmp_path / "cfg" / "arch.json").resolve())
     assert options["sensitivity"] == str((tmp_path / "t" / "h.json").resolve())
-    kept = load_config(write(tmp_path, text.replace("arch.json", "largest").replace("../t/h.json", "kl")))
+    kept = load_experiment(write(tmp_path, text.replace("arch.json", "largest").replace("../t/h.json", "kl")))
     assert kept.config.search.options["architecture"] == "largest"
     assert kept.config.search.options["sensitivity"] == "kl"
 
@@ -155,16 +155,16 @@ def test_empty_and_missing_files(tmp_path):
 
 def test_defaults_are_filled_and_name_defaults_to_file_stem(tmp_path):
     path = write(tmp_path, GOOD.replace("name: tiny\n", ""), name="my-exp.yaml")
-    config = load_config(path).config
+    config = load_experiment(path).config
     assert config.name == "my-exp"
     assert config.executor.kind == "local" and config.output.export_top == 5
     assert config.search_seed == 3
-    assert load_config(path, ["search.seed=9"]).config.search_seed == 9
+    assert load_experiment(path, ["search.seed=9"]).config.search_seed == 9
 
 
 def test_overrides_parse_values_as_yaml_and_reach_nested_keys(tmp_path):
     path = write(tmp_path, GOOD)
-    loaded = load_config(path, ["search.budget=40", "search.objectives.1.direction=max",
+    loaded = load_experiment(path, ["search.budget=40", "search.objectives.1.direction=max",
                                 "search_space.options.depths=[1, 2, 3]", "dataset.options.max_train=100"])
     config = loaded.config
     assert config.search.budget == 40
@@ -196,11 +196,11 @@ def test_apply_overrides_does_not_mutate_its_input():
 
 
 def test_resolved_yaml_round_trips_and_diff_names_changed_keys(tmp_path):
-    config = load_config(write(tmp_path, GOOD)).config
+    config = load_experiment(write(tmp_path, GOOD)).config
     again_path = write(tmp_path, config_to_yaml(config), name="resolved.yaml")
-    again = load_config(again_path).config
+    again = load_experiment(again_path).config
     assert again == config
-    changed = load_config(again_path, ["search.budget=13"]).config
+    changed = load_experiment(again_path, ["search.budget=13"]).config
     assert config_diff(config, changed) == ["search.budget: 12 -> 13"]
     assert config_diff(config, again) == []
     assert yaml.safe_load(config_to_yaml(config))["search"]["seed"] is None
@@ -225,7 +225,7 @@ def test_resolved_yaml_round_trips_and_diff_names_changed_keys(tmp_path):
 def test_semantic_errors_point_into_the_config(tmp_path, override, expected):
     path = write(tmp_path, GOOD)
     with pytest.raises(InputError) as info:
-        prepare(load_config(path, [override]))
+        prepare(load_experiment(path, [override]))
     message = str(info.value)
     assert "\n" not in message
     for fragment in expected:
@@ -235,13 +235,13 @@ def test_semantic_errors_point_into_the_config(tmp_path, override, expected):
 def test_semantic_error_carries_the_file_line(tmp_path):
     path = write(tmp_path, GOOD.replace("metric: bitops", "metric: bitop"))
     with pytest.raises(InputError) as info:
-        prepare(load_config(path))
+        prepare(load_experiment(path))
     assert str(info.value).startswith(f"{path}:23: search.objectives[1].metric: metric 'bitop' is not available; "
                                       "did you mean 'bitops'?")
 
 
 def test_valid_config_summary(tmp_path):
-    rows = dict(summary(prepare(load_config(write(tmp_path, GOOD)))))
+    rows = dict(summary(prepare(load_experiment(write(tmp_path, GOOD)))))
     assert rows["dataset"].startswith("digits (1×8×8, 10 classes")
     assert rows["search space"].startswith("mbv3:") and "distinct subnets" in rows["search space"]
     assert rows["objectives"] == "size_kb (min, analytic), bitops (min, analytic)"
@@ -251,7 +251,7 @@ def test_valid_config_summary(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_experiment_configs_parse(path):
-    config = load_config(path).config
+    config = load_experiment(path).config
     assert isinstance(config, ExperimentConfig)
     assert config.name == path.stem
 
@@ -283,4 +283,4 @@ def test_training_lengths_have_an_upper_bound(tmp_path, section, key, value):
     path = tmp_path / "long.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(InputError, match=f"{section}.{key}: got {value}; expected less than or equal to"):
-        load_config(path)
+        load_experiment(path)

@@ -2,17 +2,32 @@
 
 from pathlib import Path
 
+import pytest
+
 from nas.config import ExperimentConfig
 from nas.config_docs import config_reference, model_sections
 from nas.cli import main
+from nas.kinds import KINDS, get_kind
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_every_config_key_has_a_description():
-    missing = [f"{path}.{name}" if path else name for path, model in model_sections(ExperimentConfig)
+@pytest.mark.parametrize("model", [ExperimentConfig, *(get_kind(name).config_model for name in KINDS.names())],
+                         ids=lambda model: model.__name__)
+def test_every_config_key_has_a_description(model):
+    missing = [f"{path}.{name}" if path else name for path, model in model_sections(model)
                for name, field in model.model_fields.items() if not field.description]
     assert not missing, f"config keys without a description (Field(description=...)): {missing}"
+
+
+def test_the_reference_documents_every_kind_and_its_sections():
+    text = config_reference()
+    assert text.index("## kind: `search`") < text.index("## kind: `lpgnas`")  # the default kind first
+    for name in KINDS.names():
+        assert f"## kind: `{name}`" in text
+        for section in get_kind(name).sections():
+            assert f"## `{section}` (kind" in text, (name, section)
+    assert "## `search_space` (kinds: search, lpgnas)" in text
 
 
 def test_docs_config_md_is_the_generated_reference():

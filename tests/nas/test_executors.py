@@ -413,12 +413,12 @@ def test_cluster_without_the_resources_fails_before_the_run_folder(tmp_path, che
 
 
 def test_ray_not_installed_is_one_clear_error(tmp_path, checkpoint, monkeypatch):
-    from nas.config import load_config
+    from nas.kinds import load_experiment
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     path = write_config(tmp_path, checkpoint, {"kind": "ray"})
     with pytest.raises(InputError) as info:
-        check_executor(load_config(path))
+        check_executor(load_experiment(path))
     assert "executor.kind" in str(info.value) and "pip install 'ray" in str(info.value)
     with pytest.raises(InputError):
         start_run(path)

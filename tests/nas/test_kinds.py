@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from nas.config import ExperimentConfig
+from pydantic import Field
+
+from nas.config import ExperimentConfig, SearchSpaceConfig
 from nas.kinds import KINDS, ExperimentKind, get_kind
 from search_spaces import InputError
 
@@ -13,15 +15,32 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", KINDS.names())
-def test_every_kind_declares_sections_the_config_has(name):
+def test_every_kind_owns_a_config_model_with_its_sections(name):
     kind = get_kind(name)
-    assert kind.needs and set(kind.needs) | set(kind.uses) <= set(ExperimentConfig.model_fields)
+    assert issubclass(kind.config_model, ExperimentConfig) and any(kind.sections().values())
+    for section, required in kind.sections().items():
+        field = kind.config_model.model_fields[section]
+        assert field.description and (required or field.default is None), (section, field)
+
+
+def test_the_common_model_holds_no_kind_section():
+    """A kind's section is a field of that kind's model only: the model every kind shares has no ``X | None``
+    field (one would mean another kind), and no kind redefines one of its fields."""
+    assert [name for name, field in ExperimentConfig.model_fields.items() if field.default is None] == []
+    for name in KINDS.names():
+        model = get_kind(name).config_model
+        assert all(model.model_fields[f].annotation == field.annotation
+                   for f, field in ExperimentConfig.model_fields.items()), name
+
+
+class _SurveyConfig(ExperimentConfig):
+    search_space: SearchSpaceConfig = Field(description="the space surveyed")
 
 
 class _Survey(ExperimentKind):
     """A kind registered only in this test: the config loader must take it without an edit elsewhere."""
 
-    name, description, needs = "survey", "a kind no module ships", ("search_space",)
+    name, description, config_model = "survey", "a kind no module ships", _SurveyConfig
 
     def prepare(self, loaded, reporter, placement, launch):
         raise AssertionError("not run here")

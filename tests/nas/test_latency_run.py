@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from nas.config import load_config
+from nas.kinds import load_experiment
 from nas.runner import prepare, start_run
 from predictors.latency import Entry, LatencyTable, SlotPlan, TableHeader
 from search_spaces import InputError, get_space, model_costs
@@ -70,13 +70,13 @@ def test_validate_checks_coverage_before_anything_trains(tmp_path):
     kept = 28  # the table: 28 blocks of a space that needs more
     partial = str(npu_table(tmp_path / "npu.csv", drop=needed - kept))
     with pytest.raises(InputError) as err:
-        prepare(load_config(config(tmp_path, {"tables": [{"name": "npu", "table": partial, "strict": True}]})))
+        prepare(load_experiment(config(tmp_path, {"tables": [{"name": "npu", "table": partial, "strict": True}]})))
     assert f"latency.tables[0].table: {partial}: the strict table lacks {needed - kept} of the {needed} blocks" \
         in str(err.value) and "first: " in str(err.value)
-    notes = prepare(load_config(config(tmp_path, {"table": partial}))).latency_notes
+    notes = prepare(load_experiment(config(tmp_path, {"table": partial}))).latency_notes
     assert len(notes) == 1 and f"{kept} of {needed} blocks; " in notes[0] and "of 1000 random subnets need the " \
         "fallback" in notes[0]
-    full = prepare(load_config(config(tmp_path, {"table": str(npu_table(tmp_path / "full.csv")), "strict": True})))
+    full = prepare(load_experiment(config(tmp_path, {"table": str(npu_table(tmp_path / "full.csv")), "strict": True})))
     assert full.latency_notes == (f"latency_ms: full.csv (acme-sdk on Acme NPU-2 (imaginary), all {needed} blocks)",)
 
 
@@ -87,7 +87,7 @@ def test_a_table_for_other_options_without_a_fingerprint_is_refused(tmp_path):
     LatencyTable(header, [Entry(b, 0.1, 0.0, 1) for b in blocks if b.op != "mbconv"]).save(tmp_path / "old.csv")
     with pytest.raises(InputError, match=r"latency\.table: .*old\.csv: none of the table's \d+ entries is one of "
                                          r"the \d+ blocks this space needs"):
-        prepare(load_config(config(tmp_path, {"table": str(tmp_path / "old.csv")})))
+        prepare(load_experiment(config(tmp_path, {"table": str(tmp_path / "old.csv")})))
 
 
 def test_bad_tables_are_reported_before_any_work(tmp_path):
@@ -100,17 +100,17 @@ def test_bad_tables_are_reported_before_any_work(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError, match=rf"bad\.csv:{row + 1}: mean_ms"):
-        prepare(load_config(config(tmp_path, {"table": str(bad)})))
+        prepare(load_experiment(config(tmp_path, {"table": str(bad)})))
     with pytest.raises(InputError, match=r"latency\.backend: the table .* was measured on backend 'acme-sdk', "
                                          r"not 'onnxruntime-int8'"):
-        prepare(load_config(config(tmp_path, {"table": str(good), "backend": "onnxruntime-int8"})))
+        prepare(load_experiment(config(tmp_path, {"table": str(good), "backend": "onnxruntime-int8"})))
     other = dict(OPTIONS, head_channels=48)
     path = config(tmp_path, {"table": str(good)})
     data = yaml.safe_load(path.read_text())
     data["search_space"]["options"] = other
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(InputError, match=r"npu\.csv.*(fingerprint|space)"):
-        prepare(load_config(path))
+        prepare(load_experiment(path))
 
 
 @pytest.mark.parametrize("latency, expected", [
@@ -122,7 +122,7 @@ def test_bad_tables_are_reported_before_any_work(tmp_path):
 ])
 def test_bad_latency_sections_are_named(tmp_path, latency, expected):
     with pytest.raises(InputError) as err:
-        load_config(config(tmp_path, latency))
+        load_experiment(config(tmp_path, latency))
     for fragment in expected:
         assert fragment in str(err.value)
 
@@ -133,7 +133,7 @@ def test_latency_objective_without_a_section_says_how(tmp_path):
     del data["latency"]
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(InputError, match="add a `latency:` section"):
-        prepare(load_config(path))
+        prepare(load_experiment(path))
 
 
 # ---- reproducible latencies: the run's own copy of every table ------------------------------------------------

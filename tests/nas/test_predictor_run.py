@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from nas.config import load_config
+from nas.kinds import load_experiment
 from nas.runner import prepare, start_run
 from predictors.accuracy import PredictorDataset, QuantSensitivity
 from search_spaces import InputError, get_space
@@ -65,7 +65,7 @@ def test_predictor_dataset_is_written_and_reusable(first, tmp_path):
 ])
 def test_bad_predictor_sections_are_named(tmp_path, change, expected):
     with pytest.raises(InputError) as err:
-        prepare(load_config(write(tmp_path, CONFIG | change)))
+        prepare(load_experiment(write(tmp_path, CONFIG | change)))
     for fragment in expected:
         assert fragment in str(err.value)
 
@@ -75,7 +75,7 @@ def test_predictor_dataset_from_another_space_is_refused(first, tmp_path):
     config = CONFIG | {"search_space": {"name": "mbv3", "options": options},
                        "predictors": {"dataset": str(first.run_dir / "predictor_dataset.csv")}}
     with pytest.raises(InputError, match=r"predictor_dataset\.csv.*(fingerprint|space)"):
-        prepare(load_config(write(tmp_path, config)))
+        prepare(load_experiment(write(tmp_path, config)))
 
 
 def test_quant_sensitivity_is_measured_saved_and_reused(first, tmp_path):
@@ -109,9 +109,9 @@ def test_quant_sensitivity_of_another_space_or_without_a_supernet_is_refused(fir
     path = tmp_path / "quant_sensitivity.json"
     path.write_text(json.dumps({"space": "mbv3", "space_fingerprint": space.fingerprint(), "genes": other}))
     with pytest.raises(InputError, match=r"quant_sensitivity\.json.*genes\.s1\.b1\.a_bits.*missing"):
-        prepare(load_config(write(tmp_path, CONFIG | {"predictors": {"quant_sensitivity": str(path)}})))
+        prepare(load_experiment(write(tmp_path, CONFIG | {"predictors": {"quant_sensitivity": str(path)}})))
     analytic = CONFIG | {"supernet": None, "predictors": {"quant_sensitivity": True},
                          "search": CONFIG["search"] | {"objectives": [{"metric": "size_kb", "direction": "min"},
                                                                       {"metric": "bitops", "direction": "min"}]}}
     with pytest.raises(InputError, match="predictors.quant_sensitivity.*no supernet section"):
-        prepare(load_config(write(tmp_path, {k: v for k, v in analytic.items() if v is not None})))
+        prepare(load_experiment(write(tmp_path, {k: v for k, v in analytic.items() if v is not None})))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.config import load_config
+from nas.kinds import load_experiment
 from nas.runner import prepare, summary
 from search_spaces.errors import InputError
 
@@ -39,7 +39,7 @@ def config_path(tmp_path: Path) -> Path:
 
 
 def test_a_text_dataset_fits_an_lm_space(config_path):
-    rows = dict(summary(prepare(load_config(config_path, ["supernet={epochs: 1}"]))))
+    rows = dict(summary(prepare(load_experiment(config_path, ["supernet={epochs: 1}"]))))
     assert rows["dataset"].startswith("tinyshakespeare (text, 8-token windows, 12 classes")
     assert rows["objectives"] == "val_loss (min, measured), size_kb (min, analytic)"
 
@@ -56,7 +56,7 @@ def test_a_text_dataset_fits_an_lm_space(config_path):
 ])
 def test_mismatches_are_one_line_naming_the_key(config_path, overrides, expected):
     with pytest.raises(InputError) as info:
-        prepare(load_config(config_path, overrides))
+        prepare(load_experiment(config_path, overrides))
     message = str(info.value)
     assert "\n" not in message
     for fragment in expected:
@@ -68,7 +68,7 @@ def test_a_vit_space_refuses_text(config_path):
                                            "in_channels: 1, patch_size: 4")
     config_path.write_text(textwrap.dedent(text))
     with pytest.raises(InputError, match="holds text but search space 'transformer' reads images"):
-        prepare(load_config(config_path, ["supernet={epochs: 1}"]))
+        prepare(load_experiment(config_path, ["supernet={epochs: 1}"]))
 
 
 def test_a_predictor_guided_search_learns_val_loss(config_path):

@@ -212,7 +212,7 @@ def _config(folder, latency):
 
 
 def test_latency_section_of_a_transformer_run(tmp_path):
-    from nas.config import load_config
+    from nas.kinds import load_experiment
     from nas.runner import prepare, start_run
 
     cache = tmp_path / "cache"
@@ -236,17 +236,17 @@ def test_latency_section_of_a_transformer_run(tmp_path):
     assert front and all(r["metrics"]["latency_measured_ms"] > 0 and r["metrics"]["latency_pred_ms"] > 0
                          for r in front)
     # a table file: used as is; one lacking a block uses the flagged fallback, or is refused when strict
-    note = prepare(load_config(_config(tmp_path, {"table": str(copy)}))).latency_notes[0]
+    note = prepare(load_experiment(_config(tmp_path, {"table": str(copy)}))).latency_notes[0]
     assert note.startswith("latency_ms: latency_ms.csv (onnxruntime-int8 on ") and "all 10 transformer blocks" in note
     lines = copy.read_text().splitlines()
     first_mlp = next(i for i, line in enumerate(lines) if line.startswith("mlp,"))
     partial = tmp_path / "partial.csv"
     partial.write_text("\n".join(lines[:first_mlp] + lines[first_mlp + 1:]) + "\n")
-    note = prepare(load_config(_config(tmp_path, {"table": str(partial)}))).latency_notes[0]
+    note = prepare(load_experiment(_config(tmp_path, {"table": str(partial)}))).latency_notes[0]
     assert "9 of 10 transformer blocks; the 1 others estimated by the fallback" in note
     with pytest.raises(InputError, match=r"latency\.table: .*partial\.csv: the strict table lacks 1 of the 10 "
                                          r"transformer blocks \(first: mlp-vit-"):
-        prepare(load_config(_config(tmp_path, {"table": str(partial), "strict": True})))
+        prepare(load_experiment(_config(tmp_path, {"table": str(partial), "strict": True})))
     outcome = start_run(_config(tmp_path, {"table": str(partial)}))
     flags = [json.loads(line)["metrics"]["latency_ms_fallback"] for line in (outcome.run_dir / "trials.jsonl").open()]
     assert set(flags) <= {0.0, 1.0}
@@ -254,9 +254,9 @@ def test_latency_section_of_a_transformer_run(tmp_path):
     no_mlp.write_text("\n".join(line for line in lines if not line.startswith("mlp,")) + "\n")
     with pytest.raises(InputError, match=r"latency\.table: .*no_mlp\.csv: no row of op 'mlp' to estimate it from; "
                                          r"the table lacks 2 of the 10"):
-        prepare(load_config(_config(tmp_path, {"table": str(no_mlp)})))
+        prepare(load_experiment(_config(tmp_path, {"table": str(no_mlp)})))
     with pytest.raises(InputError, match=r"latency\.profile\.backend: transformer blocks are timed on"):
-        prepare(load_config(_config(tmp_path, {"profile": {"backend": "torch-int8"}})))
+        prepare(load_experiment(_config(tmp_path, {"profile": {"backend": "torch-int8"}})))
 
 
 def test_the_latency_command_profiles_and_checks_transformer_tables(tmp_path, capsys):
