@@ -20,8 +20,9 @@ losses stay on the device until the epoch ends, so a GPU step never waits for th
 
 Several processes (a :class:`~supernets.distributed.World` of ``size > 1``): every rank draws the same
 global batch, augmentation and subnets from the same seeded generators and trains on its shard of
-the batch; BN statistics, loss weights and gradients are synchronised so the weights stay equal on
-every rank and equal to one process training the global batch (see :mod:`supernets.distributed`).
+the batch (the only images it reads, decodes when streamed, and augments); BN statistics, loss weights
+and gradients are synchronised so the weights stay equal on every rank and equal to one process
+training the global batch (see :mod:`supernets.distributed`).
 """
 
 from __future__ import annotations
@@ -140,16 +141,16 @@ class SupernetTrainer:
             self.net.init_quantizers(self.train_x[: self.cfg.batch_size])  # every bit-width, from data
         self.net.train()
         order = self.placement.put(torch.randperm(len(self.train_x), generator=self.torch_gen))  # drawn on the CPU
-        streamed = (self.train_x.batches(order, self.cfg.batch_size, self.steps_per_epoch)
+        streamed = (self.train_x.batches(order, self.cfg.batch_size, self.steps_per_epoch, shard=self.world.shard)
                     if hasattr(self.train_x, "batches") else None)  # images read from files, decoded ahead by workers
         parts: list[list[Tensor]] = []
         for step in range(self.steps_per_epoch):
             idx = order[step * self.cfg.batch_size:(step + 1) * self.cfg.batch_size]
-            x = self.train_x[idx] if streamed is None else next(streamed)  # (B, C, H, W) images, or (B, T) token ids
-            if self.cfg.augment and x.ndim == 4:
-                x = augment_batch(x, self.torch_gen)
-            mine = self.world.shard(len(idx))  # the whole batch is augmented: every rank draws the same numbers
-            parts.append(self._step(self.placement.layout(x[mine]), self.train_y[idx][mine], phase, len(idx)))
+            mine = self.world.shard(len(idx))  # this rank's part of the global batch: only it is read
+            x = self.train_x[idx[mine]] if streamed is None else next(streamed)  # (b, C, H, W) images, or (b, T) ids
+            if self.cfg.augment and x.ndim == 4:  # the whole batch's random numbers: every rank draws the same
+                x = augment_batch(x, self.torch_gen, rows=mine, batch=len(idx))
+            parts.append(self._step(self.placement.layout(x), self.train_y[idx[mine]], phase, len(idx)))
             if on_step is not None:  # the host needs this step's loss now: one sync per step
                 on_step(step, _step_loss([float(t) for t in parts[-1]]))
         losses = _step_losses(parts, self.world)  # waits for the last step, wherever it runs

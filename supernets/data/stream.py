@@ -4,13 +4,14 @@
 :class:`StreamedImages` stands where an :class:`~supernets.data.ImageSplits`' train tensor stands when the
 training images do not fit in memory (``imagefolder``'s ``stream: true``): it has a length, a shape, a device,
 prefix and index reads (decoded, normalised tensors) and :meth:`StreamedImages.batches`, which the supernet
-trainer iterates so that workers decode the next batches while the current one trains.
+trainer iterates so that workers decode the next batches while the current one trains (with several training
+processes, each decodes only its shard of every batch).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,10 +127,17 @@ class StreamedImages:
         index = np.arange(len(self))[idx] if isinstance(idx, slice) else np.asarray(torch.as_tensor(idx).cpu())
         return self._finish(next(self.source.decode([index], pin=False)))
 
-    def batches(self, order: torch.Tensor, batch_size: int, steps: int) -> Iterator[torch.Tensor]:
-        """The first ``steps`` batches of ``order`` (indices), decoded by the source's workers ahead of use."""
+    def batches(self, order: torch.Tensor, batch_size: int, steps: int, *,
+                shard: Callable[[int], slice] | None = None) -> Iterator[torch.Tensor]:
+        """The first ``steps`` batches of ``order`` (indices), decoded by the source's workers ahead of use.
+
+        ``shard``: a batch's size -> this training process's part of it (:meth:`supernets.distributed.World.shard`);
+        only that part of each batch is decoded, as the in-memory path indexes only ``idx[shard(len(idx))]``.
+        """
         index = np.asarray(order.cpu())
         chunks = [index[s * batch_size:(s + 1) * batch_size] for s in range(steps)]
+        if shard is not None:
+            chunks = [chunk[shard(len(chunk))] for chunk in chunks]
         for images in self.source.decode(chunks, pin=self.device.type == "cuda"):
             yield self._finish(images)
 

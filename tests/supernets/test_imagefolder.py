@@ -213,3 +213,55 @@ def test_streamed_splits_travel_to_other_processes(flat):
     data = load_dataset("imagefolder", root=flat, folder="pets", image_size=8, stream=True, workers=1)
     copy = pickle.loads(pickle.dumps(data.to("cpu")))
     assert isinstance(copy.train_x, StreamedImages) and torch.equal(copy.train_x[:10], data.train_x[:10])
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_each_training_process_decodes_only_its_shard_of_every_batch(flat, monkeypatch, size):
+    """Ranks simulated in this process (collectives stubbed): a streamed rank decodes only its shard of each global
+    batch, the same files in the same order as the in-memory path's shard, and trains on the same images
+    (augmented with the whole batch's random numbers) as one process that reads and augments the whole batch."""
+    from search_spaces.testing import tiny_mbv3
+    from supernets.config import SupernetConfig
+    from supernets.data import stream
+    from supernets.distributed import SINGLE, World
+    from supernets.supernet import QuantSupernet
+    from supernets.training import SupernetTrainer
+
+    torch.set_num_threads(1)
+    options = dict(root=flat, folder="pets", image_size=8, val_fraction=0.2, test_fraction=0.1)
+    memory, streamed = load_dataset("imagefolder", **options), load_dataset("imagefolder", stream=True, **options)
+    cfg = SupernetConfig(warmup_epochs=1, epochs=1, batch_size=8, random_subnets=1, bn_calib_samples=8)
+    decoded: list[str] = []
+    decode = stream._Decode.__getitem__
+
+    def counted(self, i):  # workers 0: every image is decoded in this process
+        decoded.append(self.files[i])
+        return decode(self, i)
+    monkeypatch.setattr(stream._Decode, "__getitem__", counted)
+    monkeypatch.setattr(World, "all_reduce_sum", lambda self, t: t)
+
+    def epoch(data, world):
+        """The (images, labels) each step trains on and the files decoded, in the first epoch of ``world``'s rank."""
+        net = QuantSupernet(tiny_mbv3(in_channels=3, num_classes=3, image_size=8), image_size=8)
+        trainer = SupernetTrainer(net, data.train_x, data.train_y, data.val_x, data.val_y, cfg, world=world)
+        steps = []
+        trainer._step = lambda x, y, phase, batch: steps.append((x, y, batch)) or [torch.zeros(())]
+        trainer.extreme_accuracies = lambda quantize: (0.0, 0.0)
+        decoded.clear()
+        trainer.train_epoch()
+        assert trainer.steps_per_epoch == 5
+        return steps, list(decoded)
+
+    whole, _ = epoch(memory, SINGLE)  # the global batches, read and augmented whole
+    _, files = epoch(streamed, SINGLE)
+    assert len(files) == 5 * 8
+    for rank in range(size):
+        world = World(rank, size)
+        mine = world.shard(8)
+        in_memory, none = epoch(memory, world)
+        shards, decoded_here = epoch(streamed, world)
+        assert none == [] and len(decoded_here) == 5 * (mine.stop - mine.start)  # its shard, not the global batch
+        assert decoded_here == [f for s in range(5) for f in files[s * 8:(s + 1) * 8][mine]]
+        for (x, y, batch), (mx, my, _), (wx, wy, _) in zip(shards, in_memory, whole, strict=True):
+            assert batch == 8 and torch.equal(x, mx) and torch.equal(y, my)
+            assert torch.equal(x, wx[mine]) and torch.equal(y, wy[mine])

@@ -305,3 +305,20 @@ def test_student_weight_and_projection_shape_the_step(digits):
         assert float(projected @ largest) == pytest.approx(float(largest @ largest), rel=1e-3)
         want = largest + weight * students - weight * dot / float(largest @ largest) * largest
         assert torch.allclose(projected, want, atol=1e-5 * scale)
+
+
+def test_a_shard_is_augmented_as_its_rows_of_the_whole_batch():
+    """A training process augments only its shard, with the whole batch's random numbers: the same images as
+    augmenting the whole batch and taking the shard, and the generator ends where it would have."""
+    from supernets.augment import augment_batch
+
+    x = torch.randn(11, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    whole_gen, shard_gen = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    whole = augment_batch(x, whole_gen)
+    for rows in (slice(0, 4), slice(4, 8), slice(8, 11)):
+        assert torch.equal(augment_batch(x[rows], shard_gen, rows=rows, batch=11), whole[rows])
+        shard_gen.set_state(torch.Generator().manual_seed(4).get_state())
+    augment_batch(x[4:8], shard_gen, rows=slice(4, 8), batch=11)
+    assert torch.equal(shard_gen.get_state(), whole_gen.get_state())
+    with pytest.raises(ValueError, match="cannot be the rows"):
+        augment_batch(x[:3], shard_gen, rows=slice(0, 4), batch=11)
