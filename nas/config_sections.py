@@ -22,7 +22,7 @@ from .config_paths import ExistingPath, resolve_existing
 __all__ = ["SupernetSection", "PredictorsSection", "LatencySection", "LatencyTableSpec", "ProfileSpec",
            "EVALUATION_FIELDS"]
 
-EVALUATION_FIELDS = {"bn_calib_samples", "eval_batch_size", "checkpoint"}
+EVALUATION_FIELDS = {"bn_calib_samples", "eval_batch_size", "checkpoint", "subnets_at_once"}
 
 
 class SupernetSection(SupernetConfig):
@@ -34,6 +34,10 @@ class SupernetSection(SupernetConfig):
 
     checkpoint: ExistingPath | None = Field(None, description="reuse a trained supernet (same space) instead of "
                                                               "training; then leave the training keys out")
+    subnets_at_once: int = Field(1, ge=1, le=64, strict=True,
+                                 description="subnets the search measures concurrently on the supernet's device, a "
+                                             "supernet copy (and on CUDA a stream) each: pays where one small subnet "
+                                             "leaves a GPU idle; on the CPU they share its cores")
 
     @model_validator(mode="after")
     def _checkpoint_or_training(self) -> SupernetSection:
@@ -49,7 +53,7 @@ class SupernetSection(SupernetConfig):
 
     def train_config(self) -> SupernetConfig:
         """The training part, as the supernet trainer takes it."""
-        return SupernetConfig(**self.model_dump(exclude={"checkpoint"}))
+        return SupernetConfig(**self.model_dump(exclude={"checkpoint", "subnets_at_once"}))
 
 
 class PredictorsSection(BaseModel):

@@ -140,6 +140,7 @@ def build_stages(exp: Any, run_dir: Path, reporter: Any) -> Stages:
                                             progress=not getattr(reporter, "quiet", True), log=reporter.info,
                                             placement=exp.placement, launch=exp.launch)
         stages.executor = make_executor(config.executor)  # the expensive evaluators run through it
-        evaluators.append(stages.executor.evaluator(SupernetAccuracyFactory.from_subnets(stages.subnets)))
+        factory = SupernetAccuracyFactory.from_subnets(stages.subnets, at_once=config.supernet.subnets_at_once)
+        evaluators.append(stages.executor.evaluator(factory))
         stages.evaluator = CompositeEvaluator(evaluators)
     return stages
