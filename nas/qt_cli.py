@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nas.cli import register_command
 from nas.kinds import load_experiment
-from nas.kinds.space_search import SpaceSearchKind
+from nas.kinds.space_search import SpaceSearchExperimentConfig, SpaceSearchKind
 from nas.spaceevo.run import SpaceSearchConfig
 from nas.spaceevo.table import ranking_table
 from search_spaces import InputError
@@ -39,7 +39,7 @@ def load_space_search_config(path: str | Path, overrides: Sequence[str] = ()) ->
     against the file's folder). Every problem is one :class:`InputError` naming the file and field."""
     loaded = load_experiment(path, overrides)
     config = loaded.config
-    if config.kind != SpaceSearchKind.name:  # the Q-T settings and lookup table live in its section
+    if not isinstance(config, SpaceSearchExperimentConfig):  # the Q-T settings and lookup table live in its section
         raise InputError(f"expected an experiment of kind: {SpaceSearchKind.name}, got kind: {config.kind}",
                          source=loaded.source, field="kind")
     return SpaceSearchExperiment(config.space_search, config.name, config.seed, loaded.source)
