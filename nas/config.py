@@ -167,9 +167,12 @@ class DistributedConfig(Section):
     """How many processes train the supernet (data-parallel, gradients averaged) and how they talk.
 
     ``backend: auto`` is NCCL on CUDA, gloo on the CPU; ``launcher: local`` spawns the processes on this
-    machine (``ray`` is not available yet). Checked against this machine before any work (too many
-    processes for its CPUs or GPUs, NCCL without CUDA). Only supernet training uses it; the search runs in
-    the main process afterwards. A resume may change it (``--set distributed.processes=N``).
+    machine, ``ray`` runs them as Ray Train workers on the cluster of ``executor.address`` (null: a private
+    Ray here), rank 0 writing the checkpoint into the run folder, which must then be on storage every node
+    mounts at the same path. Checked before any work: against this machine (too many processes for its CPUs
+    or GPUs, NCCL without CUDA), or for ``ray`` against the cluster's CPUs (GPUs on CUDA). Only supernet
+    training uses it; the search runs in the main process afterwards. A resume may change it (``--set
+    distributed.processes=N``).
     ``sync_batch_norm``: BN statistics of the global batch (the weights of one process training it); false
     normalises each shard by itself, as plain DDP does: fewer collectives, different results.
     """
@@ -177,8 +180,10 @@ class DistributedConfig(Section):
     processes: int = Field(1, ge=1, le=1024, strict=True, description="processes training the supernet, each on its "
                                                                       "shard of every batch (a resume may change it)")
     backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: NCCL on CUDA, gloo on the CPU")
-    launcher: Literal["local", "ray"] = Field("local", description="local spawns the processes on this machine (ray is"
-                                                                   " not available yet)")
+    launcher: Literal["local", "ray"] = Field("local", description="local spawns the processes on this machine; ray "
+                                                                   "runs them as Ray Train workers on the cluster of "
+                                                                   "executor.address (the run folder on storage every "
+                                                                   "node sees); one process trains here either way")
     sync_batch_norm: bool = Field(True, description="BN statistics over the global batch (as one process); false: per "
                                                     "shard, as plain DDP")
 

@@ -14,7 +14,8 @@ from search_spaces import InputError
 if TYPE_CHECKING:
     from nas.config import LoadedConfig
 
-__all__ = ["check_distributed", "is_torchrun_follower", "follow_torchrun", "RESUMABLE_PREFIX"]
+__all__ = ["check_distributed", "check_cluster", "release_cluster", "is_torchrun_follower", "follow_torchrun",
+           "RESUMABLE_PREFIX"]
 
 RESUMABLE_PREFIX = "distributed."
 """Keys a resume may set differently from the run's config.yaml: a checkpoint continues on any number of processes."""
@@ -52,6 +53,41 @@ def check_distributed(loaded: LoadedConfig, placement: Any) -> Any:
     except InputError as err:
         raise loaded.error(err.field or "distributed", err.detail) from None
     return plan
+
+
+def check_cluster(loaded: LoadedConfig, plan: Any, placement: Any) -> None:
+    """``launcher: ray`` with several processes: Ray Train importable, the cluster of ``executor.address``
+    reachable (null: a private Ray starts here) and able to hold every training worker; one error pointing at
+    the config otherwise. Slow (Ray starts or connects), so :func:`nas.runner.prepare` calls it after every other
+    check. The connection stays open for the run (the Ray executor uses the same one); :func:`release_cluster`
+    closes it at the end.
+    """
+    if plan is None or getattr(plan, "launcher", "local") != "ray" or plan.processes < 2:
+        return
+    from nas.executors.ray_env import current_session
+    from supernets.launch_ray import check_capacity, import_ray_train
+
+    try:
+        import_ray_train()
+        session = current_session(loaded.config.executor.address)
+    except InputError as err:
+        raise loaded.error(err.field or "distributed.launcher", err.detail) from None
+    try:
+        check_capacity(session.nodes(), plan, placement)
+    except InputError as err:
+        session.close()
+        raise loaded.error(err.field or "distributed.processes", err.detail) from None
+
+
+def release_cluster(plan: Any) -> None:
+    """Close the Ray connection :func:`check_cluster` opened, if the executor has not already (a private Ray stops)."""
+    if plan is None or getattr(plan, "launcher", "local") != "ray":
+        return
+    import sys
+
+    ray_env = sys.modules.get("nas.executors.ray_env")
+    if ray_env is not None:
+        ray_env.close_current_session()
 
 
 def is_torchrun_follower() -> bool:

@@ -145,7 +145,8 @@ def launch_rows(exp: Experiment) -> list[tuple[str, str]]:
     plan = exp.launch
     if plan is None or plan.processes == 1:
         return []
-    return [("training processes", f"{plan.processes} local processes ({plan.backend}), each on its shard of every "
+    where = "Ray Train workers on the Ray cluster" if getattr(plan, "launcher", "local") == "ray" else "local processes"
+    return [("training processes", f"{plan.processes} {where} ({plan.backend}), each on its shard of every "
                                    f"batch; the search runs in this one")]
 
 

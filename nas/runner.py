@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.config import LoadedConfig, config_diff, config_to_yaml
-from nas.distributed import RESUMABLE_PREFIX, check_distributed, follow_torchrun, is_torchrun_follower
+from nas.distributed import (RESUMABLE_PREFIX, check_cluster, check_distributed, follow_torchrun,
+                             is_torchrun_follower, release_cluster)
 from nas.experiment import (Experiment, Reporter, RunOutcome, SilentReporter, build_space, check_dataset,
                             device_record, processes, use_threads)
 from nas.kinds import get_kind, load_experiment
@@ -42,7 +43,9 @@ def prepare(loaded: LoadedConfig, reporter: Reporter | None = None) -> Experimen
     reporter = reporter or SilentReporter()
     placement = check_device(loaded)
     launch = check_distributed(loaded, placement)
-    return get_kind(loaded.config.kind, source=loaded.source).prepare(loaded, reporter, placement, launch)
+    exp = get_kind(loaded.config.kind, source=loaded.source).prepare(loaded, reporter, placement, launch)
+    check_cluster(loaded, launch, placement)  # launcher: ray: connect and check the cluster; last, as it is slow
+    return exp
 
 
 def summary(exp: Experiment) -> list[tuple[str, str]]:
@@ -96,6 +99,8 @@ def _run_kind(exp: Experiment, run_dir: Path, reporter: Reporter, *, resume: boo
             update_manifest(run_dir, status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
                             finished_at=now_iso())
             raise
+        finally:
+            release_cluster(exp.launch)
     update_manifest(run_dir, status="finished", finished_at=now_iso(), **fields)
     return result
 

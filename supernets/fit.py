@@ -27,8 +27,9 @@ def fit_supernet(space: SearchSpace, data: ImageSplits, config: SupernetConfig, 
     resumes from it (refusing a different space or config), so a killed run loses at most one epoch.
     ``placement`` (default: fp32 on the CPU) says where and in which precision to train; checkpoints
     hold CPU tensors, so one written on a GPU resumes on a CPU and the other way round.
-    ``launch`` with more than one process trains in that many local processes (this one waits for them,
-    then loads what their rank 0 wrote); a checkpoint resumes on any number of processes.
+    ``launch`` with more than one process trains in that many processes, local ones or Ray Train workers
+    (``launch.launcher``; this one waits for them, then loads what their rank 0 wrote); a checkpoint resumes on
+    any number of processes.
     """
     net = build_supernet(space, image_size=getattr(data, "image_size", None), seed=config.seed)
     net.check_splits(data, source=f"dataset {data.name!r}")
@@ -64,9 +65,12 @@ def fit_supernet(space: SearchSpace, data: ImageSplits, config: SupernetConfig, 
 def _train_elsewhere(space: SearchSpace, data: ImageSplits, config: SupernetConfig, checkpoint: Path,
                      trainer: SupernetTrainer, launch: LaunchPlan, *, progress: bool,
                      log: Callable[[str], None] | None) -> None:
-    """Train in ``launch.processes`` processes, showing rank 0's progress here; then load their checkpoint."""
+    """Train in ``launch.processes`` processes (local, or Ray Train workers), showing rank 0's progress here; then
+    load their checkpoint."""
+    ray = launch.launcher == "ray"
     if log:
-        log(f"training the supernet in {launch.processes} processes ({launch.backend})")
+        where = " Ray Train workers" if ray else " processes"
+        log(f"training the supernet in {launch.processes}{where} ({launch.backend})")
     with _progress_bar(progress) as bar:
         tasks: dict[int, object] = {}
 
@@ -83,8 +87,12 @@ def _train_elsewhere(space: SearchSpace, data: ImageSplits, config: SupernetConf
                 if log:
                     log(_describe(event[1], event[2]))
 
-        train_processes(space, data, config, checkpoint=checkpoint, placement=trainer.placement, plan=launch,
-                        on_event=on_event if (bar is not None or log) else None, steps=bar is not None)
+        if ray:
+            from .launch_ray import train_ray as train
+        else:
+            train = train_processes
+        train(space, data, config, checkpoint=checkpoint, placement=trainer.placement, plan=launch,
+              on_event=on_event if (bar is not None or log) else None, steps=bar is not None)
     restore_trainer(trainer, checkpoint)
 
 

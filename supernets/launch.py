@@ -54,6 +54,8 @@ class LaunchPlan:
     ``timeout_s``: how long a collective waits for a missing peer before the group gives up (rank 0
     evaluates two subnets after each epoch while the others wait, so this is generous). ``torchrun``: the
     processes were started by ``torchrun`` (this one joins their group instead of spawning any).
+    ``launcher``: ``local`` spawns the processes here (:func:`train_processes`), ``ray`` runs them as Ray Train
+    workers on the cluster this process is connected to (:func:`supernets.launch_ray.train_ray`).
     """
 
     processes: int
@@ -62,6 +64,7 @@ class LaunchPlan:
     sync_bn: bool = True
     timeout_s: float = 1800.0
     torchrun: bool = False
+    launcher: str = "local"
 
 
 def resolve_launch(*, processes: int, backend: str, launcher: str, placement: Placement, threads: int = 1,
@@ -71,22 +74,27 @@ def resolve_launch(*, processes: int, backend: str, launcher: str, placement: Pl
     ``backend: auto`` is NCCL when the supernet trains on CUDA, else gloo. Raises :class:`InputError` naming
     ``distributed.*`` and what this machine has: more processes than CPUs (or than CUDA devices from
     ``device.index`` on), NCCL without CUDA, a backend this torch lacks, more processes than images per batch,
-    or ``launcher: ray`` (not available yet). With ``torchrun`` the processes are torchrun's (perhaps on
-    several machines): their count is not checked against this one.
+    or ``launcher: ray`` under torchrun. With ``torchrun`` the processes are torchrun's (perhaps on several
+    machines), and with ``launcher: ray`` they are Ray Train workers on the cluster (whose resources are checked
+    once it is connected, :func:`supernets.launch_ray.check_capacity`): their count is not checked against
+    this machine. ``launcher: ray`` with one process trains in this process, as ``local`` does.
     """
-    if launcher != "local":
-        raise InputError(f"launcher {launcher!r} is not available yet (Ray Train, ray[train], is not among qnas's "
-                         "locked dependencies and no Ray launcher is implemented); use launcher: local",
+    if launcher not in LAUNCHERS:
+        raise InputError(f"unknown launcher {launcher!r}; expected {' or '.join(map(repr, LAUNCHERS))}",
                          field="distributed.launcher")
+    if launcher == "ray" and torchrun:
+        raise InputError("torchrun started these processes, and launcher: ray starts its own (Ray Train workers); "
+                         "remove launcher: ray, or run qnas without torchrun", field="distributed.launcher")
     if backend == "auto":
         backend = "nccl" if placement.is_cuda else "gloo"
     _check_backend(backend, placement)
-    if not torchrun:
+    if not torchrun and launcher == "local":
         _check_count(processes, placement)
     if batch_size is not None and processes > batch_size:
         raise InputError(f"{processes} processes cannot share a batch of {batch_size} images (supernet.batch_size); "
                          "every process needs at least one", field="distributed.processes")
-    return LaunchPlan(processes=processes, backend=backend, threads=threads, sync_bn=sync_bn, torchrun=torchrun)
+    return LaunchPlan(processes=processes, backend=backend, threads=threads, sync_bn=sync_bn, torchrun=torchrun,
+                      launcher=launcher)
 
 
 def _check_backend(backend: str, placement: Placement) -> None:

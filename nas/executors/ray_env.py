@@ -44,7 +44,7 @@ from search_spaces.errors import InputError
 __all__ = ["SAFE_ENV", "AUTH_VARS", "SINGLE_MACHINE_ENV", "PRIVATE_NODE_IP", "import_ray", "safe_home",
            "ray_environment", "token_auth", "joined_auth", "refresh_ray_auth", "parse_address", "pinned_node_ip",
            "Listener", "is_wildcard", "listening_sockets", "session_pids", "wildcard_listeners", "RaySession",
-           "current_session"]
+           "current_session", "close_current_session"]
 
 SAFE_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/"}
 AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
@@ -441,3 +441,9 @@ def current_session(address: str | None, *, num_cpus: float | None = None) -> Ra
         _CURRENT.close()
     _CURRENT = RaySession(address, num_cpus=num_cpus)
     return _CURRENT
+
+
+def close_current_session() -> None:
+    """Close the open session, if any (what :func:`current_session` opened for a run)."""
+    if _CURRENT is not None:
+        _CURRENT.close()

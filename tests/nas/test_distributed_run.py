@@ -67,7 +67,7 @@ def test_a_resume_still_refuses_other_changes(tmp_path):
     ({"processes": 0}, "distributed.processes", "greater than or equal to 1"),
     ({"processes": 2, "backend": "nccl"}, "distributed.backend", "nccl needs CUDA devices"),
     ({"proceses": 2}, "distributed.proceses", "did you mean 'processes'"),
-    ({"launcher": "ray"}, "distributed.launcher", "is not available yet"),
+    ({"launcher": "slurm"}, "distributed.launcher", "'local' or 'ray'"),
     ({"backend": "mpi"}, "distributed.backend", "'auto', 'gloo' or 'nccl'"),
     ({"processes": 2, "extra": 1}, "distributed.extra", "unknown key"),
 ])

@@ -111,7 +111,7 @@ def test_launch_plans_on_the_cpu():
 @pytest.mark.parametrize(("options", "field", "words"), [
     ({"processes": 10_000}, "distributed.processes", "this machine lets qnas use"),
     ({"processes": 2, "backend": "nccl"}, "distributed.backend", "nccl needs CUDA devices"),
-    ({"processes": 2, "launcher": "ray"}, "distributed.launcher", "not available yet"),
+    ({"processes": 2, "launcher": "ray", "torchrun": True}, "distributed.launcher", "torchrun started these processes"),
     ({"processes": 2, "batch_size": 1}, "distributed.processes", "cannot share a batch of 1 images"),
 ])
 def test_bad_launches_name_the_key_and_the_machine(options, field, words):
