@@ -660,20 +660,18 @@ def write_artifacts(run_dir: Path, records: Sequence[Mapping[str, Any]], space: 
                     dataset: str = "") -> None:
     """pareto.csv/json/png, hypervolume.csv/png and report.md from the journal records, through the writers every
     experiment kind uses (:mod:`nas.report`, :mod:`nas.plots`); LPGNAS's own tables are report sections."""
-    from nas.plots import plot_hypervolume, plot_pareto
-    from nas.report import write_hypervolume_csv, write_pareto_csv, write_pareto_json, write_report
+    from nas.artifacts import write_front_files
+    from nas.report import write_report
 
     result = search_result(records, space, config)
-    write_pareto_csv(run_dir / "pareto.csv", result)
-    write_pareto_json(run_dir / "pareto.json", result, dataset=dataset, sources=SOURCES,
-                      space={"name": space.name, "options": space.options()}, lpgnas=config.model_dump(mode="json"),
-                      designs=[_summary(r, None) for r in sorted(records, key=lambda r: r["batch"])],
-                      details={r["key"]: r.get("details", {}) for r in records})
-    write_hypervolume_csv(run_dir / "hypervolume.csv", result.history)
-    plot_pareto(result, run_dir / "pareto.png", title=f"LPGNAS: test accuracy (mean ± std over {config.seeds} "
-                "seeds) vs size", errors={"accuracy": "accuracy_std"},
-                label=lambda t: f"λ={t.metrics['lambda']:g}")
-    plot_hypervolume(result.history, run_dir / "hypervolume.png", title="LPGNAS: hypervolume after each λ")
+    write_front_files(run_dir, result, title=f"LPGNAS: test accuracy (mean ± std over {config.seeds} seeds) vs size",
+                      hypervolume_title="LPGNAS: hypervolume after each λ", errors={"accuracy": "accuracy_std"},
+                      label=lambda t: f"λ={t.metrics['lambda']:g}",
+                      pareto_fields={"dataset": dataset, "sources": SOURCES,
+                                     "space": {"name": space.name, "options": space.options()},
+                                     "lpgnas": config.model_dump(mode="json"),
+                                     "designs": [_summary(r, None) for r in sorted(records, key=lambda r: r["batch"])],
+                                     "details": {r["key"]: r.get("details", {}) for r in records}})
     setup = {"dataset": dataset or "?", "search space": space.describe(),
              "procedure": _procedure(config)}
     write_report(run_dir / "report.md", result, title="LPGNAS run", setup=setup, sources=result.trials[0].sources

@@ -149,15 +149,12 @@ def _execute(exp: Experiment, run_dir: Path, journal: Journal, reporter: Reporte
 def write_artifacts(exp: Experiment, run_dir: Path, result: SearchResult, stages: Stages,
                     sections: Sequence[str] = (), notes: Sequence[str] = ()) -> None:
     """pareto.csv/json/png, hypervolume.csv/png, subnets/, report.md (with the searcher's ``notes``)."""
-    from nas.plots import plot_hypervolume, plot_pareto
-    from nas.report import export_subnets, write_hypervolume_csv, write_pareto_csv, write_pareto_json, write_report
+    from nas.artifacts import write_front_files
+    from nas.report import export_subnets, write_report
 
     config = exp.loaded.config
-    write_pareto_csv(run_dir / "pareto.csv", result)
-    write_pareto_json(run_dir / "pareto.json", result, name=config.name, space_fingerprint=exp.space.fingerprint())
-    write_hypervolume_csv(run_dir / "hypervolume.csv", result.history)
-    plot_pareto(result, run_dir / "pareto.png", title=config.name)
-    plot_hypervolume(result.history, run_dir / "hypervolume.png", title=f"{config.name}: hypervolume")
+    write_front_files(run_dir, result, title=config.name, hypervolume_title=f"{config.name}: hypervolume",
+                      pareto_fields={"name": config.name, "space_fingerprint": exp.space.fingerprint()})
     exported = export_subnets(run_dir, result, exp.space, config.output.export_top)
     stages.export_models([p.parent for p in exported])
     notes = [*notes] + ([] if result.feasible else

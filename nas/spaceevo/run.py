@@ -260,21 +260,18 @@ def _write_artifacts(run_dir: Path, config: SpaceSearchConfig, qt: QtSettings, s
                      seconds: float) -> None:
     """What every kind writes (front, hypervolume, report, through :mod:`nas.report` and :mod:`nas.plots`), with
     the ranking by Q-T score as the report's own section and plot."""
-    from nas.plots import plot_hypervolume, plot_pareto
-    from nas.report import write_hypervolume_csv, write_pareto_csv, write_pareto_json, write_report
+    from nas.artifacts import write_front_files
+    from nas.report import write_report
 
     from .plots import plot_scores
 
     limits = config.qt.latency_constraints_ms
-    write_pareto_csv(run_dir / "pareto.csv", search)
-    write_pareto_json(run_dir / "pareto.json", search, macro=config.macro, lookup_table=str(lut_path),
-                      space_search=config.model_dump(mode="json"),
-                      ranking=[{"rank": i, "candidate": s.candidate, "qt_score": s.score}
-                               for i, s in enumerate(ranking[: config.top], start=1)])
-    write_hypervolume_csv(run_dir / "hypervolume.csv", search.history)
-    plot_pareto(search, run_dir / "pareto.png", title=f"space search ({config.macro}): Q-T score terms per latency "
-                "constraint")
-    plot_hypervolume(search.history, run_dir / "hypervolume.png", title="space search: hypervolume after each batch")
+    write_front_files(run_dir, search, title=f"space search ({config.macro}): Q-T score terms per latency constraint",
+                      hypervolume_title="space search: hypervolume after each batch",
+                      pareto_fields={"macro": config.macro, "lookup_table": str(lut_path),
+                                     "space_search": config.model_dump(mode="json"),
+                                     "ranking": [{"rank": i, "candidate": s.candidate, "qt_score": s.score}
+                                                 for i, s in enumerate(ranking[: config.top], start=1)]})
     plot_scores(ranking[: config.top], qt, run_dir / "qt_scores.png", history=history)
     info = lut.info
     setup = {
