@@ -20,13 +20,12 @@ from nas.distributed import (RESUMABLE_PREFIX, check_cluster, check_distributed,
 from nas.experiment import (Experiment, Reporter, RunOutcome, SilentReporter, build_space, check_dataset,
                             device_record, processes, use_threads)
 from nas.kinds import get_kind, load_experiment
-from nas.kinds.search import PLANNED_METRICS
 from nas.rundir import (CONFIG, atomic_write_text, check_new_run_dir, check_output_folder, check_run_dir,
                         create_run_dir, new_manifest, now_iso, read_manifest, update_manifest)
 from nas.runlock import run_lock
 from search_spaces import InputError
 
-__all__ = ["PLANNED_METRICS", "Reporter", "SilentReporter", "Experiment", "RunOutcome", "build_space",
+__all__ = ["Reporter", "SilentReporter", "Experiment", "RunOutcome", "build_space",
            "check_dataset", "prepare", "summary", "check_destination", "start_run", "resume_run"]
 
 
