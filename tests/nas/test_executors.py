@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,14 +39,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SPACE = TINY_MBV3
 TRAIN = {"warmup_epochs": 1, "epochs": 1, "batch_size": 64, "bn_calib_samples": 128, "random_subnets": 1}
 OBJECTIVES = [{"metric": "accuracy", "direction": "max"}, {"metric": "size_kb", "direction": "min"}]
-
-
-def _loopback_only() -> bool:
-    """Whether this process's network namespace has no interface but loopback (asks the kernel, not /sys)."""
-    try:
-        return [name for _, name in socket.if_nameindex()] == ["lo"]
-    except OSError:
-        return False
 
 
 # ---- no Ray needed ------------------------------------------------------------------------------
@@ -110,42 +98,11 @@ def no_run_folder(folder: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """ONE two-node Ray cluster on 127.0.0.1 for every Ray test here; shut down (only its own processes) after.
-
-    It stands for a user's cluster: token auth, with the token in this process's environment as a
-    user would export it, so the tests join it with the user's own settings.
-    """
-    if not _loopback_only() and os.environ.get("QNAS_RAY_TESTS") != "host":
-        pytest.skip("the Ray tests start a local cluster and run only in a loopback-only network namespace "
-                    "(`make test` wraps pytest in `unshare -n` where it can; QNAS_RAY_TESTS=host overrides)")
-    pytest.importorskip("ray", reason="ray is not installed")
-    from ray.cluster_utils import Cluster
-
-    from nas.executors.ray_env import SINGLE_MACHINE_ENV, pinned_node_ip, ray_environment, token_auth
-
-    tmp = Path(tempfile.mkdtemp(prefix="qt", dir="/tmp"))  # short: Unix socket paths
-    cluster = None
-    with ExitStack() as stack:
-        stack.enter_context(token_auth())  # RAY_AUTH_MODE=token, a random RAY_AUTH_TOKEN, for the whole module
-        stack.enter_context(pinned_node_ip("127.0.0.1"))  # joining 127.0.0.1:PORT must not become the outward IP
-        env = stack.enter_context(pytest.MonkeyPatch.context())
-        for key, value in SINGLE_MACHINE_ENV.items():
-            env.setenv(key, value)
-        try:
-            with ray_environment(tmp / "home", tmp / "rt"):
-                cluster = Cluster(initialize_head=True, head_node_args={
-                    "num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
-                cluster.add_node(num_cpus=1, resources={"second": 1}, node_ip_address="127.0.0.1")
-                cluster.wait_for_nodes()
-        except Exception as err:  # noqa: BLE001 - any failure to start means "cannot test Ray here"
-            if cluster is not None:
-                cluster.shutdown()
-            shutil.rmtree(tmp, ignore_errors=True)
-            pytest.skip(f"Ray cannot start a local cluster here: {type(err).__name__}: {err}")
-        yield cluster.address
-        cluster.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
+def ray_cluster(two_node_ray):
+    """ONE two-node Ray cluster on 127.0.0.1 for every Ray test here (conftest.py's ``two_node_ray``: token auth
+    with the token in this process's environment, as a user would export it, so the tests join it with the
+    user's own settings); shut down (only its own processes) after the module."""
+    return two_node_ray
 
 
 def _ray_is_closed() -> bool:
