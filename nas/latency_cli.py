@@ -84,7 +84,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
 
 def _profile_transformer(space: SearchSpace, args: argparse.Namespace) -> int:
-    """A table of the space's transformer blocks (embed, attention, MLP, head), ONNX Runtime backends only."""
+    """A table of the space's transformer blocks (embed, attention, MLP, head), on a backend that times them."""
     from .transformer_latency import N_CALIBRATION, check_transformer_backend, profile_transformer_space
 
     check_transformer_backend(args.backend, field="--backend")

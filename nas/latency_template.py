@@ -34,13 +34,15 @@ from predictors.latency.formats import SIGNATURE_COLUMNS
 from predictors.latency.timings import OVERHEAD_ROW
 from search_spaces import BlockSpec, Genome, InputError, SearchSpace
 from search_spaces.atomic import atomic_write_text
+from supernets.backends import onnx_backend
 
 __all__ = ["HINTS", "MODEL_FORMATS", "TEMPLATE_FORMAT", "Template", "template_blocks", "write_template"]
 
 TEMPLATE_FORMAT = "qnas-latency-template/1"
-HINTS: dict[str, str] = {"int8": "onnxruntime-int8", "fp32": "onnxruntime-fp32"}
-"""``--backend-hint`` -> the backend whose bit mapping applies (int8: every block timed as W8A8, as on
-devices without kernels below 8 bits; fp32: everything float). No hint: the blocks at their own widths."""
+HINTS: tuple[str, ...] = ("int8", "fp32")
+"""``--backend-hint``: the number format every block is timed in (int8: W8A8, as on devices without kernels below
+8 bits; fp32: everything float), i.e. the bit mapping of a backend of that dtype. No hint: the blocks at their own
+widths."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def template_blocks(space: SearchSpace, hint: str | None) -> tuple[list[BlockSpe
 
     try:
         if hint is not None:
-            return distinct_blocks(space, HINTS[hint])
+            return distinct_blocks(space, onnx_backend(hint).name)
         raw = SlotPlan.for_space(space).distinct_blocks()
     except (ValueError, NotImplementedError) as err:  # e.g. a space without CNN blocks
         raise InputError(f"space {space.name!r} has no list of blocks to time ({err})", source="--space") from None

@@ -2,14 +2,17 @@
 
 :func:`profile_transformer_space` builds every distinct block of a :class:`~search_spaces.TransformerSpace`
 (bits mapped the way the backend runs them, :func:`~predictors.latency.transformer_table.transformer_bits_measured_as`)
-as a static module with seeded random weights (:mod:`supernets.transformer.static`), exports it to ONNX
-(``onnxruntime-int8``: :func:`~supernets.transformer.export.transformer_ort_int8` with ``strict=False``,
-calibrated on random inputs of the block's shape; ``onnxruntime-fp32``: the float graph), times all of them
-interleaved (batch 1 by default, 1 thread, thread CPU-time clock, :func:`supernets.timing.time_interleaved`),
+as a static module with seeded random weights (:mod:`supernets.transformer.static`), turns it into what the
+backend times (its registration's ``transformer_model``; ``onnxruntime-int8``:
+:func:`~supernets.transformer.export.transformer_ort_int8` with ``strict=False``, calibrated on random inputs of
+the block's shape; ``onnxruntime-fp32``: the float graph), times all of them through the backend's
+``make_transformer_runner`` interleaved (batch 1 by default, 1 thread, thread CPU-time clock,
+:func:`supernets.timing.time_interleaved`),
 takes the per-call overhead (:func:`supernets.timing.measure_overhead`) off every entry, and fits the CNN
 tables' calibration (:func:`predictors.latency.fit_calibration`) on ``n_calibration`` whole subnets timed
 end to end (:func:`measure_transformer_subnets`: subnets extracted from a
-:class:`~supernets.transformer.supernet.TransformerSupernet`, exported the same way).
+:class:`~supernets.transformer.supernet.TransformerSupernet`, exported the same way). The backends are the
+registered ones that declare transformer support (:func:`supernets.backends.transformer_backends`).
 
 The rest is what :mod:`nas.latency_stage` calls for a transformer space: loading a table file, its
 coverage, the cached profile, the predicting evaluator and the end-to-end timing of the final front.
@@ -25,8 +28,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from predictors.latency import TableHeader, fit_calibration
 from predictors.latency.transformer_table import (TRANSFORMER_FORMAT, TransformerEntry, TransformerLatencyPredictor,
                                                   TransformerLatencyTable, distinct_transformer_blocks,
@@ -34,14 +35,28 @@ from predictors.latency.transformer_table import (TRANSFORMER_FORMAT, Transforme
 from search_spaces import Genome, InputError, SearchSpace
 from search_spaces.transformer import TransformerBlock, TransformerSpace
 from supernets import timing
+from supernets.backends import LATENCY_BACKENDS, LatencyBackend, get_latency_backend, transformer_backends
 from supernets.timing import Timing
 
 __all__ = ["TRANSFORMER_BACKENDS", "is_transformer", "block_module", "block_input", "block_models",
-           "measure_transformer_blocks", "measure_transformer_subnets", "subnet_input", "profile_transformer_space",
-           "cached_transformer_table", "check_transformer_latency", "TransformerTableEvaluator"]
+           "block_modules", "subnet_modules", "time_transformer_models", "measure_transformer_blocks",
+           "measure_transformer_subnets", "subnet_input", "profile_transformer_space", "cached_transformer_table",
+           "check_transformer_latency", "TransformerTableEvaluator"]
 
-TRANSFORMER_BACKENDS = ("onnxruntime-int8", "onnxruntime-fp32")
-"""Backends transformer blocks are profiled on (torch.ao's INT8 does not cover attention)."""
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``TRANSFORMER_BACKENDS``: the backends transformer blocks are profiled on, i.e. the registered ones whose
+    registration declares ``make_transformer_runner`` (read when asked: a plugin's backend counts)."""
+    if name == "TRANSFORMER_BACKENDS":
+        return tuple(_transformer_names())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _transformer_names() -> list[str]:
+    """The backends that time transformer blocks, INT8 ones first (what a deployed transformer runs), each
+    group in registration order."""
+    return sorted(transformer_backends(), key=lambda name: get_latency_backend(name).dtype != "int8")
+
 N_CALIBRATION = 20
 """Whole subnets the calibration is fitted on: twice the CNN tables' 10, as a transformer subnet builds fast
 and the ratio measured / block sum varies more from subnet to subnet (and with the random weights) than a
@@ -57,10 +72,27 @@ def _sig(x: float) -> float:
     return float(f"{x:.6g}")
 
 
+def _refusal(backend: str) -> str | None:
+    """Why ``backend`` cannot time transformer blocks (None: it can)."""
+    names = _transformer_names()
+    if backend in names:
+        return None
+    listed = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else "".join(names) or "no backend"
+    why = ("its registration declares no make_transformer_runner" if backend in LATENCY_BACKENDS else
+           "no such backend")
+    return f"transformer blocks are timed on {listed}, not {backend!r} ({why})"
+
+
 def check_transformer_backend(backend: str, *, source: str | None = None, field: str = "backend") -> None:
-    if backend not in TRANSFORMER_BACKENDS:
-        raise InputError(f"transformer blocks are timed on {' or '.join(TRANSFORMER_BACKENDS)}, not {backend!r} "
-                         "(torch.ao's INT8 quantizer does not cover attention)", source=source, field=field)
+    """Refuse a backend that does not time transformer blocks, listing the registered ones that do."""
+    why = _refusal(backend)
+    if why is not None:
+        raise InputError(why, source=source, field=field)
+
+
+def _transformer_backend(backend: str) -> LatencyBackend:
+    check_transformer_backend(backend)
+    return get_latency_backend(backend)
 
 
 # ---- blocks as models ------------------------------------------------------------------------------
@@ -108,32 +140,64 @@ def subnet_input(space: TransformerSpace, *, batch: int = 1, seed: int = 0) -> A
     return torch.randn(batch, space.in_channels, space.image_size, space.image_size, generator=gen)
 
 
-def _onnx(model: Any, calib: Sequence[Any], backend: str) -> Any:
-    from supernets.transformer.export import transformer_onnx, transformer_ort_int8
+def block_modules(blocks: Sequence[TransformerBlock], space: TransformerSpace, *, batch: int = 1, seed: int = 0,
+                  calib_batches: int = 2) -> list[tuple[Any, list[Any]]]:
+    """(float module, calibration inputs) of every block, seeded; the first input is the one timed."""
+    out = []
+    for i, block in enumerate(blocks):
+        calib = [block_input(block, space, batch=batch, seed=seed + 1000 * i + j) for j in range(calib_batches)]
+        out.append((block_module(block, space, seed=seed + i), calib))
+    return out
 
-    if backend == "onnxruntime-int8":
-        return transformer_ort_int8(model, list(calib), strict=False)
-    return transformer_onnx(model, calib[0], dynamic_batch=True)
+
+def subnet_modules(space: TransformerSpace, genomes: Sequence[Genome], *, batch: int = 1, seed: int = 0,
+                   modules: Sequence[Any] | None = None) -> list[tuple[Any, list[Any]]]:
+    """(float module, calibration inputs) of every subnet: ``modules`` (float extracted subnets) or, by default,
+    subnets extracted from a :class:`TransformerSupernet` with seeded random weights (quantizers initialised on a
+    random batch, then stripped: the float model ORT INT8 quantizes, as ``qnas export --format int8`` does)."""
+    from supernets.static import strip_fake_quant
+
+    calib = [subnet_input(space, batch=batch, seed=seed), subnet_input(space, batch=batch, seed=seed + 1)]
+    if modules is None:
+        from supernets.transformer.supernet import TransformerSupernet
+
+        net = TransformerSupernet(space, seed=seed)
+        net.init_quantizers(subnet_input(space, batch=8, seed=seed + 2))
+        modules = [strip_fake_quant(net.extract(g).cpu()) for g in genomes]
+    return [(m, calib) for m in modules]
+
+
+def _built(backend: LatencyBackend, model: Any, calib: Sequence[Any]) -> Any:
+    """What ``backend`` times for the float module (its ``transformer_model``; the module itself without one)."""
+    return backend.transformer_model(model, calib) if backend.transformer_model is not None else model
 
 
 def block_models(blocks: Sequence[TransformerBlock], space: TransformerSpace, backend: str, *, batch: int = 1,
                  seed: int = 0, calib_batches: int = 2) -> list[tuple[Any, Any]]:
-    """(ONNX model, timing input) of every block: quantized on ``onnxruntime-int8`` (random calibration inputs)."""
-    out = []
-    for i, block in enumerate(blocks):
-        calib = [block_input(block, space, batch=batch, seed=seed + 1000 * i + j) for j in range(calib_batches)]
-        out.append((_onnx(block_module(block, space, seed=seed + i), calib, backend), calib[0]))
-    return out
+    """(model as ``backend`` times it, timing input) of every block: on an ONNX backend the ONNX graph
+    (quantized on ``onnxruntime-int8``, on random calibration inputs)."""
+    b = _transformer_backend(backend)
+    return [(_built(b, m, calib), calib[0])
+            for m, calib in block_modules(blocks, space, batch=batch, seed=seed, calib_batches=calib_batches)]
 
 
-def _time_models(models: Sequence[tuple[Any, Any]], protocol: timing.Protocol) -> list[Timing]:
-    """Interleaved timing of ONNX models on ONNX Runtime (each with its own input), as the CNN tables time."""
-    from supernets.deploy import ort_session
+def subnet_models(space: TransformerSpace, genomes: Sequence[Genome], backend: str, *, batch: int = 1, seed: int = 0,
+                  modules: Sequence[Any] | None = None) -> list[tuple[Any, Any]]:
+    """(model as ``backend`` times it, input) of every subnet of :func:`subnet_modules` (ONNX backends: the graph)."""
+    b = _transformer_backend(backend)
+    return [(_built(b, m, calib), calib[0])
+            for m, calib in subnet_modules(space, genomes, batch=batch, seed=seed, modules=modules)]
 
+
+def time_transformer_models(items: Sequence[tuple[Any, Sequence[Any]]], backend: str,
+                            protocol: timing.Protocol) -> list[Timing]:
+    """Interleaved timing of (float module, calibration inputs) pairs on ``backend``, as the CNN tables time:
+    each turned into what the backend times first (e.g. exported to ONNX), then its runner built and every
+    runner timed inside the protocol's pinning (:func:`supernets.timing.time_interleaved`)."""
+    b = _transformer_backend(backend)
+    built = [(_built(b, model, calib), calib) for model, calib in items]
     with timing.pinned(protocol):
-        sessions = [(ort_session(proto, protocol.threads), {"x": np.ascontiguousarray(x.detach().cpu().numpy())})
-                    for proto, x in models]
-        runners = [lambda s=s, f=f: s.run(None, f) for s, f in sessions]
+        runners = [b.make_transformer_runner(model, calib, threads=protocol.threads) for model, calib in built]
         return timing.time_interleaved(runners, runs=protocol.runs, passes=protocol.passes, warmup=protocol.warmup,
                                        clock=protocol.clock_name)
 
@@ -143,25 +207,7 @@ def measure_transformer_blocks(blocks: Sequence[TransformerBlock], space: Transf
                                protocol: timing.Protocol = timing.Protocol()) -> list[Timing]:
     """Build, export and time every block (overhead not taken off)."""
     check_transformer_backend(backend)
-    return _time_models(block_models(blocks, space, backend, batch=batch, seed=seed), protocol)
-
-
-def subnet_models(space: TransformerSpace, genomes: Sequence[Genome], backend: str, *, batch: int = 1, seed: int = 0,
-                  modules: Sequence[Any] | None = None) -> list[tuple[Any, Any]]:
-    """(ONNX model, input) of every subnet: ``modules`` (float extracted subnets) or, by default, subnets
-    extracted from a :class:`TransformerSupernet` with seeded random weights (quantizers initialised on a
-    random batch, then stripped: the float model ORT INT8 quantizes, as ``qnas export --format int8`` does)."""
-    from supernets.static import strip_fake_quant
-
-    x = subnet_input(space, batch=batch, seed=seed)
-    calib = [x, subnet_input(space, batch=batch, seed=seed + 1)]
-    if modules is None:
-        from supernets.transformer.supernet import TransformerSupernet
-
-        net = TransformerSupernet(space, seed=seed)
-        net.init_quantizers(subnet_input(space, batch=8, seed=seed + 2))
-        modules = [strip_fake_quant(net.extract(g).cpu()) for g in genomes]
-    return [(_onnx(m, calib, backend), x) for m in modules]
+    return time_transformer_models(block_modules(blocks, space, batch=batch, seed=seed), backend, protocol)
 
 
 def measure_transformer_subnets(space: TransformerSpace, genomes: Sequence[Genome], backend: str, *, threads: int = 1,
@@ -172,7 +218,8 @@ def measure_transformer_subnets(space: TransformerSpace, genomes: Sequence[Genom
 
     check_transformer_backend(backend)
     protocol = timing.Protocol(threads, runs, passes, warmup, default_cpus(threads) if pin else None)
-    return _time_models(subnet_models(space, genomes, backend, batch=batch, seed=seed, modules=modules), protocol)
+    return time_transformer_models(subnet_modules(space, genomes, batch=batch, seed=seed, modules=modules), backend,
+                                   protocol)
 
 
 # ---- profiling -------------------------------------------------------------------------------------
@@ -230,11 +277,13 @@ def _notes(table: TransformerLatencyTable, runs: int, passes: int, seconds: floa
     h = table.header
     target = 8 if h.dtype == "int8" else 32
     mapped = ", ".join(str(k) for k in sorted(h.bits_measured_as))
+    onnx = get_latency_backend(h.backend).onnx_quantization
+    qdq = ", ORT INT8 QDQ of MatMul/Gemm/Gather" if onnx == "qdq-int8" else ""
+    model = f"ONNX model (float in and out{qdq})" if onnx else f"model as {h.backend} runs it"
     return (f"transformer blocks profiled on this machine by nas.transformer_latency; {len(table)} blocks, each its "
-            f"own ONNX model (float in and out{', ORT INT8 QDQ of MatMul/Gemm/Gather' if target == 8 else ''}); "
-            f"{runs} timed runs per block over {passes} interleaved passes (mean of pass medians), per-call overhead "
-            f"taken off every entry; {h.clock} clock; bits {mapped} timed as {target}-bit; calibration on "
-            f"{h.calibration_subnets} whole subnets; built in {seconds:.0f} s")
+            f"own {model}; {runs} timed runs per block over {passes} interleaved passes (mean of pass medians), "
+            f"per-call overhead taken off every entry; {h.clock} clock; bits {mapped} timed as {target}-bit; "
+            f"calibration on {h.calibration_subnets} whole subnets; built in {seconds:.0f} s")
 
 
 def cached_transformer_table(space: TransformerSpace, backend: str, *, threads: int = 1, batch: int = 1,
@@ -292,7 +341,7 @@ def check_transformer_latency(loaded: Any, field: str, metric: str, spec: Any, s
 
     A strict table file must cover every block of the space; a non-strict one lacking blocks needs a row
     of each op to estimate them from (:class:`~predictors.latency.transformer_table.TransformerFallback`).
-    A profile must use an ONNX Runtime backend."""
+    A profile must use a backend that times transformer blocks (:func:`supernets.backends.transformer_backends`)."""
     if spec.table is not None:
         table = load()
         missing, needed = table.missing(space), len(distinct_transformer_blocks(space, table.header.bits_measured_as))
@@ -311,8 +360,8 @@ def check_transformer_latency(loaded: Any, field: str, metric: str, spec: Any, s
                 f"transformer blocks; the {len(missing)} others estimated by the fallback, flagged "
                 f"{metric}_fallback)")
     p = spec.profile
-    if p.backend not in TRANSFORMER_BACKENDS:
-        raise loaded.error(field, f"transformer blocks are timed on {' or '.join(TRANSFORMER_BACKENDS)}, not "
-                                  f"{p.backend!r} (torch.ao's INT8 quantizer does not cover attention)")
+    why = _refusal(p.backend)
+    if why is not None:
+        raise loaded.error(field, why)
     return (f"{metric}: transformer blocks profiled on this machine ({p.backend}, {p.threads} thread(s), batch "
             f"{p.batch}); cached after the first run")

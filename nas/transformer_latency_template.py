@@ -44,17 +44,14 @@ from predictors.latency.transformer_table import (SIGNATURE, STATS, TRANSFORMER_
 from search_spaces import Genome, InputError, SearchSpace
 from search_spaces.atomic import atomic_write_text
 from search_spaces.transformer import TransformerBlock
+from supernets.backends import LatencyBackend, onnx_backend
 
 from .latency_template import TEMPLATE_FORMAT, Template, _check_folder, staged_folder
 from .transformer_latency import CALIBRATION_SEED, N_CALIBRATION, check_transformer_backend
 
-__all__ = ["HINT_BACKENDS", "template_transformer_blocks", "write_transformer_template",
+__all__ = ["hint_backend", "template_transformer_blocks", "write_transformer_template",
            "calibrate_transformer_from_timings", "recalibrate_transformer", "check_filled"]
 
-HINT_BACKENDS: dict[str, str] = {"int8": "onnxruntime-int8", "fp32": "onnxruntime-fp32"}
-"""``--backend-hint`` -> the backend whose bit mapping (and models) the template follows: int8 maps every
-bit-width to 8 (:func:`transformer_bits_measured_as`, as ORT INT8 runs them), fp32 every one to 32."""
-QUANTIZATION = {"onnxruntime-int8": "qdq-int8", "onnxruntime-fp32": "float"}
 _NOTE = "per-call overhead and calibration fitted by qnas latency calibrate"
 
 
@@ -63,6 +60,14 @@ def _sig(x: float) -> float:
 
 
 # ---- the template ----------------------------------------------------------------------------------
+def hint_backend(hint: str) -> LatencyBackend:
+    """``--backend-hint`` (a number format) -> the backend whose models the template writes: the first registered
+    one of that dtype that times transformer blocks as ONNX graphs (``onnx_quantization``; built in: ORT). The
+    bit mapping follows the hint: int8 maps every bit-width to 8 (:func:`transformer_bits_measured_as`, as ORT
+    INT8 runs them), fp32 every one to 32."""
+    return onnx_backend(hint, transformer=True)
+
+
 def template_transformer_blocks(space: SearchSpace, hint: str | None) -> tuple[list[TransformerBlock],
                                                                                  dict[int, int]]:
     """Every distinct block of the transformer ``space`` as the device will time it, and the hint's bit mapping
@@ -159,25 +164,25 @@ def write_transformer_template(space: SearchSpace, out: str | Path, *, hint: str
             "blocks": [], "subnets": []}
         written = 0
         if models is not None:
-            written = _onnx_models(tmp, manifest, space, blocks, list(zip(names, genomes)), HINT_BACKENDS[hint],
+            written = _onnx_models(tmp, manifest, space, blocks, list(zip(names, genomes)), hint_backend(hint),
                                    batch, seed, _progress, progress)
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return Template(out, len(blocks), len(genomes), written, mapping)
 
 
 def _onnx_models(folder: Path, manifest: dict[str, Any], space: SearchSpace, blocks: Sequence[TransformerBlock],
-                 subnets: Sequence[tuple[str, Genome]], backend: str, batch: int, seed: int, progress_bar: Any,
-                 progress: bool) -> int:
+                 subnets: Sequence[tuple[str, Genome]], backend: LatencyBackend, batch: int, seed: int,
+                 progress_bar: Any, progress: bool) -> int:
     """``models/<key>.onnx`` per block, ``subnets/<name>.onnx`` per subnet and the empty model; fills the manifest."""
     from .template_models import empty_model
     from .transformer_latency import block_models, subnet_models
 
-    kind = QUANTIZATION[backend]
+    kind = backend.onnx_quantization
     (folder / "models").mkdir()
     (folder / "subnets").mkdir()
     with progress_bar(progress, len(blocks) + len(subnets) + 1, "exporting ONNX models") as advance:
         for i, block in enumerate(blocks):
-            ((proto, _),) = block_models([block], space, backend, batch=batch, seed=seed + i)
+            ((proto, _),) = block_models([block], space, backend.name, batch=batch, seed=seed + i)
             file = f"models/{block.key()}.onnx"
             (folder / file).write_bytes(proto.SerializeToString())
             manifest["blocks"].append({"key": block.key(), "file": file, "signature": _signature(block),
@@ -189,7 +194,7 @@ def _onnx_models(folder: Path, manifest: dict[str, Any], space: SearchSpace, blo
                                     "role": "per-call overhead", "genes": None, "quantization": empty.quantization,
                                     "inputs": empty.inputs, "outputs": empty.outputs})
         advance(1)
-        nets = subnet_models(space, [g for _, g in subnets], backend, batch=batch, seed=seed)
+        nets = subnet_models(space, [g for _, g in subnets], backend.name, batch=batch, seed=seed)
         for (name, genome), (proto, _) in zip(subnets, nets):
             file = f"subnets/{name}.onnx"
             (folder / file).write_bytes(proto.SerializeToString())
@@ -267,12 +272,12 @@ def recalibrate_transformer(table: TransformerLatencyTable, space: SearchSpace, 
     from supernets import timing
 
     from .profiling import calibration_genomes, default_cpus
-    from .transformer_latency import _time_models, calibrate_transformer_table, subnet_models
+    from .transformer_latency import calibrate_transformer_table, subnet_modules, time_transformer_models
 
     h = table.header
     check_transformer_backend(h.backend, field="backend")
     genomes = calibration_genomes(space, n_calibration, seed=seed + CALIBRATION_SEED)
     protocol = timing.Protocol(h.threads, runs, passes, warmup, default_cpus(h.threads) if pin else None,
                                realtime=realtime)
-    measured = _time_models(subnet_models(space, genomes, h.backend, batch=h.batch, seed=seed), protocol)
+    measured = time_transformer_models(subnet_modules(space, genomes, batch=h.batch, seed=seed), h.backend, protocol)
     return calibrate_transformer_table(table, space, genomes, [t.mean_ms for t in measured])

@@ -30,10 +30,15 @@ from .static_net import StaticNet
 __all__ = ["BACKENDS", "Protocol", "Timing", "backend_dtype", "check_backend", "default_clock", "device_name",
            "make_runner", "measure_blocks", "measure_nets", "measure_overhead", "pinned", "time_interleaved"]
 
-BACKENDS: tuple[str, ...] = tuple(name for name, _ in LATENCY_BACKENDS.items())
-"""Names of the built-in latency backends in registration order (a plugin may register more later: read
-:data:`supernets.backends.LATENCY_BACKENDS` for the current list)."""
 Runner = Callable[[], object]
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``BACKENDS``: the names of the registered latency backends in registration order, read when asked (a
+    backend a plugin registers after this module loads is in it)."""
+    if name == "BACKENDS":
+        return tuple(backend for backend, _ in LATENCY_BACKENDS.items())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
