@@ -24,7 +24,8 @@ from .genome import Genome
 from .registry import get_space
 from .space import SearchSpace
 
-__all__ = ["SMALL_MBV3", "SearchSpaceConformance", "TINY_MBV3", "small_mbv3", "tiny_mbv3"]
+__all__ = ["SMALL_MBV3", "SearchSpaceConformance", "TINY_GNN", "TINY_MBV3", "TINY_MBV3_DEFAULT_CHOICES",
+           "TINY_TRANSFORMER_LM", "TINY_TRANSFORMER_VIT", "small_mbv3", "tiny_gnn", "tiny_mbv3"]
 
 TINY_MBV3: dict[str, Any] = dict(in_channels=1, image_size=8, stem_channels=8, stage_channels=[16, 24],
                                  stage_strides=[1, 2], stage_se=[False, True], stage_act=["relu", "hswish"],
@@ -37,6 +38,27 @@ SMALL_MBV3: dict[str, Any] = dict(in_channels=1, image_size=8, stage_channels=[1
                                   head_channels=32)
 """Three stages with the space's default choices: enough genes for predictor tests (analytic costs only)."""
 
+TINY_MBV3_DEFAULT_CHOICES: dict[str, Any] = {k: v for k, v in TINY_MBV3.items()
+                                             if k not in ("kernels", "expands", "w_bits", "a_bits")}
+"""The :data:`TINY_MBV3` network with the space's default kernel, expand and bit-width choices (three each, 6 bits
+included): a larger space of the same 8x8 network, for searches on analytic costs (the golden front's space)."""
+
+TINY_GNN: dict[str, Any] = dict(ops=["linear", "gcn"], hidden=[8, 16], aggregations=["add"], activations=["relu"],
+                                w_bits=[2, 8], a_bits=[8, 32], c_bits=[8])
+"""Options of the ``gnn`` space the LPGNAS tests search on Cora (the space's default sizes): two ops, two widths."""
+
+_TINY_TRANSFORMER_BODY: dict[str, Any] = dict(depths=[1, 2], widths=[16, 32], heads=[2, 4], mlp_ratios=[1, 2],
+                                              w_bits=[4, 8], a_bits=[8])
+
+TINY_TRANSFORMER_LM: dict[str, Any] = dict(front="lm", vocab_size=11, seq_len=12,
+                                           **copy.deepcopy(_TINY_TRANSFORMER_BODY))
+"""Options of the ``transformer`` space with a language-model front (11 tokens, 12-token windows): two choices of
+depth, width, heads, MLP ratio and weight bits."""
+
+TINY_TRANSFORMER_VIT: dict[str, Any] = dict(front="vit", image_size=8, in_channels=1, patch_size=4, num_classes=10,
+                                            **copy.deepcopy(_TINY_TRANSFORMER_BODY))
+"""The blocks of :data:`TINY_TRANSFORMER_LM` behind a vision front for 8x8 one-channel images (four 4x4 patches)."""
+
 
 def tiny_mbv3(**overrides: Any) -> SearchSpace:
     """The :data:`TINY_MBV3` space, with some options changed."""
@@ -46,6 +68,12 @@ def tiny_mbv3(**overrides: Any) -> SearchSpace:
 def small_mbv3(**overrides: Any) -> SearchSpace:
     """The :data:`SMALL_MBV3` space, with some options changed."""
     return get_space("mbv3", **copy.deepcopy(SMALL_MBV3 | overrides))
+
+
+def tiny_gnn(**overrides: Any) -> SearchSpace:
+    """The :data:`TINY_GNN` space, with some options changed."""
+    return get_space("gnn", **copy.deepcopy(TINY_GNN | overrides))
+
 
 N_SAMPLES = 50
 

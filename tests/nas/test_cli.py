@@ -13,6 +13,7 @@ import pytest
 from conftest import qnas_command
 from nas import cli
 from nas.cli import main, register_command
+from search_spaces.testing import TINY_MBV3_DEFAULT_CHOICES
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
@@ -22,9 +23,7 @@ name: small
 dataset: {name: digits}
 search_space:
   name: mbv3
-  options: {in_channels: 1, num_classes: 10, image_size: 8, stem_channels: 8, stage_channels: [16, 24],
-            stage_strides: [1, 2], stage_se: [false, true], stage_act: [relu, hswish], depths: [1, 2],
-            head_channels: 32}
+  options: """ + json.dumps(TINY_MBV3_DEFAULT_CHOICES) + """
 search:
   algorithm: nsga2
   options: {population_size: 8}
@@ -62,7 +61,8 @@ def test_validate_error_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith(f"error: {bad}:13: search.budgit: unknown key 'budgit'; did you mean 'budget'?")
+    line = SMALL.splitlines().index("  budget: 24") + 1
+    assert err.startswith(f"error: {bad}:{line}: search.budgit: unknown key 'budgit'; did you mean 'budget'?")
     assert main(["validate", str(bad), "--debug"]) == 2
     assert "Traceback" in capsys.readouterr().err
 

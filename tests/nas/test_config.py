@@ -12,24 +12,12 @@ from nas.config import ExperimentConfig, apply_overrides, config_diff, config_to
 from nas.kinds import load_experiment
 from nas.runner import prepare, summary
 from search_spaces.errors import InputError
+from search_spaces.testing import TINY_MBV3_DEFAULT_CHOICES
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SPACE = """\
-search_space:
-  name: mbv3
-  options:
-    in_channels: 1
-    num_classes: 10
-    image_size: 8
-    stem_channels: 8
-    stage_channels: [16, 24]
-    stage_strides: [1, 2]
-    stage_se: [false, true]
-    stage_act: [relu, hswish]
-    depths: [1, 2]
-    head_channels: 32
-"""
+SPACE = yaml.safe_dump({"search_space": {"name": "mbv3", "options": TINY_MBV3_DEFAULT_CHOICES}}, sort_keys=False,
+                       default_flow_style=None)  # block style, lists in brackets
 
 GOOD = f"""\
 name: tiny
@@ -59,9 +47,11 @@ def error_of(path: Path, overrides: tuple[str, ...] = ()) -> str:
     return str(info.value)
 
 
+SEARCH_LINE = GOOD.splitlines().index("search:") + 1
+
 # (what is wrong, replace this in GOOD, with this, expected fragments of the one error line)
 MALFORMED = [
-    ("unknown top-level key", "search:\n", "serach:\n", ["exp.yaml:18", "serach", "unknown key 'serach'",
+    ("unknown top-level key", "search:\n", "serach:\n", [f"exp.yaml:{SEARCH_LINE}", "serach", "unknown key 'serach'",
                                                          "did you mean 'search'"]),
     ("unknown nested key", "direction: min}\n    - {metric: bitops", "dirction: min}\n    - {metric: bitops",
      ["search.objectives[0].dirction", "did you mean 'direction'", "valid keys: metric, direction"]),
@@ -234,9 +224,10 @@ def test_semantic_errors_point_into_the_config(tmp_path, override, expected):
 
 def test_semantic_error_carries_the_file_line(tmp_path):
     path = write(tmp_path, GOOD.replace("metric: bitops", "metric: bitop"))
+    line = GOOD.splitlines().index("    - {metric: bitops, direction: min}") + 1
     with pytest.raises(InputError) as info:
         prepare(load_experiment(path))
-    assert str(info.value).startswith(f"{path}:23: search.objectives[1].metric: metric 'bitop' is not available; "
+    assert str(info.value).startswith(f"{path}:{line}: search.objectives[1].metric: metric 'bitop' is not available; "
                                       "did you mean 'bitops'?")
 
 

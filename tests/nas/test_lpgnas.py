@@ -16,13 +16,12 @@ import supernets.gnn
 from nas.journal import RECORD_KEYS, read_journal
 from nas.lpgnas import LpgnasConfig, lpgnas_config, run_lpgnas
 from search_spaces import InputError, get_space
+from search_spaces.testing import tiny_gnn
 from supernets.data import load_dataset
 from supernets.gnn import NonFiniteLossError, prepare_graph
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
-TINY_SPACE = dict(ops=["linear", "gcn"], hidden=[8, 16], aggregations=["add"], activations=["relu"],
-                  w_bits=[2, 8], a_bits=[8, 32], c_bits=[8])
 TINY = LpgnasConfig(lambdas=[0.0, 0.05], search_epochs=5, warmup_epochs=2, retrain_epochs=8, seeds=2)
 
 
@@ -34,7 +33,7 @@ def cora(tmp_path_factory):
 
 
 def test_tiny_run_writes_journal_front_and_report(cora, tmp_path):
-    space = get_space("gnn", **TINY_SPACE)
+    space = tiny_gnn()
     records = run_lpgnas(TINY, space, cora, tmp_path, seed=0, progress=False)
     journal = read_journal(tmp_path / "trials.jsonl").records
     assert len(journal) == len(records) == 2
@@ -63,7 +62,7 @@ def test_tiny_run_writes_journal_front_and_report(cora, tmp_path):
 
 
 def test_rerun_skips_finished_lambdas(cora, tmp_path, monkeypatch):
-    space = get_space("gnn", **TINY_SPACE)
+    space = tiny_gnn()
     first = LpgnasConfig(lambdas=[0.05], search_epochs=4, warmup_epochs=1, retrain_epochs=5, seeds=1)
     run_lpgnas(first, space, cora, tmp_path, seed=0, progress=False)
     searched = []
@@ -78,7 +77,7 @@ def test_rerun_skips_finished_lambdas(cora, tmp_path, monkeypatch):
 
 
 def test_restarts_keep_the_lowest_search_objective(cora, tmp_path, monkeypatch):
-    space = get_space("gnn", **TINY_SPACE)
+    space = tiny_gnn()
     config = LpgnasConfig(lambdas=[0.05], search_epochs=6, warmup_epochs=2, retrain_epochs=4, seeds=1,
                           search_restarts=3, select_by="objective")
     seen = []
@@ -101,7 +100,7 @@ def test_restarts_keep_the_lowest_search_objective(cora, tmp_path, monkeypatch):
 
 
 def test_restarts_keep_the_best_score_after_short_retraining(cora, tmp_path, monkeypatch):
-    space = get_space("gnn", **TINY_SPACE)
+    space = tiny_gnn()
     config = LpgnasConfig(lambdas=[0.05], search_epochs=6, warmup_epochs=2, retrain_epochs=6, seeds=3,
                           search_restarts=3, select_seeds=2)
     retrained = []
@@ -145,7 +144,7 @@ def test_selection_prices_size_with_lambda(lam, kept):
     from nas.lpgnas import _choose
     from supernets.gnn import SearchOutcome
 
-    space = get_space("gnn", **TINY_SPACE)
+    space = tiny_gnn()
     designs = {"largest": space.largest(), "smallest": space.smallest()}
     val = {designs["largest"].key: 0.95, designs["smallest"].key: 1.0}  # validation cross-entropy
     outcomes = [SearchOutcome(g, lam, (), 0.5, 1.0, seed=i) for i, g in enumerate(designs.values())]
@@ -171,7 +170,7 @@ def test_accuracy_selection_keeps_the_most_accurate_design_within_the_budget(bud
     from nas.lpgnas import _choose
     from supernets.gnn import SearchOutcome
 
-    space = get_space("gnn", **TINY_SPACE)
+    space = tiny_gnn()
     designs = _three_designs(space)
     sizes = designs[3]
     val_acc = dict(zip((g.key for g in designs[:3]), (0.75, 0.72, 0.70)))
@@ -190,7 +189,7 @@ def test_a_budget_also_applies_to_validation_selection():
     from nas.lpgnas import _choose
     from supernets.gnn import SearchOutcome
 
-    space = get_space("gnn", **TINY_SPACE)
+    space = tiny_gnn()
     big, middle, small, sizes = _three_designs(space)
     val_loss = {big.key: 0.8, middle.key: 0.9, small.key: 1.0}
     outcomes = [SearchOutcome(g, 0.0, (), 0.5, 1.0, seed=i) for i, g in enumerate((big, middle, small))]
@@ -204,7 +203,7 @@ def test_only_restarts_within_the_budget_are_retrained_for_the_selection():
     from nas.lpgnas import _contenders
     from supernets.gnn import SearchOutcome
 
-    space = get_space("gnn", **TINY_SPACE)
+    space = tiny_gnn()
     big, middle, small, sizes = _three_designs(space)
     outcomes = [SearchOutcome(g, 0.01, (), 0.5, 1.0, seed=i) for i, g in enumerate((big, middle, small, middle))]
     within = LpgnasConfig(search_restarts=4, select_by="accuracy", max_size_kb=(sizes[0] + sizes[1]) / 2)
@@ -236,7 +235,7 @@ def test_the_two_best_designs_are_compared_again_on_final_select_seeds(final, ke
     from nas.lpgnas import _choose
     from supernets.gnn import SearchOutcome
 
-    space = get_space("gnn", **TINY_SPACE)
+    space = tiny_gnn()
     designs = _three_designs(space)[:3]
     val_acc = dict(zip((g.key for g in designs), ([0.74, 0.74, 0.66, 0.66], [0.73] * 4, [0.60] * 4)))
     outcomes = [SearchOutcome(g, 0.01, (), 0.5, 1.0, seed=i) for i, g in enumerate(designs)]
@@ -251,7 +250,7 @@ def test_the_two_best_designs_are_compared_again_on_final_select_seeds(final, ke
 
 def test_select_from_run_chooses_among_the_searches_of_every_lambda(cora, tmp_path, monkeypatch):
     """With a budget, the most accurate design of all searches is every λ's (it is retrained once)."""
-    space = get_space("gnn", **TINY_SPACE)
+    space = tiny_gnn()
     config = LpgnasConfig(lambdas=[0.0, 0.05], search_epochs=4, warmup_epochs=1, retrain_epochs=5, seeds=2,
                           select_seeds=1, select_by="accuracy", select_from="run")
     assert config.retrains_restarts  # one search per λ, but two to choose from
@@ -270,7 +269,7 @@ def test_select_from_run_chooses_among_the_searches_of_every_lambda(cora, tmp_pa
 
 
 def test_worker_processes_give_the_same_records(cora, tmp_path):
-    space = get_space("gnn", **TINY_SPACE)
+    space = tiny_gnn()
     config = LpgnasConfig(lambdas=[0.0, 0.05], search_epochs=4, warmup_epochs=1, retrain_epochs=4, seeds=2,
                           search_restarts=2)
     serial = run_lpgnas(config, space, cora, tmp_path / "serial", seed=0, progress=False)

@@ -17,13 +17,12 @@ import torch
 
 import supernets.gnn
 from nas.lpgnas import JOBS_FILE, LpgnasConfig, run_lpgnas
-from search_spaces import InputError, get_space
+from search_spaces import InputError
+from search_spaces.testing import TINY_GNN, tiny_gnn
 from supernets.data import load_dataset
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
-TINY_SPACE = dict(ops=["linear", "gcn"], hidden=[8, 16], aggregations=["add"], activations=["relu"],
-                  w_bits=[2, 8], a_bits=[8, 32], c_bits=[8])
 CONFIG = LpgnasConfig(lambdas=[0.0, 0.05], search_epochs=5, warmup_epochs=2, retrain_epochs=6, seeds=3,
                       search_restarts=2, select_seeds=1, select_by="accuracy")
 CHILD = textwrap.dedent("""
@@ -67,7 +66,7 @@ def cora(cache):
 def reference(cora, tmp_path_factory):
     """The uninterrupted run."""
     run_dir = tmp_path_factory.mktemp("reference")
-    run_lpgnas(CONFIG, get_space("gnn", **TINY_SPACE), cora, run_dir, seed=3, progress=False)
+    run_lpgnas(CONFIG, tiny_gnn(), cora, run_dir, seed=3, progress=False)
     return run_dir
 
 
@@ -125,7 +124,7 @@ def test_every_job_is_journaled_once(reference):
 def test_sigkill_mid_job_then_resume_recomputes_nothing_finished(cache, cora, reference, tmp_path, monkeypatch):
     run_dir, stop_at = tmp_path / "killed", 3
     env = {**os.environ, "QNAS_CACHE": str(cache)}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, CONFIG.model_dump_json(), json.dumps(TINY_SPACE),
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, CONFIG.model_dump_json(), json.dumps(TINY_GNN),
                              str(run_dir), str(stop_at)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT, env=env)
     ready, _, _ = select.select([proc.stdout], [], [], 120)
@@ -138,7 +137,7 @@ def test_sigkill_mid_job_then_resume_recomputes_nothing_finished(cache, cora, re
     assert len(finished) == 4 + stop_at and not (run_dir / "trials.jsonl").read_text()
 
     ran = count_jobs(monkeypatch)
-    run_lpgnas(CONFIG, get_space("gnn", **TINY_SPACE), cora, run_dir, seed=3, progress=False)
+    run_lpgnas(CONFIG, tiny_gnn(), cora, run_dir, seed=3, progress=False)
     assert ran and not set(ran) & set(finished)  # nothing finished was run again
     assert sorted(finished + ran) == sorted(job_names(reference / JOBS_FILE)) == sorted(job_names(run_dir / JOBS_FILE))
     assert_same_as(run_dir, reference)
@@ -156,12 +155,12 @@ def test_an_error_mid_run_keeps_the_finished_jobs(cora, reference, tmp_path, mon
 
     monkeypatch.setattr(supernets.gnn, "retrain", failing)
     with pytest.raises(RuntimeError, match="stand-in"):
-        run_lpgnas(CONFIG, get_space("gnn", **TINY_SPACE), cora, tmp_path, seed=3, progress=False)
+        run_lpgnas(CONFIG, tiny_gnn(), cora, tmp_path, seed=3, progress=False)
     finished = job_names(tmp_path / JOBS_FILE)
     assert 4 < len(finished) < len(job_names(reference / JOBS_FILE))
     monkeypatch.setattr(supernets.gnn, "retrain", retrain)
     ran = count_jobs(monkeypatch)
-    run_lpgnas(CONFIG, get_space("gnn", **TINY_SPACE), cora, tmp_path, seed=3, progress=False)
+    run_lpgnas(CONFIG, tiny_gnn(), cora, tmp_path, seed=3, progress=False)
     assert not set(ran) & set(finished) and len(ran) + len(finished) == len(job_names(reference / JOBS_FILE))
     assert_same_as(tmp_path, reference)
 
@@ -177,12 +176,12 @@ def test_ctrl_c_stops_at_once_and_the_rerun_continues(cora, reference, tmp_path,
 
     monkeypatch.setattr(supernets.gnn, "search", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_lpgnas(CONFIG, get_space("gnn", **TINY_SPACE), cora, tmp_path, seed=3, progress=False)
+        run_lpgnas(CONFIG, tiny_gnn(), cora, tmp_path, seed=3, progress=False)
     expected = job_names(reference / JOBS_FILE)
     assert len(calls) == 3 and job_names(tmp_path / JOBS_FILE) == expected[:2]  # nothing ran after Ctrl-C
     monkeypatch.setattr(supernets.gnn, "search", search)
     ran = count_jobs(monkeypatch)
-    run_lpgnas(CONFIG, get_space("gnn", **TINY_SPACE), cora, tmp_path, seed=3, progress=False)
+    run_lpgnas(CONFIG, tiny_gnn(), cora, tmp_path, seed=3, progress=False)
     assert ran == expected[2:]
     assert_same_as(tmp_path, reference)
 
@@ -191,7 +190,7 @@ def test_jobs_of_other_settings_are_not_reused(cora, reference, tmp_path, monkey
     (tmp_path / JOBS_FILE).write_bytes((reference / JOBS_FILE).read_bytes())
     ran = count_jobs(monkeypatch)
     longer = CONFIG.model_copy(update={"retrain_epochs": 7})
-    run_lpgnas(longer, get_space("gnn", **TINY_SPACE), cora, tmp_path, seed=3, progress=False)
+    run_lpgnas(longer, tiny_gnn(), cora, tmp_path, seed=3, progress=False)
     assert ran and all(name.startswith("retrain/") for name in ran)  # the searches are the same, reused
 
 
@@ -200,7 +199,7 @@ def test_a_torn_last_job_line_is_dropped_and_rerun(cora, reference, tmp_path, mo
     cut = text.rstrip("\n").rfind("\n") + 1
     (tmp_path / JOBS_FILE).write_text(text[:cut] + text[cut:cut + 40])  # the last line half written
     ran = count_jobs(monkeypatch)
-    run_lpgnas(CONFIG, get_space("gnn", **TINY_SPACE), cora, tmp_path, seed=3, progress=True)
+    run_lpgnas(CONFIG, tiny_gnn(), cora, tmp_path, seed=3, progress=True)
     assert ran == [job_names(reference / JOBS_FILE)[-1]]
     assert "dropped a truncated last line" in capsys.readouterr().err
     assert_same_as(tmp_path, reference)
@@ -216,7 +215,7 @@ def test_a_damaged_job_line_names_the_file_and_line(cora, reference, tmp_path, d
     damage(records[1])
     (tmp_path / JOBS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(InputError, match=message) as err:
-        run_lpgnas(CONFIG, get_space("gnn", **TINY_SPACE), cora, tmp_path, seed=3, progress=False)
+        run_lpgnas(CONFIG, tiny_gnn(), cora, tmp_path, seed=3, progress=False)
     assert err.value.line == 2 and err.value.source == str(tmp_path / JOBS_FILE)
 
 
@@ -224,5 +223,5 @@ def test_a_corrupt_job_line_before_the_end_is_an_error(cora, reference, tmp_path
     text = (reference / JOBS_FILE).read_text().splitlines(keepends=True)
     (tmp_path / JOBS_FILE).write_text(text[0] + "{not json\n" + text[1])
     with pytest.raises(InputError, match="line 2") as err:
-        run_lpgnas(CONFIG, get_space("gnn", **TINY_SPACE), cora, tmp_path, seed=3, progress=False)
+        run_lpgnas(CONFIG, tiny_gnn(), cora, tmp_path, seed=3, progress=False)
     assert str(tmp_path / JOBS_FILE) in str(err.value)

@@ -10,6 +10,7 @@ from nas.objectives import Objective, parse_constraint
 from nas.pareto import (Normalization, front_indices, hypervolume, nondominated_ranks, normalization_from_extremes,
                         spread, total_violation)
 from search_spaces import get_space
+from search_spaces.testing import TINY_MBV3_DEFAULT_CHOICES
 
 
 def test_ranks_of_a_known_set():
@@ -48,9 +49,7 @@ def test_one_objective_and_flat_objective():
 
 
 def test_reference_box_comes_from_the_space_extremes_and_bounds_samples():
-    space = get_space("mbv3", in_channels=1, image_size=8, stem_channels=8, stage_channels=[16, 24],
-                      stage_strides=[1, 2], stage_se=[False, True], stage_act=["relu", "hswish"], depths=[1, 2],
-                      head_channels=32)
+    space = get_space("mbv3", **TINY_MBV3_DEFAULT_CHOICES)
     evaluator = AnalyticEvaluator(space)
     objectives = [Objective("size_kb"), Objective("bitops")]
     norm = normalization_from_extremes(space, evaluator, objectives)
@@ -72,9 +71,7 @@ def test_golden_front_of_a_seeded_search():
     from conftest import StandInSearcher
     from nas.search import run_search
 
-    space = get_space("mbv3", in_channels=1, image_size=8, stem_channels=8, stage_channels=[16, 24],
-                      stage_strides=[1, 2], stage_se=[False, True], stage_act=["relu", "hswish"], depths=[1, 2],
-                      head_channels=32)
+    space = get_space("mbv3", **TINY_MBV3_DEFAULT_CHOICES)  # the snapshot's space: exactly these options
     objectives, constraints = [Objective("size_kb"), Objective("bitops")], [parse_constraint("params >= 12000")]
     result = run_search(space, AnalyticEvaluator(space), StandInSearcher(space, objectives, population_size=10),
                         objectives=objectives, constraints=constraints, budget=40)

@@ -24,6 +24,7 @@ from conftest import qnas_command
 from nas.cli import main
 from nas.runner import SilentReporter, resume_run, start_run
 from search_spaces.errors import InputError
+from search_spaces.testing import TINY_MBV3_DEFAULT_CHOICES
 
 CONFIG = """\
 name: crash
@@ -31,9 +32,7 @@ seed: 11
 dataset: {name: digits}
 search_space:
   name: mbv3
-  options: {in_channels: 1, num_classes: 10, image_size: 8, stem_channels: 8, stage_channels: [16, 24],
-            stage_strides: [1, 2], stage_se: [false, true], stage_act: [relu, hswish], depths: [1, 2],
-            head_channels: 32}
+  options: """ + json.dumps(TINY_MBV3_DEFAULT_CHOICES) + """
 search:
   algorithm: nsga2
   options: {population_size: 8}

@@ -12,15 +12,14 @@ from nas.objectives import Objective, parse_constraint
 from nas.pareto import normalization_from_extremes
 from nas.search import SearchResult, run_search
 from search_spaces import InputError, get_space
+from search_spaces.testing import TINY_MBV3_DEFAULT_CHOICES
 
 OBJECTIVES = (Objective("size_kb"), Objective("bitops"))
 
 
 @pytest.fixture(scope="module")
 def space():
-    return get_space("mbv3", in_channels=1, image_size=8, stem_channels=8, stage_channels=[16, 24],
-                     stage_strides=[1, 2], stage_se=[False, True], stage_act=["relu", "hswish"], depths=[1, 2],
-                     head_channels=32)
+    return get_space("mbv3", **TINY_MBV3_DEFAULT_CHOICES)
 
 
 class Counting:

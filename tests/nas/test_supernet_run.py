@@ -1,6 +1,7 @@
 """`qnas run` with a `supernet:` section: trains it in the run folder, searches measured accuracy,
 validates the front with extracted models and exports loadable models."""
 
+import copy
 import csv
 import json
 
@@ -10,14 +11,12 @@ import yaml
 
 from nas.runner import resume_run, start_run
 from search_spaces import InputError
+from search_spaces.testing import TINY_MBV3
 
 CONFIG = {
     "name": "tiny_acc", "seed": 0,
     "dataset": {"name": "digits", "options": {"max_train": 256}},
-    "search_space": {"name": "mbv3", "options": {
-        "in_channels": 1, "image_size": 8, "stem_channels": 8, "stage_channels": [16, 24], "stage_strides": [1, 2],
-        "stage_se": [False, True], "stage_act": ["relu", "hswish"], "depths": [1, 2], "kernels": [3, 5],
-        "expands": [2, 4], "head_channels": 32, "w_bits": [4, 8], "a_bits": [4, 8]}},
+    "search_space": {"name": "mbv3", "options": copy.deepcopy(TINY_MBV3)},
     "supernet": {"warmup_epochs": 1, "epochs": 1, "batch_size": 64, "bn_calib_samples": 128, "random_subnets": 1},
     "search": {"algorithm": "random", "options": {"batch_size": 4}, "budget": 8,
                "objectives": [{"metric": "accuracy", "direction": "max"}, {"metric": "size_kb", "direction": "min"}]},

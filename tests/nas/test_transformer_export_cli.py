@@ -8,16 +8,14 @@ import torch
 
 from nas.export import export_subnet, int8_blockers
 from search_spaces import InputError, get_space
+from search_spaces.testing import TINY_TRANSFORMER_LM
 from supernets.evaluate import SubnetEvaluator
 from supernets.transformer import TransformerSupernet
-
-SPACE = dict(front="lm", vocab_size=11, seq_len=12, depths=[1, 2], widths=[16, 32], heads=[2, 4], mlp_ratios=[1, 2],
-             w_bits=[4, 8], a_bits=[8])
 
 
 @pytest.fixture(scope="module")
 def subnets():
-    space = get_space("transformer", **SPACE)
+    space = get_space("transformer", **TINY_TRANSFORMER_LM)
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 11, (32, 12), generator=gen)
     y = torch.roll(x, -1, dims=1)

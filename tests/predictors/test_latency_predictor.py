@@ -10,14 +10,13 @@ import pytest
 
 from predictors.latency import (Entry, LatencyFallback, LatencyPredictor, LatencyTable, SlotPlan, TableHeader,
                                 fit_calibration, map_bits, raw_latency)
-from search_spaces import BlockSpec, InputError, get_space
+from search_spaces import BlockSpec, InputError
 from search_spaces.costs import block_costs
+from search_spaces.testing import tiny_mbv3
 
 STEM = BlockSpec("conv", 16, 3, 8, kernel=3, act="hswish", w_bits=8, a_bits=8, slot="stem")
 MID = BlockSpec("mbconv", 16, 8, 16, kernel=3, stride=2, mid_ch=24, w_bits=8, a_bits=8, slot="s1.b1")
 HEAD = BlockSpec("head", 8, 16, 10, act="hswish", w_bits=8, a_bits=8, slot="head")
-SMALL = dict(image_size=16, stem_channels=8, stage_channels=[16, 24], stage_strides=[2, 2], stage_se=[False, True],
-             stage_act=["relu", "hswish"], depths=[1, 2], kernels=[3, 5], expands=[3, 6], head_channels=32)
 
 
 def hand_table(**header) -> LatencyTable:
@@ -70,7 +69,7 @@ def synthetic_table(space, *, drop: int = 0) -> LatencyTable:
 
 
 def test_predict_genomes_matches_per_block_path():
-    space = get_space("mbv3", **SMALL)
+    space = tiny_mbv3()
     predictor = LatencyPredictor(synthetic_table(space), strict=True)
     rng = np.random.default_rng(0)
     genomes = [space.sample(rng) for _ in range(200)]
@@ -82,7 +81,7 @@ def test_predict_genomes_matches_per_block_path():
 
 
 def test_predict_genomes_flags_fallback_and_strict_raises():
-    space = get_space("mbv3", **SMALL)
+    space = tiny_mbv3()
     table = synthetic_table(space, drop=3)
     rng = np.random.default_rng(1)
     genomes = [space.sample(rng) for _ in range(300)]
@@ -96,7 +95,7 @@ def test_predict_genomes_flags_fallback_and_strict_raises():
 
 
 def test_fallback_extrapolates_with_macs():
-    space = get_space("mbv3", **SMALL)
+    space = tiny_mbv3()
     table = synthetic_table(space)
     entries = list(table.entries.values())
     fallback = LatencyFallback().fit([e.spec for e in entries], [e.mean_ms for e in entries])

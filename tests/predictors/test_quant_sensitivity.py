@@ -10,12 +10,12 @@ import pytest
 from predictors.accuracy import (FeatureEncoder, QuantSensitivity, TransferPredictor, make_predictor,
                                  ranking_metrics)
 from search_spaces import InputError, get_space
+from search_spaces.testing import TINY_MBV3_DEFAULT_CHOICES
 
 
 def tiny_space(**extra):
-    return get_space("mbv3", **{**dict(stage_channels=[16, 24], stage_strides=[1, 2], stage_se=[False, True],
-                                       stage_act=["relu", "hswish"], depths=[1, 2, 3], image_size=8, in_channels=1,
-                                       head_channels=32), **extra})
+    # three bit-widths per quantizer and depths up to 3: the tables below name 6-bit choices and depth 3
+    return get_space("mbv3", **{**TINY_MBV3_DEFAULT_CHOICES, "depths": [1, 2, 3], **extra})
 
 
 def layered_table(space, seed=0):

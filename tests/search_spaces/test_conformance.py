@@ -3,7 +3,7 @@
 import pytest
 
 from search_spaces import get_space, list_spaces
-from search_spaces.testing import SearchSpaceConformance
+from search_spaces.testing import TINY_MBV3_DEFAULT_CHOICES, SearchSpaceConformance
 
 
 @pytest.fixture(params=list_spaces())
@@ -18,9 +18,8 @@ class TestRegisteredSpaces(SearchSpaceConformance):
 @pytest.fixture(params=["mbv3-digits", "resnet-searchable-quant"])
 def variant(request):
     if request.param == "mbv3-digits":
-        return get_space("mbv3", in_channels=1, image_size=8, stem_channels=8, stage_channels=[16, 24],
-                         stage_strides=[1, 2], stage_se=[False, True], stage_act=["relu", "hswish"],
-                         width_mults=[0.75, 1.0], resolutions=[6, 8], head_channels=64)
+        # the tiny digits network plus the genes under test: elastic width and input resolution
+        return get_space("mbv3", **TINY_MBV3_DEFAULT_CHOICES, width_mults=[0.75, 1.0], resolutions=[6, 8])
     return get_space("resnet", search_granularity=True, search_symmetry=True, w_bits=[2, 4, 8, 32])
 
 

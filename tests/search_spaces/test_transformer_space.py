@@ -7,13 +7,11 @@ import math
 import pytest
 
 from search_spaces import InputError, get_space
-from search_spaces.testing import SearchSpaceConformance
+from search_spaces.testing import TINY_TRANSFORMER_LM, TINY_TRANSFORMER_VIT, SearchSpaceConformance
 from search_spaces.transformer import TransformerBlock
 
-LM = dict(front="lm", vocab_size=11, seq_len=12, depths=[1, 2], widths=[16, 32], heads=[2, 4], mlp_ratios=[1, 2.5],
-          w_bits=[4, 8], a_bits=[6, 8])
-VIT = dict(front="vit", image_size=8, in_channels=1, patch_size=4, num_classes=10, depths=[1, 2], widths=[16, 32],
-           heads=[2, 4], mlp_ratios=[1, 2], search_granularity=True)
+LM = {**TINY_TRANSFORMER_LM, "mlp_ratios": [1, 2.5], "a_bits": [6, 8]}  # a fractional MLP ratio, activation bit genes
+VIT = {**TINY_TRANSFORMER_VIT, "search_granularity": True}  # the granularity genes
 
 
 @pytest.fixture(params=["lm", "vit", "vit-mean"])

@@ -10,15 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from search_spaces import InputError, get_space
+from search_spaces.testing import TINY_TRANSFORMER_LM, TINY_TRANSFORMER_VIT
 from supernets.deploy import ort_session
 from supernets.static import strip_fake_quant
 from supernets.transformer import TransformerSupernet
 from supernets.transformer.export import (check_w8a8, evaluate_onnx, ort_latencies_ms, ort_latency_ms,
                                           quantized_nodes, transformer_onnx, transformer_ort_int8, w8a8_blockers)
 
-SMALL = dict(depths=[1, 2], widths=[16, 32], heads=[2, 4], mlp_ratios=[1, 2], w_bits=[4, 8], a_bits=[8])
-FRONTS = {"lm": dict(front="lm", vocab_size=11, seq_len=12),
-          "vit": dict(front="vit", image_size=8, in_channels=1, patch_size=4, num_classes=10)}
+SPACES = {"lm": TINY_TRANSFORMER_LM, "vit": TINY_TRANSFORMER_VIT}
 
 
 def _inputs(space, batch: int, seed: int) -> torch.Tensor:
@@ -34,11 +33,11 @@ def _targets(space, batch: int, seed: int) -> torch.Tensor:
     return torch.randint(0, space.classes, shape, generator=gen)
 
 
-@pytest.fixture(scope="module", params=sorted(FRONTS))
+@pytest.fixture(scope="module", params=sorted(SPACES))
 def setup(request):
     """(space, supernet with initialised quantizers in eval mode, the largest W8A8 subnet extracted)."""
     torch.manual_seed(0)
-    space = get_space("transformer", **FRONTS[request.param], **SMALL)
+    space = get_space("transformer", **SPACES[request.param])
     net = TransformerSupernet(space)
     net.init_quantizers(_inputs(space, 16, 0))
     net.eval()
@@ -128,7 +127,7 @@ def test_check_w8a8_refuses_w4_and_names_the_slot(setup):
 
 
 def test_w8a8_blockers_cover_first_last_bits_and_activations():
-    space = get_space("transformer", **FRONTS["lm"], **{**SMALL, "a_bits": [4, 8]}, first_last_bits=4)
+    space = get_space("transformer", **{**TINY_TRANSFORMER_LM, "a_bits": [4, 8]}, first_last_bits=4)
     genome = space.largest().with_values({"l2.fc2.a_bits": 4})
     assert w8a8_blockers(space.transformer_blocks(genome)) == ["embed is W4", "l2.mlp.fc2 is W8A4", "head is W4A4"]
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from search_spaces import InputError, get_space
+from search_spaces.testing import TINY_TRANSFORMER_LM, TINY_TRANSFORMER_VIT
 from supernets.checkpoint import load_supernet, save_checkpoint
 from supernets.config import SupernetConfig
 from supernets.data.registry import TextSplits
@@ -18,10 +19,8 @@ from supernets.families import build_supernet, supernet_class
 from supernets.training import SupernetTrainer
 from supernets.transformer import StaticTransformer, TransformerSupernet
 
-LM = dict(front="lm", vocab_size=11, seq_len=12, depths=[1, 2], widths=[16, 32], heads=[2, 4], mlp_ratios=[1, 2],
-          w_bits=[4, 8], a_bits=[6, 8], search_granularity=True)
-VIT = dict(front="vit", image_size=8, in_channels=1, patch_size=4, num_classes=10, depths=[1, 2], widths=[16, 32],
-           heads=[2, 4], mlp_ratios=[1, 2], w_bits=[4, 8], a_bits=[8])
+# 6-bit activations and the granularity genes added, so the supernet tests cover those quantizer choices too
+LM = {**TINY_TRANSFORMER_LM, "a_bits": [6, 8], "search_granularity": True}
 
 
 def _inputs(space, batch=6, seed=0):
@@ -47,7 +46,7 @@ def _warm(space):
 def space(request):
     if request.param == "lm":
         return get_space("transformer", **LM)
-    return get_space("transformer", **VIT, pooling="mean" if request.param == "vit-mean" else "cls")
+    return get_space("transformer", **TINY_TRANSFORMER_VIT, pooling="mean" if request.param == "vit-mean" else "cls")
 
 
 def test_the_family_registry_builds_the_transformer_supernet(space):
@@ -185,7 +184,7 @@ def test_data_the_space_cannot_read_is_refused_by_name():
     net.check_splits(dataclasses.replace(data, seq_len=8), source="dataset 'x'")  # shorter windows are fine
     with pytest.raises(InputError, match="reads text"):
         net.check_splits(object(), source="dataset 'x'")
-    vit = TransformerSupernet(get_space("transformer", **VIT))
+    vit = TransformerSupernet(get_space("transformer", **TINY_TRANSFORMER_VIT))
     with pytest.raises(InputError, match="reads images"):
         vit.check_splits(data, source="dataset 'x'")
 
