@@ -2,7 +2,7 @@
 
 Why this shape: user errors (:class:`QnasError`) print as one ``error: ...`` line and exit 2, with
 the traceback only under ``--debug``; anything else is a bug and keeps its traceback. Subcommands
-are registered with :func:`register_command`; a module that adds one (``export``, ``latency``,
+are registered with :func:`~nas.commands.register_command`; a module that adds one (``export``, ``latency``,
 ``qt-score``) is listed in :data:`COMMAND_MODULES` and registers itself when imported::
 
     def _configure(parser):                      # add arguments (or nested subparsers)
@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
+from nas import commands
+from nas.commands import Command, Parser, RichReporter, non_negative_int, positive_int, register_command
 from search_spaces.errors import InputError, QnasError
-from search_spaces.registries import Registry
 
 __all__ = ["COMMAND_MODULES", "Command", "register_command", "build_parser", "RichReporter", "Parser", "positive_int",
            "non_negative_int", "main"]
@@ -38,100 +36,6 @@ __all__ = ["COMMAND_MODULES", "Command", "register_command", "build_parser", "Ri
 COMMAND_MODULES: tuple[str, ...] = ("nas.export_cli", "nas.latency_cli:add_latency_command", "nas.qt_cli",
                                     "nas.docs_cli")
 """Imported by :func:`build_parser`: ``"module"`` (registers itself) or ``"module:function"`` (adds parsers)."""
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-@dataclass(frozen=True)
-class Command:
-    """A subcommand: its name, one-line help, how it adds its arguments, and what it runs."""
-
-    name: str
-    help: str
-    configure: Callable[[argparse.ArgumentParser], None]
-    handler: Handler
-
-
-_COMMANDS: Registry[Command] = Registry("qnas subcommand")
-
-
-def register_command(name: str, *, help: str,
-                     configure: Callable[[argparse.ArgumentParser], None]) -> Callable[[Handler], Handler]:
-    """Decorator registering ``handler(args) -> exit code`` as ``qnas NAME`` (duplicate names raise)."""
-
-    def wrap(handler: Handler) -> Handler:
-        _COMMANDS.register(name, Command(name, help, configure, handler))
-        return handler
-
-    return wrap
-
-
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one ``error: ...`` line (exit 2), like every other bad input."""
-
-    def error(self, message: str) -> Any:  # argparse's signature; never returns
-        message = re.sub(r"^argument ([^:]+): ", r"\1: ", message).replace("\n", " ")
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
-
-    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
-        """argparse turns ``--flag=--`` into an empty list without calling the flag's type: refuse it here."""
-        for arg in sys.argv[1:] if args is None else args:
-            if re.fullmatch(r"--[\w-]+=--", str(arg)):
-                self.error(f"{arg[:-3]}: got '--'; expected a value")
-        return super().parse_known_args(args, namespace)
-
-
-def _int_at_least(minimum: int, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        shown = repr(text) if len(text) <= 40 else repr(text[:37] + "...")
-        raise argparse.ArgumentTypeError(f"got {shown}; expected an integer >= {minimum}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"got {value}; expected an integer >= {minimum}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse ``type`` of counts and sizes: an integer >= 1 (zero or negative is a usage error)."""
-    return _int_at_least(1, text)
-
-
-def non_negative_int(text: str) -> int:
-    """argparse ``type`` of seeds and offsets: an integer >= 0."""
-    return _int_at_least(0, text)
-
-
-class RichReporter:
-    """Spinners and a progress bar on stderr (none with ``--quiet``); warnings always show."""
-
-    def __init__(self, *, quiet: bool = False) -> None:
-        from rich.console import Console
-
-        self.quiet = quiet
-        self.console = Console(stderr=True, quiet=quiet, highlight=False, soft_wrap=True)
-        self.errors = Console(stderr=True, highlight=False, soft_wrap=True)
-
-    @contextmanager
-    def step(self, text: str) -> Iterator[None]:
-        with self.console.status(text):
-            yield
-
-    @contextmanager
-    def search_progress(self, budget: int) -> Iterator[Callable[[int, int], None]]:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(TextColumn("searching"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=self.console, disable=self.quiet) as bar:
-            task = bar.add_task("search", total=budget)
-            yield lambda done, total: bar.update(task, completed=done, total=total)
-
-    def info(self, text: str) -> None:
-        self.console.print(text, markup=False)
-
-    def warn(self, text: str) -> None:
-        self.errors.print(f"warning: {text}", markup=False, style="yellow")
-
 
 def _stdout() -> Any:
     from rich.console import Console
@@ -281,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="qnas", description="Joint neural architecture and quantization search.")
     parser.add_argument("--version", action="version", version=f"qnas {_version()}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for command in _COMMANDS.values():
+    for command in commands.COMMANDS.values():
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help, parents=[common])
         command.configure(sub)
         sub.set_defaults(handler=command.handler)

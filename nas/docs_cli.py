@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nas.cli import register_command
+from nas.commands import register_command
 
 __all__: list[str] = []
 

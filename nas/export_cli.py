@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nas.cli import RichReporter, positive_int, register_command
+from nas.commands import RichReporter, positive_int, register_command
 from search_spaces import InputError
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nas.cli import Parser, non_negative_int, positive_int
+from nas.commands import Parser, non_negative_int, positive_int
 from predictors.latency import LatencyTable
 from predictors.latency.table import header_space
 from predictors.latency.coverage import DEFAULT_SAMPLES

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas.cli import register_command
+from nas.commands import register_command
 from nas.kinds import load_experiment
 from nas.kinds.space_search import SpaceSearchExperimentConfig, SpaceSearchKind
 from nas.spaceevo.run import SpaceSearchConfig

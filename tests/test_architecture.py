@@ -2,6 +2,7 @@
 import cycles (a module-level or function-level import, absolute or relative, is an edge)."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,8 +50,14 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+LAZY = re.compile(r"[a-z_]+(\.[a-z_0-9]+)+(:[A-Za-z_]\w*)?")
+"""A string that names one of our modules (``"nas.qt_cli"``, ``"nas.latency_cli:add_latency_command"``): imported
+by name later (``importlib``, lazy attribute tables), an import all the same."""
+
+
 def import_graph() -> nx.DiGraph:
-    """Module -> every module of ours it imports anywhere in the file (relative imports resolved)."""
+    """Module -> every module of ours it imports anywhere in the file (relative imports resolved), or names as a
+    string to import later."""
     files = {module_name(p): p for pkg in ALLOWED for p in (ROOT / pkg).rglob("*.py")}
 
     def resolve(name: str) -> str | None:
@@ -62,7 +69,11 @@ def import_graph() -> nx.DiGraph:
     for name, path in files.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and LAZY.fullmatch(node.value):
+                targets = [node.value.partition(":")[0]]  # a module imported by name (importlib, lazy tables)
+                if targets[0] not in files:
+                    continue
+            elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import qnas_command
-from nas import cli
+from nas import commands
 from nas.cli import main, register_command
 from search_spaces.testing import TINY_MBV3_DEFAULT_CHOICES
 
@@ -137,7 +137,7 @@ def test_argparse_exits_become_return_codes(capsys):
 
 
 def test_register_command_hook(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_COMMANDS", cli._COMMANDS.copy())
+    monkeypatch.setattr(commands, "COMMANDS", commands.COMMANDS.copy())
 
     @register_command("hello", help="say hello", configure=lambda p: p.add_argument("who"))
     def _hello(args):
