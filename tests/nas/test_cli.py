@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import qnas_command
-from nas import commands
+from nas import cli, commands
 from nas.cli import main, register_command
 from search_spaces.testing import TINY_MBV3_DEFAULT_CHOICES
 
