@@ -137,17 +137,19 @@ def train_ray(space: SearchSpace, data: Any, config: Any, *, checkpoint: Path, p
     marker = checkpoint.parent / SAME_STORAGE
     marker.write_text(token)
     storage = Path(tempfile.mkdtemp(prefix=".ray-train-", dir=checkpoint.parent))
-    events = Queue(actor_options={"num_cpus": 0}) if on_event is not None else None
-    job = _RayJob(space, data.to("cpu"), config, checkpoint, token, placement, plan, events,
-                  steps and on_event is not None)
-    relay = _Relay(events, on_event)
-    try:
+    events, relay = None, None
+    try:  # whatever fails from here on, the marker and the temporary folder leave the run folder
+        events = Queue(actor_options={"num_cpus": 0}) if on_event is not None else None
+        job = _RayJob(space, data.to("cpu"), config, checkpoint, token, placement, plan, events,
+                      steps and on_event is not None)
+        relay = _Relay(events, on_event)
         trainer = _trainer(job, storage)
         relay.start()
         with _quiet_controller():
             trainer.run()
     finally:
-        relay.stop()
+        if relay is not None:
+            relay.stop()
         if events is not None:
             events.shutdown(force=True)
         marker.unlink(missing_ok=True)
@@ -384,7 +386,7 @@ class _QueueEvents:
 
 
 # ---- the process group, with the store bound to the node's IP -------------------------------------------
-_HELD: list[Any] = []  # this worker's store (and rank 0's listening socket): kept until Ray Train shuts down
+_HELD: list[Any] = []  # this worker's rendezvous store (rank 0: the one it serves): kept until Ray Train shuts down
 
 
 def _torch_config_class() -> type:
@@ -413,7 +415,9 @@ def _make_bound_store_config() -> type:
         def on_start(self, worker_group: Any, backend_config: Any) -> None:
             from ray.train._internal.utils import get_address_and_port
 
-            address, port = worker_group.execute_single(0, get_address_and_port)
+            address, _ = worker_group.execute_single(0, get_address_and_port)
+            port = worker_group.execute_single(0, _serve_store, address=address, size=len(worker_group),
+                                               timeout_s=backend_config.timeout_s)  # bound before anyone connects
             try:
                 from ray.train.torch.config import _set_torch_distributed_env_vars
 
@@ -452,37 +456,47 @@ def _make_bound_store_config() -> type:
     return BoundStoreTorchConfig
 
 
-def _join_group(*, backend: str, world_rank: int, size: int, address: str, port: int, timeout_s: float) -> None:
-    """Join the process group over a store that rank 0 serves from a socket bound to ``address`` only."""
+def _serve_store(*, address: str, size: int, timeout_s: float) -> int:
+    """Rank 0: serve the rendezvous store from a socket bound to ``address`` only, on a port the kernel picks (no
+    window in which another process could take it); returns the port. The store owns the socket from then on."""
     import socket
 
+    import torch.distributed as dist
+
+    listener = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind((address, 0))
+        listener.listen(128)
+        port = listener.getsockname()[1]
+        store = dist.TCPStore(address, port, size, True, timeout=datetime.timedelta(seconds=timeout_s),
+                              wait_for_workers=False, master_listen_fd=listener.fileno())
+    except BaseException:
+        listener.close()
+        raise
+    listener.detach()  # the store closes the descriptor itself; closing it here too could close a reused number
+    _HELD[:] = [store]
+    return port
+
+
+def _join_group(*, backend: str, world_rank: int, size: int, address: str, port: int, timeout_s: float) -> None:
+    """Join the process group over the store rank 0 serves (:func:`_serve_store`) on ``address`` only."""
     import torch.distributed as dist
 
     if ipaddress.ip_address(address).is_loopback:  # a private Ray: the collectives stay on loopback too
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
         os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")
     timeout = datetime.timedelta(seconds=timeout_s)
-    rank = world_rank
-    if rank == 0:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.bind((address, port))
-        listener.listen(128)
-        store = dist.TCPStore(address, port, size, True, timeout=timeout, wait_for_workers=False,
-                              master_listen_fd=listener.fileno())
-        _HELD[:] = [store, listener]
+    if world_rank == 0:
+        store = _HELD[0]
     else:
         store = dist.TCPStore(address, port, size, False, timeout=timeout)
         _HELD[:] = [store]
-    dist.init_process_group(backend, store=store, rank=rank, world_size=size, timeout=timeout)
+    dist.init_process_group(backend, store=store, rank=world_rank, world_size=size, timeout=timeout)
 
 
 def _release() -> None:
-    """Let go of the store (after every rank has left the group) and close rank 0's socket."""
-    held, _HELD[:] = list(_HELD), []
-    for item in held:
-        if hasattr(item, "close"):
-            item.close()
+    """Let go of the store (after every rank has left the group); rank 0's store closes its socket."""
+    _HELD.clear()
 
 
 def __getattr__(name: str) -> Any:
