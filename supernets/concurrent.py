@@ -14,7 +14,6 @@ import copy
 import queue
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import nullcontext
 
 import torch
 
@@ -44,13 +43,10 @@ class ConcurrentSubnets:
         for i in range(at_once):
             ev = evaluator if i == 0 else replica(evaluator)
             self._free.put((ev, torch.cuda.Stream(evaluator.placement.device) if cuda else None))
-        self._cuda = cuda
         self._pool = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="qnas-subnet")
 
     def measure_iter(self, genomes: Sequence[Genome]) -> Iterator[tuple[int, dict[str, float]]]:
         """``(position, metrics)`` of every genome, in the order they finish."""
-        if self._cuda:
-            torch.cuda.synchronize()  # the shared images were written on the default stream
         pending: set[Future] = set()
         todo = iter(enumerate(genomes))
         try:
@@ -70,8 +66,15 @@ class ConcurrentSubnets:
     def _measure(self, position: int, genome: Genome) -> tuple[int, dict[str, float]]:
         ev, stream = self._free.get()
         try:
-            with torch.cuda.stream(stream) if stream is not None else nullcontext():
+            if stream is None:
+                return position, ev.measure(genome)
+            # the images and the replica were written on the device's default stream: wait for them; and the
+            # BN statistics put back at the end are queued on this stream: finish them before the replica is
+            # handed to anyone (or the default stream uses the live supernet again)
+            stream.wait_stream(torch.cuda.default_stream(stream.device))
+            with torch.cuda.stream(stream):
                 metrics = ev.measure(genome)
+            stream.synchronize()
             return position, metrics
         finally:
             self._free.put((ev, stream))

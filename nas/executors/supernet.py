@@ -44,7 +44,7 @@ class SupernetAccuracyFactory:
     eval_y: Tensor  # (M,) labels
     batch_size: int
     quantize: bool = True
-    at_once: int = 1  # subnets measured concurrently on the worker's device (device.subnets_at_once)
+    at_once: int = 1  # subnets measured concurrently on the worker's device (supernet.subnets_at_once)
     _live: SubnetEvaluator | None = field(default=None, repr=False)
 
     metrics = METRICS
