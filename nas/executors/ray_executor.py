@@ -101,6 +101,7 @@ class RayEvaluator:
         ray = self._ray = session.ray
         self._metrics, self._bounds = dict(factory.metrics), dict(getattr(factory, "bounds", {}) or {})
         self._payload = ray.put(factory)  # once; restarted actors rebuild from it, so keep the ref
+        self._per_call = max(1, int(getattr(factory, "at_once", 1)))  # subnets a worker measures concurrently
         extra = dict(resources or {})
         options: dict[str, Any] = {"num_cpus": cpus_per_worker, "num_gpus": extra.pop("GPU", 0),
                                    "resources": extra, "max_restarts": max_retries,
@@ -134,14 +135,16 @@ class RayEvaluator:
         return [found[i] for i in range(len(genomes))]
 
     def evaluate_iter(self, genomes: Sequence[Genome]) -> Iterator[tuple[int, dict[str, float]]]:
-        """``(position, metrics)`` as each worker call finishes: one call per distinct genome, round-robin."""
+        """``(position, metrics)`` as each worker call finishes: one call per distinct genome (per ``at_once`` of
+        them when the factory's evaluator measures several at once), round-robin."""
         if not self._actors:
             raise RuntimeError("this RayEvaluator is closed")
         where: dict[str, list[int]] = {}
         for position, genome in enumerate(genomes):
             where.setdefault(genome.key, []).append(position)
         unique = [genomes[positions[0]] for positions in where.values()]
-        pending = [self._actors[i % len(self._actors)].evaluate.remote([g]) for i, g in enumerate(unique)]
+        calls = [unique[i:i + self._per_call] for i in range(0, len(unique), self._per_call)]
+        pending = [self._actors[i % len(self._actors)].evaluate.remote(c) for i, c in enumerate(calls)]
         while pending:
             done, pending = self._ray.wait(pending, num_returns=1)
             try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -210,6 +211,58 @@ def test_killed_worker_is_retried_and_journal_has_each_candidate_once(tmp_path, 
     local = LocalExecutor().evaluator(factory).evaluate([t.genome for t in result.trials])
     expected = {t.key: m["accuracy"] for t, m in zip(result.trials, local)}
     assert {r["key"]: r["metrics"]["accuracy"] for r in records} == expected  # journaled as they finished
+
+
+@dataclass(frozen=True)
+class CallLogFactory:
+    """Wraps a factory; every call a worker gets appends its number of genomes to ``log`` (one line each)."""
+
+    inner: Any
+    log: str
+
+    @property
+    def metrics(self):
+        return self.inner.metrics
+
+    @property
+    def at_once(self):
+        return self.inner.at_once
+
+    def build(self):
+        inner, log = self.inner.build(), self.log
+
+        class Logged:
+            metrics = inner.metrics
+
+            def evaluate(self, genomes):
+                with open(log, "a") as f:
+                    f.write(f"{len(genomes)}\n")
+                return inner.evaluate(genomes)
+
+        return Logged()
+
+
+def test_a_worker_gets_as_many_subnets_per_call_as_it_measures_at_once(tmp_path, checkpoint, ray_cluster):
+    import ray.cloudpickle
+
+    from nas.executors.ray_env import RaySession
+    from nas.executors.ray_executor import RayEvaluator
+    from nas.executors.supernet import SupernetAccuracyFactory
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    space, subnets = _subnets(checkpoint)
+    factory = SupernetAccuracyFactory.from_subnets(subnets, at_once=2)
+    genomes = [space.sample(np.random.default_rng(i)) for i in range(5)]
+    log = tmp_path / "calls.txt"
+    session = RaySession(ray_cluster)
+    try:
+        remote = RayEvaluator(CallLogFactory(factory, str(log)), session=session, num_workers=1)
+        got = remote.evaluate(genomes)
+        remote.close()
+    finally:
+        session.close()
+    assert sorted(int(n) for n in log.read_text().split()) == [1, 2, 2]  # 5 subnets in calls of 2
+    assert [m["accuracy"] for m in got] == [subnets.measure(g)["accuracy"] for g in genomes]
 
 
 def _worker_view() -> dict[str, Any]:
