@@ -110,15 +110,20 @@ def _configure_validate(parser: argparse.ArgumentParser) -> None:
 
 @register_command("validate", help="check a config and print what a run would do", configure=_configure_validate)
 def _validate(args: argparse.Namespace) -> int:
+    from nas.distributed import release_cluster
     from nas.kinds import load_experiment
     from nas.runner import check_destination, prepare, summary
 
     loaded = load_experiment(args.config, args.overrides)
     check_destination(loaded)
     exp = prepare(loaded, RichReporter(quiet=args.quiet))
+    try:
+        rows = summary(exp)
+    finally:
+        release_cluster(exp.launch)  # the check of a Ray launcher's cluster connected; validating ends here
     out = _stdout()
-    width = max(len(label) for label, _ in summary(exp))
-    for label, text in summary(exp):
+    width = max(len(label) for label, _ in rows)
+    for label, text in rows:
         out.print(f"{label:<{width}}  {text}", markup=False)
     out.print("config is valid", markup=False)
     return 0

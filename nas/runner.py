@@ -75,13 +75,16 @@ def start_run(config_path: str | Path, *, overrides: Sequence[str] = (), out: st
     exp = prepare(loaded, reporter)
     config = loaded.config
     kind = get_kind(config.kind)
-    run_dir = create_run_dir(config.output.root, config.name, out=out)
-    with run_lock(run_dir):
-        reporter.info(f"run folder {run_dir}")
-        atomic_write_text(run_dir / CONFIG, config_to_yaml(config))
-        update_manifest(run_dir, **new_manifest(seed=config.seed, space=kind.space_info(exp)),
-                        device=device_record(exp), processes=processes(exp))
-        result = _run_kind(exp, run_dir, reporter, resume=False)
+    try:  # from here on, whatever happens, a Ray connection prepare opened is closed
+        run_dir = create_run_dir(config.output.root, config.name, out=out)
+        with run_lock(run_dir):
+            reporter.info(f"run folder {run_dir}")
+            atomic_write_text(run_dir / CONFIG, config_to_yaml(config))
+            update_manifest(run_dir, **new_manifest(seed=config.seed, space=kind.space_info(exp)),
+                            device=device_record(exp), processes=processes(exp))
+            result = _run_kind(exp, run_dir, reporter, resume=False)
+    finally:
+        release_cluster(exp.launch)
     return RunOutcome(run_dir, result, time.perf_counter() - start)
 
 
@@ -98,8 +101,6 @@ def _run_kind(exp: Experiment, run_dir: Path, reporter: Reporter, *, resume: boo
             update_manifest(run_dir, status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
                             finished_at=now_iso())
             raise
-        finally:
-            release_cluster(exp.launch)
     update_manifest(run_dir, status="finished", finished_at=now_iso(), **fields)
     return result
 
@@ -116,7 +117,10 @@ def resume_run(run_dir: str | Path, *, config_path: str | Path | None = None, ov
         read_manifest(run)  # a damaged manifest or journal stops the resume before any work
         get_kind(stored.config.kind).check_resume(stored, run)
         exp = prepare(stored, reporter)
-        result = _run_kind(exp, run, reporter, resume=True)
+        try:
+            result = _run_kind(exp, run, reporter, resume=True)
+        finally:
+            release_cluster(exp.launch)
     return RunOutcome(run, result, time.perf_counter() - start)
 
 

@@ -157,3 +157,13 @@ def test_a_cluster_too_small_is_one_error_before_any_run_folder(two_node_ray, tm
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {path}:") and f"{field}:" in err and words in err and "\n" not in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_validate_leaves_no_ray_connection_behind(two_node_ray, tmp_path, capsys):
+    """``qnas validate`` connects to check the cluster of a Ray launcher, and lets go of it when done."""
+    from nas.cli import main
+    from nas.executors import ray_env
+
+    assert main(["validate", str(_config(tmp_path, two_node_ray))]) == 0
+    assert "Ray Train workers" in capsys.readouterr().out
+    assert ray_env._CURRENT is None
