@@ -85,6 +85,9 @@ def resolve_launch(*, processes: int, backend: str, launcher: str, placement: Pl
     if launcher == "ray" and torchrun:
         raise InputError("torchrun started these processes, and launcher: ray starts its own (Ray Train workers); "
                          "remove launcher: ray, or run qnas without torchrun", field="distributed.launcher")
+    if launcher == "ray" and processes > 1 and placement.is_cuda and (placement.device.index or 0) != 0:
+        raise InputError(f"got {placement.device.index}, but with launcher: ray every worker trains on the GPU Ray "
+                         "gives it, not on a device chosen here; leave device.index at 0", field="device.index")
     if backend == "auto":
         backend = "nccl" if placement.is_cuda else "gloo"
     _check_backend(backend, placement)

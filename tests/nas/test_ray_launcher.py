@@ -49,6 +49,16 @@ def test_a_ray_plan_is_not_counted_against_this_machine():
     assert plan == LaunchPlan(processes=64, backend="gloo", launcher="ray")  # the cluster's resources decide
 
 
+def test_a_ray_launch_refuses_a_cuda_index_it_would_ignore():
+    from supernets.device import Placement
+
+    with pytest.raises(InputError, match=r"with launcher: ray every worker trains on the GPU Ray gives it") as err:
+        resolve_launch(processes=2, backend="gloo", launcher="ray", placement=Placement(torch.device("cuda", 1)))
+    assert err.value.field == "device.index"
+    assert resolve_launch(processes=1, backend="gloo", launcher="ray",  # one process trains here, on that device
+                          placement=Placement(torch.device("cuda", 1))).processes == 1
+
+
 @pytest.mark.parametrize(("options", "words"), [
     ({"torchrun": True}, "torchrun started these processes, and launcher: ray starts its own"),
     ({"launcher": "slurm"}, "unknown launcher 'slurm'"),
