@@ -8,8 +8,10 @@ Formats (each written atomically beside the subnet's ``arch.json``):
   Mul/Round/Clip ops, so any bit-width is represented exactly; runs in float).
 - ``int8``: real integer models, W8A8 subnets only (this CPU has no integer kernels below 8 bits):
   ``model_int8.onnx`` (ONNX Runtime QDQ: per-channel int8 weights, uint8 activations) and
-  ``model_int8.pt`` (torch.ao x86, TorchScript). Activation ranges are calibrated on training images;
-  the weights are the supernet's, already on the 8-bit grid. Their accuracy is measured and compared
+  ``model_int8.pt`` (torch.ao x86, TorchScript). The ONNX Runtime model quantizes every conv/linear input with
+  the step and zero point its LSQ quantizer learned (:func:`supernets.deploy.cnn_lsq_overrides`); its other
+  activation ranges, and all of torch.ao's, are calibrated on training images; the weights are the supernet's,
+  already on the 8-bit grid. Their accuracy is measured and compared
   with the fake-quantized W8A8 accuracy in ``export.json``. Transformer subnets get the ONNX Runtime model
   only (linears and attention matmuls in INT8, :mod:`supernets.transformer.export`), checked by accuracy and
   mean cross-entropy (``loss_*``).
@@ -74,11 +76,12 @@ def _int8_models(model: nn.Module, calib: Sequence[torch.Tensor], folder: Path) 
     """Write ONNX Runtime and torch.ao INT8 models; return runners for checking them."""
     import copy
 
-    from supernets.deploy import ort_session, quiet, to_onnx, to_onnx_int8, to_torch_int8
+    from supernets.deploy import cnn_lsq_overrides, ort_session, quiet, to_onnx, to_onnx_int8, to_torch_int8
     from supernets.static import strip_fake_quant
 
     float_model = strip_fake_quant(copy.deepcopy(model)).eval()
-    proto = to_onnx_int8(to_onnx(float_model, calib[0][:1], dynamic_batch=True), [c.numpy() for c in calib])
+    graph = to_onnx(float_model, calib[0][:1], dynamic_batch=True)
+    proto = to_onnx_int8(graph, [c.numpy() for c in calib], overrides=cnn_lsq_overrides(model, graph, calib[0]))
     atomic_write_with(folder / "model_int8.onnx", lambda tmp: Path(tmp).write_bytes(proto.SerializeToString()))
     session = ort_session(proto, threads=torch.get_num_threads())
     qmodel = to_torch_int8(float_model, calib)

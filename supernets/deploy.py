@@ -29,8 +29,9 @@ from torch import nn
 
 from search_spaces import BlockSpec
 
-__all__ = ["ONNX_OPSET", "block_io", "calibration_batches", "fake_quant_model", "onnx_model", "ort_session", "quiet",
-           "strip_edge_qdq", "to_onnx", "to_onnx_int8", "to_torch_int8"]
+__all__ = ["ONNX_OPSET", "block_io", "calibration_batches", "cnn_lsq_overrides", "fake_quant_model",
+           "lsq_input_overrides", "onnx_model", "ort_session", "quiet", "strip_edge_qdq", "to_onnx", "to_onnx_int8",
+           "to_torch_int8"]
 
 ONNX_OPSET = 17
 
@@ -134,6 +135,90 @@ def to_onnx_int8(proto, calib: Sequence[np.ndarray], *, op_types: Sequence[str] 
                         op_types_to_quantize=list(op_types) if op_types else None,
                         extra_options={"TensorQuantOverrides": overrides} if overrides else None)
         return onnx.load(out)
+
+
+def lsq_input_overrides(model: nn.Module, proto, example: torch.Tensor, *, modules: tuple[type, ...],
+                        op_types: Sequence[str], through: Sequence[str] = ()) -> dict[str, list[dict]]:
+    """ORT ``TensorQuantOverrides`` that give each quantized layer's input the step and zero point its LSQ
+    quantizer learned, so the INT8 graph rounds and clips activations as the fake-quantized model does
+    (calibrating ranges instead loses the clipping the model learned to rely on).
+
+    ``model``: the fake-quantized static network (not changed: a CPU copy runs), whose layers are the
+    ``modules`` instances, each with its activation quantizer in a ``quant`` slot (a ``FrozenFakeQuant``);
+    ``proto``: its float ONNX graph (quantizers stripped). Layers are matched by order: the ``modules`` in the
+    order one forward pass calls them, and the graph's ``op_types`` nodes that read a weight initializer, in
+    graph order. A graph whose count differs, or whose weights' shapes do not follow the layers' (up to a
+    transpose), gets no overrides at all (ORT calibrates every range); a layer whose quantizer is float or not
+    8-bit per-tensor keeps ORT's calibration, and so does a tensor that two layers would quantize differently.
+
+    ``through``: value-preserving ops (``Flatten``) whose output ORT quantizes with its input's parameters
+    whenever it quantizes them: an override of their output is given to their input too (where the op is that
+    tensor's only reader), or ORT would replace it by the input's calibrated range."""
+    import copy
+
+    net, called = copy.deepcopy(model).cpu().eval(), []
+    for module in net.modules():
+        if isinstance(module, modules):
+            module.register_forward_pre_hook(lambda mod, _: called.append(mod))
+    with torch.no_grad():
+        net(example.cpu())
+    weights = {init.name: tuple(init.dims) for init in proto.graph.initializer}
+    nodes = [n for n in proto.graph.node if n.op_type in op_types and len(n.input) > 1 and n.input[1] in weights]
+    if len(nodes) != len(called):
+        return {}
+    for node, layer in zip(nodes, called):
+        shape = tuple(_layer_weight(layer).shape)
+        if weights[node.input[1]] not in (shape, shape[::-1]):
+            return {}
+    out: dict[str, list[dict]] = {}
+    clash: set[str] = set()
+    for node, layer in zip(nodes, called):
+        q = layer.quant
+        if getattr(q, "bits", 32) != 8 or q.axis is not None or q.qmax - q.qmin != 255:
+            continue
+        zero = int(round(float(q.zero_point))) - q.qmin  # uint8 code of real 0
+        if not 0 <= zero <= 255:
+            continue
+        entry = {"scale": np.array(float(q.scale), dtype=np.float32), "zero_point": np.array(zero, dtype=np.uint8)}
+        name = node.input[0]
+        if name in out and (out[name][0]["scale"] != entry["scale"] or out[name][0]["zero_point"] != zero):
+            clash.add(name)
+        out[name] = [entry]
+    out = {name: entry for name, entry in out.items() if name not in clash}
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for node in proto.graph.node:
+        for name in set(node.input):
+            readers[name] = readers.get(name, 0) + 1
+    for name in list(out):
+        node = producers.get(name)
+        while node is not None and node.op_type in through and readers.get(node.input[0]) == 1:
+            if node.input[0] in out:
+                break
+            out[node.input[0]] = out[name]
+            node = producers.get(node.input[0])
+    return out
+
+
+def cnn_lsq_overrides(model: nn.Module, proto, example: torch.Tensor) -> dict[str, list[dict]]:
+    """:func:`lsq_input_overrides` of a static CNN: its conv layers (``ConvBNAct``, SE blocks' included) and
+    classifier (``QuantLinear``) against the graph's Conv/Gemm/MatMul nodes. The float export folds BN into the
+    convs and leaves activations (HardSwish, the SE gate) as nodes of their own, so every layer is one node whose
+    input is the tensor its quantizer read: in a W8A8 subnet every layer's input gets its learned step. The
+    classifier reads a Flatten of the pooled features, which ORT quantizes as the pool's output: that takes the
+    classifier's step too."""
+    from .static import ConvBNAct, QuantLinear
+
+    return lsq_input_overrides(model, proto, example, modules=(ConvBNAct, QuantLinear),
+                               op_types=("Conv", "Gemm", "MatMul"), through=("Flatten", "Reshape", "Squeeze"))
+
+
+def _layer_weight(layer: nn.Module) -> torch.Tensor:
+    """The weight of a quantized layer module (``ConvBNAct.conv``, ``QuantLinear.linear``, or its own)."""
+    for attr in ("conv", "linear"):
+        if isinstance(getattr(layer, attr, None), nn.Module):
+            return getattr(layer, attr).weight
+    return layer.weight
 
 
 def strip_edge_qdq(proto, *, strip_input: bool = True, strip_output: bool = True,

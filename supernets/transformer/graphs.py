@@ -29,8 +29,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-import numpy as np
-import torch
 from torch import Tensor, nn
 
 from search_spaces import InputError
@@ -127,29 +125,12 @@ def lsq_activation_overrides(model: nn.Module, proto, example: Tensor) -> dict[s
 
     Linears are matched by order: the ``QuantLinear`` modules in the order one forward pass calls them, and the
     graph's MatMul/Gemm nodes that read a weight initializer, in graph order. A linear whose quantizer is
-    float or not 8-bit, or a graph whose count differs, keeps ORT's calibration (an empty entry)."""
+    float or not 8-bit, or a graph whose count differs, keeps ORT's calibration (an empty entry). The matching is
+    :func:`supernets.deploy.lsq_input_overrides`, shared with the CNN export."""
+    from ..deploy import lsq_input_overrides
     from ..static import QuantLinear
 
-    net, called = _cpu_copy(model, fake_quant=True), []
-    for module in net.modules():
-        if isinstance(module, QuantLinear):
-            module.register_forward_pre_hook(lambda mod, _: called.append(mod))
-    with torch.no_grad():
-        net(example.cpu())
-    weights = {init.name for init in proto.graph.initializer}
-    nodes = [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
-    if len(nodes) != len(called):
-        return {}
-    out: dict[str, list[dict]] = {}
-    for node, linear in zip(nodes, called):
-        q = linear.quant
-        if getattr(q, "bits", 32) != 8 or q.axis is not None or q.qmax - q.qmin != 255:
-            continue
-        zero = int(round(float(q.zero_point))) - q.qmin  # uint8 code of real 0
-        if 0 <= zero <= 255:
-            out[node.input[0]] = [{"scale": np.array(float(q.scale), dtype=np.float32),
-                                   "zero_point": np.array(zero, dtype=np.uint8)}]
-    return out
+    return lsq_input_overrides(model, proto, example, modules=(QuantLinear,), op_types=("MatMul", "Gemm"))
 
 
 def quantized_nodes(proto) -> list[tuple[str, str]]:
