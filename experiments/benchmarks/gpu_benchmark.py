@@ -11,6 +11,15 @@ printed as they happen, so a run cut short still tells what it measured):
 2. CIFAR-10 (full, 50k train) on one device: a ``resnet`` supernet (4/6/8-bit weights and activations)
    trained within ``--minutes`` of wall time: the epochs are sized from a measured probe of the warm-up
    and sandwich epochs; then W8A8 test accuracy of the largest and the smallest subnet (targets 92% / 85%).
+3. Inherited vs standalone on CIFAR-10 (full), after part 2 and with its supernet: ``--standalone-subnets``
+   architectures spread over the space by MACs, each at W8A8 and W4A4: inherited test accuracy (BN
+   recalibrated), then each trained from scratch with QAT (only that subnet, the same recipe, on the supernet's
+   schedule: shortened, or fewer subnets, when the time left is short; skipped when none fits),
+   ``--standalone-at-once`` at a time (a thread and a CUDA stream each; on the CPU one after another), with the
+   images/s gain of training them at once measured on a short probe; per bit-width the mean and max gap
+   (standalone - inherited, pp) and Kendall tau of the two rankings (targets: gap <= 1 pp W8A8 / 2 pp W4A4,
+   tau >= 0.6). It gets the time parts 1 and 2 leave: run it with a smaller ``--minutes`` or a larger
+   ``--total-minutes``.
 4. Subnet evaluations per second (BN recalibration + 10k images) on the device, and on the CPU for
    ``--cpu-compare`` subnets.
 
@@ -58,6 +67,10 @@ from supernets.quant import QuantMode, compile_fake_quant  # noqa: E402
 from supernets.static import attach_lsq  # noqa: E402
 from supernets.supernet import QuantSupernet  # noqa: E402
 from supernets.training import SupernetTrainer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder: the shared benchmark module
+from inherited_standalone import (kendall_tau, spread_subnets, standalone_test_accuracy,  # noqa: E402
+                                  standalone_trainer)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -361,6 +374,200 @@ def test_accuracies(trainer: SupernetTrainer, data: ImageSplits, placement: Plac
     return out
 
 
+# ----------------------------------------------------------------------- part 3: inherited vs standalone
+STANDALONE_TARGETS = {8: (1.0, 0.6), 4: (2.0, 0.6)}  # bits: (mean gap standalone - inherited in pp, Kendall tau)
+
+
+def standalone_jobs(space: SearchSpace, n: int) -> list[tuple[int, Genome]]:
+    """(bits, genome) of ``n`` architectures spread over the space by MACs, each at W8A8 and W4A4."""
+    return [(bits, at_bits(space, arch, bits)) for arch in spread_subnets(space, n, seed=1) for bits in (8, 4)]
+
+
+def job_groups(n_jobs: int, at_once: int) -> list[list[int]]:
+    """Positions of the jobs (in ascending MACs) in groups of at most ``at_once`` trained together, each group
+    spread over the MACs (so every group takes about as long and any prefix of groups covers the space)."""
+    count = -(-n_jobs // at_once)
+    return [list(range(k, n_jobs, count)) for k in range(count)]
+
+
+def train_together(trainers: list[SupernetTrainer], placement: Placement, *, concurrent: bool) -> float:
+    """Train every trainer to its end, concurrently (a thread and, on CUDA, a stream each, as
+    :class:`~supernets.concurrent.ConcurrentSubnets` does) or one after another; wall seconds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(trainer: SupernetTrainer, stream: torch.cuda.Stream | None) -> None:
+        if stream is None:
+            while not trainer.done:
+                trainer.train_epoch()
+            return
+        stream.wait_stream(torch.cuda.default_stream(stream.device))  # the model and data came from the default one
+        with torch.cuda.stream(stream):
+            while not trainer.done:
+                trainer.train_epoch()
+        stream.synchronize()
+
+    synchronize(placement)
+    t = time.perf_counter()
+    if concurrent and len(trainers) > 1:
+        streams = [torch.cuda.Stream(placement.device) if placement.is_cuda else None for _ in trainers]
+        with ThreadPoolExecutor(len(trainers), thread_name_prefix="qnas-standalone") as pool:
+            list(pool.map(run, trainers, streams))  # re-raises a thread's error
+    else:
+        for trainer in trainers:
+            run(trainer, None)
+    synchronize(placement)
+    return time.perf_counter() - t
+
+
+def probe_standalone(space: SearchSpace, genomes: list[Genome], data: ImageSplits, placement: Placement,
+                     args: argparse.Namespace, at_once: int) -> dict:
+    """Seconds of one full epoch of a group of standalone trainings (trained ``at_once`` at a time), extrapolated from
+    a few steps; with ``at_once`` > 1 also the same group one after another: the images/s gain of concurrency."""
+    steps = 2 if args.smoke else 6
+    cfg = make_config(args.smoke, batch_size=args.batch_size, lr=args.lr, warmup_epochs=1, epochs=1)
+
+    def group(max_steps: int) -> list[SupernetTrainer]:
+        return [standalone_trainer(space, g, data, cfg, placement=placement, max_images=max_steps * args.batch_size)
+                for g in genomes]
+
+    train_together(group(1), placement, concurrent=at_once > 1)  # warm-up: kernels, cuDNN heuristics, allocator
+    out: dict = {"steps": steps, "subnets": len(genomes), "at_once": at_once}
+    images = len(genomes) * 2 * steps * args.batch_size  # 2 epochs (float warm-up, QAT) of ``steps`` steps each
+    trainers = group(steps)
+    out["concurrent_s" if at_once > 1 else "one_at_a_time_s"] = train_together(trainers, placement,
+                                                                             concurrent=at_once > 1)
+    t = time.perf_counter()
+    trainers[0].extreme_accuracies(quantize=True)
+    synchronize(placement)
+    eval_s = time.perf_counter() - t  # one validation pass (BN recalibration + val images) per epoch and subnet
+    if at_once > 1:
+        out["one_at_a_time_s"] = train_together(group(steps), placement, concurrent=False)
+        out["images_per_s_concurrent"] = images / out["concurrent_s"]
+        out["gain"] = out["one_at_a_time_s"] / out["concurrent_s"]
+    out["images_per_s_one_at_a_time"] = images / out["one_at_a_time_s"]
+    wall = out["concurrent_s" if at_once > 1 else "one_at_a_time_s"]
+    evals_s = 2 * len(genomes) * eval_s / (at_once if placement.is_cuda else 1)  # overlapped on CUDA streams
+    train_s = max(0.2 * wall, wall - evals_s)  # the evaluations do not grow with the epoch
+    full_steps = max(1, len(data.train_x) // args.batch_size)
+    out |= {"eval_s": eval_s, "steps_per_epoch": full_steps,
+            "group_epoch_s": train_s / (2 * steps) * full_steps + len(genomes) * eval_s}
+    return out
+
+
+def plan_standalone(probe: dict, groups: int, supernet: tuple[int, int], budget: float,
+                    epochs: int | None) -> tuple[int, int, int] | None:
+    """(warm-up epochs, QAT epochs, groups) that fit ``budget`` seconds: the supernet's schedule when it fits
+    (or ``epochs`` QAT epochs when set), else shorter, else fewer groups; None when not even one group of
+    one warm-up and one QAT epoch fits."""
+    usable = 0.85 * budget  # margin: the probe's steps are few
+    per_epoch = probe["group_epoch_s"]
+    warmup = supernet[0]
+    if epochs is None:
+        epochs = supernet[1]
+        if groups * (warmup + epochs) * per_epoch > usable:
+            warmup = 1
+            epochs = int(usable // (groups * per_epoch)) - warmup
+    if epochs >= 1 and groups * (warmup + epochs) * per_epoch <= usable:
+        return warmup, epochs, groups
+    warmup, epochs = (warmup, epochs) if epochs >= 1 else (1, 1)
+    fit = int(usable // ((warmup + epochs) * per_epoch))
+    return (warmup, epochs, fit) if fit >= 1 else None
+
+
+def inherited_vs_standalone(trainer: SupernetTrainer, data: ImageSplits, placement: Placement,
+                            args: argparse.Namespace, budget_end: float, part: dict, save: Callable[[], None]) -> None:
+    """Part 3: inherited W8A8 / W4A4 test accuracies of subnets spread over the space, then each subnet trained
+    from scratch with QAT on the supernet's schedule, ``--standalone-at-once`` at a time; gaps and Kendall tau.
+
+    ``part`` (the results entry) is filled as it goes and ``save`` writes the JSON after each group, so a run
+    cut short keeps what it measured; the trainings stop before ``budget_end`` (seconds since start).
+    """
+    net, space = trainer.net, trainer.net.space
+    jobs = standalone_jobs(space, args.standalone_subnets)
+    calib = data.train_x[: trainer.cfg.bn_calib_samples]
+    ev = SubnetEvaluator(net, calib, data.test_x, data.test_y, batch_size=1000, placement=placement)
+    rows = part["rows"] = []
+    t = time.perf_counter()
+    for bits, genome in jobs:
+        rows.append({"key": genome.key, "bits": bits, "mmacs": space.costs(genome).macs / 1e6,
+                     "inherited": ev.accuracy(genome)})
+    part["inherited_eval_s"] = time.perf_counter() - t
+    say(f"part 3: inherited test accuracy of {len(jobs) // 2} subnets x W8A8/W4A4 in {part['inherited_eval_s']:.1f}s")
+    save()
+    at_once = max(1, min(args.standalone_at_once, len(jobs)))
+    groups = job_groups(len(jobs), at_once)
+    if budget_end - elapsed() < (10 if args.smoke else 60):
+        part["standalone"] = {"skipped": f"not enough time left before the deadline ({budget_end - elapsed():.0f}s "
+                                         "for the standalone trainings): raise --total-minutes or lower --minutes"}
+        say(f"part 3: standalone trainings skipped: {part['standalone']['skipped']}")
+        return
+    probe = probe_standalone(space, [jobs[i][1] for i in groups[0]], data, placement, args, at_once)
+    gain = f", {probe['gain']:.2f}x the images/s of one at a time" if "gain" in probe else ""
+    say(f"part 3: probe: {len(groups[0])} standalone training(s) {'at once' if at_once > 1 else 'in turn'}: "
+        f"{probe['group_epoch_s']:.1f}s per epoch of the group{gain}")
+    supernet = (trainer.cfg.warmup_epochs, trainer.cfg.epochs)
+    plan = plan_standalone(probe, len(groups), supernet, budget_end - elapsed(), args.standalone_epochs)
+    part["standalone"] = {"probe": probe, "at_once": at_once, "groups": len(groups), "supernet_schedule": supernet}
+    if plan is None:
+        part["standalone"]["skipped"] = (f"not enough time left before the deadline: one group needs about "
+                                         f"{2 * probe['group_epoch_s']:.0f}s, {budget_end - elapsed():.0f}s left")
+        say(f"part 3: standalone trainings skipped: {part['standalone']['skipped']}")
+        return
+    warmup, epochs, fit = plan
+    same = (warmup, epochs) == supernet
+    cfg = make_config(args.smoke, batch_size=args.batch_size, lr=args.lr, warmup_epochs=warmup, epochs=epochs)
+    part["standalone"] |= {"schedule": (warmup, epochs), "same_schedule_as_supernet": same,
+                           "groups_planned": fit, "config": cfg.model_dump(), "group_s": []}
+    say(f"part 3: standalone QAT: {warmup} warm-up + {epochs} QAT epochs "
+        f"({'the supernet schedule' if same else f'the supernet had {supernet[0]} + {supernet[1]}'}), "
+        f"{fit} of {len(groups)} groups of {at_once} fit")
+    for k, positions in enumerate(groups[:fit]):
+        estimate = (warmup + epochs) * probe["group_epoch_s"]
+        if k and elapsed() + estimate > budget_end:
+            part["standalone"]["stopped"] = f"after {k} groups: the next would pass the deadline"
+            say(f"part 3: stopped {part['standalone']['stopped']}")
+            break
+        trainers = [standalone_trainer(space, jobs[i][1], data, cfg, placement=placement) for i in positions]
+        wall = train_together(trainers, placement, concurrent=at_once > 1)
+        part["standalone"]["group_s"].append(wall)
+        for i, tr in zip(positions, trainers):
+            acc = standalone_test_accuracy(tr, jobs[i][1], data, placement=placement, batch_size=1000)
+            rows[i] |= {"standalone": acc, "gap_pp": 100 * (acc - rows[i]["inherited"]), "group": k}
+        del trainers
+        say(f"part 3: group {k + 1}/{fit} ({len(positions)} subnets {'at once' if at_once > 1 else 'in turn'}) "
+            f"{wall:.1f}s: " + ", ".join(f"W{rows[i]['bits']} {rows[i]['mmacs']:.3g}M {rows[i]['inherited']:.3f}->"
+                                         f"{rows[i]['standalone']:.3f}" for i in positions))
+        part["summary"] = summarise_gaps(rows, same)
+        save()
+    part["summary"] = summarise_gaps(rows, same)
+    part["standalone"]["train_s"] = float(sum(part["standalone"]["group_s"]))
+    images = sum(len(groups[k]) for k in range(len(part["standalone"]["group_s"]))) * (warmup + epochs) * \
+        probe["steps_per_epoch"] * args.batch_size
+    part["standalone"]["images_per_s"] = images / max(1e-9, part["standalone"]["train_s"])
+
+
+def summarise_gaps(rows: list[dict], same_schedule: bool) -> dict:
+    """Per bit-width: mean and max gap (standalone - inherited, pp), Kendall tau of the two rankings, targets."""
+    out = {}
+    for bits, (gap_target, tau_target) in STANDALONE_TARGETS.items():
+        sel = [r for r in rows if r["bits"] == bits and "standalone" in r]
+        if not sel:
+            continue
+        gaps = np.array([r["gap_pp"] for r in sel])
+        tau = kendall_tau([r["inherited"] for r in sel], [r["standalone"] for r in sel])
+        out[f"W{bits}A{bits}"] = s = {
+            "n": len(sel), "of": sum(r["bits"] == bits for r in rows), "mean_gap_pp": float(gaps.mean()),
+            "max_gap_pp": float(gaps.max()), "mean_abs_gap_pp": float(np.abs(gaps).mean()), "kendall_tau": tau,
+            "mean_inherited": float(np.mean([r["inherited"] for r in sel])),
+            "mean_standalone": float(np.mean([r["standalone"] for r in sel])),
+            "target_gap_pp": gap_target, "target_tau": tau_target}
+        s["gap_met"] = bool(s["mean_gap_pp"] <= gap_target)
+        s["tau_met"] = bool(tau >= tau_target)  # False for nan
+        s["comparable"] = bool(same_schedule and s["n"] == s["of"])  # else the figures are indicative only
+        s["targets_met"] = bool(s["gap_met"] and s["tau_met"] and s["comparable"])
+    return out
+
+
 # ----------------------------------------------------------------------------- part 4: evaluations / second
 CPU_SLOWDOWN_GUESS = 100  # CPU vs GPU seconds per evaluation, assumed only to decide whether the CPU part fits
 def eval_throughput(net: QuantSupernet, data: ImageSplits, placement: Placement, *, subnets: int,
@@ -444,6 +651,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="time torch.compile'd steps too (default: on CUDA only)")
     p.add_argument("--compile-seconds", type=float, default=100, help="time limit of the compile part")
+    p.add_argument("--standalone-subnets", type=int, default=None,
+                   help="part 3: architectures spread over the space, each at W8A8 and W4A4 (default 12)")
+    p.add_argument("--standalone-at-once", type=int, default=None,
+                   help="part 3: standalone trainings run concurrently (default 4 on CUDA, 1 on the CPU)")
+    p.add_argument("--standalone-epochs", type=int, default=None,
+                   help="part 3: QAT epochs of each standalone training (default: the supernet's schedule, "
+                        "shortened to fit the time left)")
     p.add_argument("--eval-subnets", type=int, default=None, help="subnets timed in part 4 (default 8)")
     p.add_argument("--cpu-compare", type=int, default=1, help="of those, evaluated on the CPU too (0: none)")
     p.add_argument("--smoke", action="store_true", help="tiny space and data: checks the script in < 1 minute")
@@ -457,6 +671,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.total_minutes = args.total_minutes if args.total_minutes is not None else (0.9 if smoke else 8.75)
     args.batch_size = args.batch_size or (32 if smoke else RECIPE["batch_size"])
     args.eval_subnets = args.eval_subnets or (2 if smoke else 8)
+    args.standalone_subnets = args.standalone_subnets or (2 if smoke else 12)
+    if smoke and args.standalone_epochs is None:
+        args.standalone_epochs = 1
     args.out = args.out or RESULTS / ("gpu_benchmark_smoke.json" if smoke else "gpu_benchmark.json")
     args.threads = args.threads or (1 if smoke else None)
     return args
@@ -470,6 +687,7 @@ def main(argv: list[str] | None = None) -> None:
         return compile_child(json.loads(args.compile_child))
     placement = resolve_placement(**device_settings(args))
     compile_on = placement.is_cuda if args.compile is None else args.compile
+    args.standalone_at_once = args.standalone_at_once or (4 if placement.is_cuda else 1)
     deadline = 60 * args.total_minutes
     space_options = SMOKE_SPACE if args.smoke else SPACE
     space = get_space("resnet", **space_options)
@@ -502,6 +720,22 @@ def main(argv: list[str] | None = None) -> None:
         say(f"part 2 FAILED: {result['cifar10']['error']}")
     if data is None:  # part 4 still times evaluations, on random images
         data = synthetic_data().to(placement.device, channels_last=placement.channels_last)
+    write_json(args.out, result)
+
+    # part 3 (leaves parts 4 and 1-compiled what part 2 left them)
+    part = result["inherited_vs_standalone"] = {}
+    if trainer is None:
+        part["skipped"] = "no trained supernet (part 2 failed)"
+        say(f"part 3 skipped: {part['skipped']}")
+    else:
+        later = (10 if args.smoke else 40) + (args.compile_seconds + 10 if compile_on else 0)
+        try:
+            inherited_vs_standalone(trainer, data, placement, args, deadline - later, part,
+                                    lambda: write_json(args.out, result))
+            print_standalone(part)
+        except Exception as err:  # noqa: BLE001
+            part |= failure(err)
+            say(f"part 3 FAILED: {part['error']}")
     write_json(args.out, result)
 
     # part 4
@@ -541,6 +775,25 @@ def print_step_cost(c: dict) -> None:
           f"static QAT/float {c['qat_overhead_static']:.2f}x", flush=True)
 
 
+def print_standalone(part: dict) -> None:
+    for name, s in part.get("summary", {}).items():
+        verdict = "targets met" if s["targets_met"] else ("targets not met" if s["comparable"] else
+                                                          "not comparable (shorter schedule or missing subnets)")
+        say(f"part 3: {name}: {s['n']}/{s['of']} subnets, inherited {s['mean_inherited']:.4f} standalone "
+            f"{s['mean_standalone']:.4f}, mean gap {s['mean_gap_pp']:+.2f} pp (target <= {s['target_gap_pp']:.0f}), "
+            f"max {s['max_gap_pp']:+.2f} pp, Kendall tau {s['kendall_tau']:.3f} (target >= {s['target_tau']}): "
+            + verdict)
+    st = part.get("standalone", {})
+    probe = st.get("probe", {})
+    if "gain" in probe:
+        say(f"part 3: {probe['subnets']} standalone trainings at once: {probe['images_per_s_concurrent']:.0f} vs "
+            f"{probe['images_per_s_one_at_a_time']:.0f} images/s one at a time ({probe['gain']:.2f}x, probe of "
+            f"{probe['steps']} steps per epoch)")
+    if "train_s" in st:
+        say(f"part 3: standalone trainings {st['train_s']:.0f}s in {len(st['group_s'])} groups of "
+            f"{st['at_once']} ({st['images_per_s']:.0f} images/s)")
+
+
 def print_evals(e: dict) -> None:
     for where, v in e.items():
         if isinstance(v, dict) and "seconds_per_eval" in v:
@@ -575,6 +828,13 @@ def print_summary(r: dict) -> None:
     if t:
         print("CIFAR-10 " + ", ".join(f"{k} {v:.4f}" for k, v in t.items() if k != "test_images")
               + f" after {r['cifar10']['train_s']:.0f}s of training")
+    for name, s in r.get("inherited_vs_standalone", {}).get("summary", {}).items():
+        print(f"inherited vs standalone {name} ({s['n']}/{s['of']} subnets): mean gap {s['mean_gap_pp']:+.2f} pp, "
+              f"max {s['max_gap_pp']:+.2f} pp, Kendall tau {s['kendall_tau']:.3f}; targets "
+              + ("met" if s["targets_met"] else "not met" if s["comparable"] else "not comparable"))
+    skipped = r.get("inherited_vs_standalone", {}).get("standalone", {}).get("skipped")
+    if skipped:
+        print(f"inherited vs standalone: standalone trainings skipped: {skipped}")
     e = r.get("evaluations", {})
     for where, v in e.items():
         if isinstance(v, dict) and "evals_per_s" in v:

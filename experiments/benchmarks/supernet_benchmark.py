@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inherited_standalone import spread_subnets, standalone_accuracy
 from subnet_pool import SAME_DATA
 from scipy.stats import kendalltau
 
@@ -39,7 +40,7 @@ from supernets.evaluate import SubnetEvaluator
 from supernets.fit import fit_supernet
 from supernets.static_net import StaticNet
 from supernets.supernet import QuantSupernet
-from supernets.training import SupernetConfig, SupernetTrainer
+from supernets.training import SupernetConfig
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -58,32 +59,10 @@ PRESETS = {
 }
 
 
-def spread_subnets(space: SearchSpace, n: int, seed: int) -> list[Genome]:
-    """``n`` architectures at evenly spaced MAC quantiles of 2000 random samples."""
-    rng = np.random.default_rng(seed)
-    pool = {g.key: g for g in (space.sample(rng) for _ in range(2000))}.values()
-    ranked = sorted(pool, key=lambda g: space.costs(g).macs)
-    return [ranked[int(i)] for i in np.linspace(0, len(ranked) - 1, n)]
-
-
 def at_bits(space: SearchSpace, genome: Genome, bits: int) -> Genome:
     """The same architecture with every searchable weight and activation bit-width set to ``bits``."""
     values = {g.name: bits for g in space.genes if g.name.endswith(("w_bits", "a_bits"))}
     return space.canonical(genome.with_values(values))
-
-
-def standalone_accuracy(space: SearchSpace, genome: Genome, data, cfg: SupernetConfig,
-                        threads: int | None = None) -> tuple[float, float]:
-    """Train only ``genome`` from scratch with the supernet's schedule; (test accuracy, seconds)."""
-    if threads is not None:  # in a worker process
-        torch.set_num_threads(threads)
-    net = QuantSupernet(space, image_size=data.image_size, seed=cfg.seed)
-    trainer = SupernetTrainer(net, data.train_x, data.train_y, data.val_x, data.val_y, cfg, standalone=genome)
-    start = time.perf_counter()
-    while not trainer.done:
-        trainer.train_epoch()
-    ev = SubnetEvaluator(net, data.train_x[: cfg.bn_calib_samples], data.test_x, data.test_y)
-    return ev.accuracy(genome), time.perf_counter() - start
 
 
 def time_step(fn, repeats: int) -> float:
