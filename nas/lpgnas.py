@@ -29,7 +29,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -201,14 +201,15 @@ def _say(progress: bool, text: str) -> None:
 
 
 def run_lpgnas(config: LpgnasConfig, space: SearchSpace, data: Any, run_dir: Path, *, seed: int,
-               progress: bool = True) -> list[dict[str, Any]]:
+               progress: bool = True, journal: Journal | None = None) -> list[dict[str, Any]]:
     """Search, derive and retrain once per λ (skipping journaled ones); write the artifacts; return all records.
 
     Every λ gets ``search_restarts`` searches (seeds: :func:`_search_seeds`): one search's design changes
     with its seed on small graphs, and some collapse. The kept design is chosen by ``select_by`` (see
     :func:`_choose`). Searches and retrainings run on ``workers`` processes; each one is journaled in
     ``jobs.jsonl`` as soon as it returns and each λ in ``trials.jsonl`` once its design is retrained, so an
-    interrupted run resumes by λ and, within a λ, by job (see :class:`_Jobs`).
+    interrupted run resumes by λ and, within a λ, by job (see :class:`_Jobs`). ``journal``: the run's
+    ``trials.jsonl``, already open (the runner holds it, as for every kind); else opened here.
     """
     from search_spaces.gnn import GnnSpace
     from supernets.gnn import check_graph, prepare_graph
@@ -226,7 +227,8 @@ def run_lpgnas(config: LpgnasConfig, space: SearchSpace, data: Any, run_dir: Pat
             _say(progress, f"λ={lam:g}: already in the journal, skipped")
     todo = [(batch, lam) for batch, lam in enumerate(config.lambdas) if lam not in done]
     finished = _read_jobs(run_dir / JOBS_FILE, space, progress) if todo else {}
-    with Journal(path) as journal, Journal(run_dir / JOBS_FILE) as job_journal, _executor(config.workers) as pool:
+    with (Journal(path) if journal is None else nullcontext(journal)) as journal, \
+            Journal(run_dir / JOBS_FILE) as job_journal, _executor(config.workers) as pool:
         jobs = _Jobs(pool, job_journal, finished, space, graph, config)
         if todo:
             _say(progress, f"searching λ = {[lam for _, lam in todo]}, {config.search_restarts} restart(s) each, "

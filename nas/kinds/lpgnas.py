@@ -14,6 +14,8 @@ from pydantic import Field
 
 from nas.config import ExperimentConfig, LoadedConfig, SearchSpaceConfig
 from nas.experiment import Experiment, Reporter, build_space, check_dataset
+from nas.journal import Journal
+from nas.rundir import JOURNAL
 from nas.lpgnas import LpgnasConfig
 
 from .base import ExperimentKind, KindOutcome, register_kind
@@ -52,13 +54,16 @@ class LpgnasKind(ExperimentKind):
                        f"warm-up), retrain {section.retrain_epochs} epochs x {section.seeds} seeds"),
             ("output", f"{config.output.root}/{config.name}-<timestamp>/")]
 
+    def acquire(self, run_dir: Path) -> Journal:
+        return Journal(run_dir / JOURNAL)
+
     def run(self, exp: Experiment, run_dir: Path, reporter: Reporter, *, resume: bool,
             handle: Any = None) -> KindOutcome:
         from nas.lpgnas import run_lpgnas
 
         config = exp.loaded.config
         run_lpgnas(config.lpgnas, exp.space, exp.data, run_dir, seed=config.seed,
-                   progress=not getattr(reporter, "quiet", True))
+                   progress=not getattr(reporter, "quiet", True), journal=handle)
         return None, {}
 
     def front_definition(self, loaded: LoadedConfig) -> tuple[Sequence[Any], Sequence[Any]]:
