@@ -2,7 +2,7 @@
 
 :func:`profile_transformer_space` builds every distinct block of a :class:`~search_spaces.TransformerSpace`
 (bits mapped the way the backend runs them, :func:`~predictors.latency.transformer_table.transformer_bits_measured_as`)
-as a static module with seeded random weights (:mod:`supernets.transformer.static`), turns it into what the
+as a static module with seeded random weights (:mod:`supernets.transformer`), turns it into what the
 backend times (its registration's ``transformer_model``; ``onnxruntime-int8``:
 :func:`~supernets.transformer.export.transformer_ort_int8` with ``strict=False``, calibrated on random inputs of
 the block's shape; ``onnxruntime-fp32``: the float graph), times all of them through the backend's
@@ -100,7 +100,7 @@ def block_module(block: TransformerBlock, space: TransformerSpace, *, seed: int 
     """A float static module of ``block`` with seeded random weights (what a subnet's block is, unquantized)."""
     import torch
 
-    from supernets.transformer.static import Attention, ClassifierHead, Mlp, PatchEmbedding, TokenEmbedding
+    from supernets.transformer import Attention, ClassifierHead, Mlp, PatchEmbedding, TokenEmbedding
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

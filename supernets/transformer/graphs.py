@@ -2,7 +2,7 @@
 
 The same conventions as the CNN path (:mod:`supernets.deploy`, :mod:`nas.export`): the legacy ONNX exporter at
 opset 17, input ``x`` and output ``y`` with a dynamic batch axis, float export of a
-:class:`~supernets.transformer.static.StaticTransformer` with its fake quantizers stripped (on a copy),
+:class:`~supernets.transformer.model.StaticTransformer` with its fake quantizers stripped (on a copy),
 and real INT8 only for W8A8 subnets (:func:`check_w8a8`); other bit-widths export fake-quantized
 (``transformer_onnx(..., fake_quant=True)``: Mul/Round/Clip ops, any bit-width exact, runs in float).
 

@@ -21,9 +21,12 @@ from search_spaces.transformer import TransformerBlock, TransformerSpace
 from ..elastic import act_modes
 from ..quant import QuantMode
 from ..selection import SubnetSelection
-from .elastic import (ElasticAttention, ElasticClassifierHead, ElasticMlp, ElasticPatchEmbedding,
-                      ElasticTokenEmbedding, Modes)
-from .static import StaticTransformer
+from .attention import ElasticAttention
+from .embedding import ElasticPatchEmbedding, ElasticTokenEmbedding
+from .head import ElasticClassifierHead
+from .layers import Modes
+from .mlp import ElasticMlp
+from .model import StaticTransformer
 
 __all__ = ["TransformerSupernet"]
 
