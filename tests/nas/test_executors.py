@@ -125,16 +125,10 @@ def test_ray_run_equals_local_run(tmp_path, checkpoint, ray_cluster):
     assert "ray at" in (remote.run_dir / "report.md").read_text()
 
 
-@dataclass(frozen=True)
-class KillOnceFactory:
-    """Wraps a factory; the first worker to get a second call SIGKILLs itself in it (after one genome if several).
-
-    The second call, not the first: the worker has done work before it dies, whether the executor
-    sends one call per batch or one per genome.
-    """
+class WrappedFactory:
+    """A factory around another (``inner``): its metrics, bounds and concurrency; subclasses wrap what it builds."""
 
     inner: Any
-    marker: str
 
     @property
     def metrics(self):
@@ -143,6 +137,22 @@ class KillOnceFactory:
     @property
     def bounds(self):
         return self.inner.bounds
+
+    @property
+    def at_once(self):
+        return getattr(self.inner, "at_once", 1)
+
+
+@dataclass(frozen=True)
+class KillOnceFactory(WrappedFactory):
+    """Wraps a factory; the first worker to get a second call SIGKILLs itself in it (after one genome if several).
+
+    The second call, not the first: the worker has done work before it dies, whether the executor
+    sends one call per batch or one per genome.
+    """
+
+    inner: Any
+    marker: str
 
     def build(self):
         return _KillOnce(self.inner.build(), self.marker)
@@ -214,19 +224,11 @@ def test_killed_worker_is_retried_and_journal_has_each_candidate_once(tmp_path, 
 
 
 @dataclass(frozen=True)
-class CallLogFactory:
+class CallLogFactory(WrappedFactory):
     """Wraps a factory; every call a worker gets appends its number of genomes to ``log`` (one line each)."""
 
     inner: Any
     log: str
-
-    @property
-    def metrics(self):
-        return self.inner.metrics
-
-    @property
-    def at_once(self):
-        return self.inner.at_once
 
     def build(self):
         inner, log = self.inner.build(), self.log
