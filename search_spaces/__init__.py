@@ -11,7 +11,7 @@ from .registry import get_space, list_spaces, register_space, space_from_dict
 from .space import SearchSpace
 
 # Importing the modules registers the built-in spaces.
-from . import gnn, mbv3, meta, meta_ops, resnet, transformer  # noqa: E402,F401  isort: skip
+from . import gnn, mbv3, meta, resnet, transformer  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "BlockSpec", "Costs", "Gene", "Genome", "InputError", "QnasError", "SearchSpace",

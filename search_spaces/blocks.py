@@ -22,8 +22,9 @@ Op types (the structure each one stands for; ``in``/``mid``/``out`` are channel 
 - ``fused_mbconv`` (EfficientNetV2): k×k ``in -> mid`` (stride s) + BN + act, optional SE on ``mid``,
   1×1 ``mid -> out`` + BN; identity shortcut when ``shortcut == "identity"``.
 
-Costs of the last two live in ``search_spaces.meta_ops``; the static modules and elastic blocks of every
-op type in ``supernets.blocks`` (one module per op family).
+The four conv-chain op types (``mbconv``, ``bottleneck``, ``dsconv_dual``, ``fused_mbconv``) are declared once,
+layer by layer, in ``search_spaces.chains``: their analytic costs (``search_spaces.costs``) and their static
+modules and elastic blocks (``supernets.blocks``, one module per op family) are all derived from that declaration.
 """
 
 from __future__ import annotations

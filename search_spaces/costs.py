@@ -8,6 +8,10 @@ Conventions (kept identical to the modules the supernet extracts, which a test c
 - ``size_bytes`` is the deployed size: every conv/linear weight at its block's weight bits, plus one
   float32 bias per output channel of every conv/linear (BN folded into it).
 - ``bitops`` = Σ MACs · w_bits · a_bits over conv/linear layers (32 for unquantized ones).
+
+The layer list of a conv-chain op (``mbconv``, ``fused_mbconv``, ``bottleneck``, ``dsconv_dual``) is derived
+from its declaration in :mod:`search_spaces.chains` (:func:`chain_layers`), the one the supernet's static
+module and elastic block are built from; only ``conv`` (the stem) and ``head`` are listed by hand here.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .blocks import BlockSpec, se_channels
+from .chains import CHAINS, Chain
 from .registries import Registry
 
-__all__ = ["Layer", "Costs", "block_layers", "block_costs", "model_costs", "register_op_layers"]
+__all__ = ["Layer", "Costs", "block_layers", "block_costs", "chain_layers", "model_costs", "register_op_layers"]
 
 
 @dataclass(frozen=True)
@@ -82,23 +87,34 @@ def _conv_layers(b: BlockSpec) -> list[Layer]:
     return [Layer(b.in_ch, b.out_ch, b.kernel, b.out_size)]
 
 
-@register_op_layers("mbconv")
-def _mbconv_layers(b: BlockSpec) -> list[Layer]:
-    layers = [Layer(b.in_ch, b.mid_ch, 1, b.in_size), Layer(b.mid_ch, b.mid_ch, b.kernel, b.out_size, groups=b.mid_ch)]
-    if b.se:
-        layers += _se_layers(b.mid_ch)
-    return layers + [Layer(b.mid_ch, b.out_ch, 1, b.out_size)]
-
-
-@register_op_layers("bottleneck")
-def _bottleneck_layers(b: BlockSpec) -> list[Layer]:
-    layers = [Layer(b.in_ch, b.mid_ch, 1, b.in_size), Layer(b.mid_ch, b.mid_ch, b.kernel, b.out_size)]
-    if b.se:
-        layers += _se_layers(b.mid_ch)
-    layers.append(Layer(b.mid_ch, b.out_ch, 1, b.out_size))
-    if b.shortcut == "proj":
+def chain_layers(chain: Chain, b: BlockSpec) -> list[Layer]:
+    """The layers of a conv-chain block, read off its declaration: one per step (the steps before the strided
+    one at the input size, the others at the output size; depthwise steps one group per channel), the SE's two
+    convs after ``se_after`` when ``b.se``, then the ``proj`` shortcut's 1×1 conv when the block runs one."""
+    layers, size = [], b.in_size
+    for step in chain.steps:
+        if step.strided:
+            size = b.out_size
+        i, o = step.channels(b)
+        layers.append(Layer(i, o, step.kernel_of(b), size, groups=i if step.depthwise else 1))
+        if step.name == chain.se_after and b.se:
+            layers += _se_layers(o)
+    if chain.shortcut(b) == "proj":
         layers.append(Layer(b.in_ch, b.out_ch, 1, b.out_size))
     return layers
+
+
+def _register_chain(op: str, chain: Chain) -> None:
+    def layers(b: BlockSpec) -> list[Layer]:
+        return chain_layers(chain, b)
+
+    layers.__qualname__ = f"chain_layers[{op}]"  # what a duplicate registration names
+    register_op_layers(op)(layers)
+
+
+for _op, _chain in CHAINS.items():  # mbconv, fused_mbconv, bottleneck, dsconv_dual
+    _register_chain(_op, _chain)
+del _op, _chain
 
 
 @register_op_layers("head")

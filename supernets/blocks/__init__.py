@@ -5,8 +5,9 @@ equals ``search_spaces.costs``: a test checks it); ``build_elastic_block(big, ..
 block of a supernet slot whose largest configuration is ``big``. A new op family is one module here that
 registers both forms (see :mod:`supernets.blocks.registry`) and one import line below. A family whose block is a
 chain of conv layers (``mbconv``, ``fused_mbconv``, ``bottleneck``, ``dsconv_dual``) only declares its layers as a
-:class:`~supernets.blocks.chain.Chain`: the generic static module and elastic block build, run, extract and
-channel-sort it from that list.
+:class:`~search_spaces.chains.Chain` (in :mod:`search_spaces.chains`, torch-free, where the analytic costs are
+derived from it too): the generic static module and elastic block build, run, extract and channel-sort it from
+that list.
 """
 
 from __future__ import annotations

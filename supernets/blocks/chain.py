@@ -1,9 +1,10 @@
 """Blocks that are a chain of conv layers, declared once and built, run, extracted and sorted from the declaration.
 
 ``mbconv``, ``fused_mbconv``, ``bottleneck`` and ``dsconv_dual`` are each a main path of conv + BN + act
-layers (:class:`Step`), an optional squeeze-excite after one of them and a shortcut around them. A family
-declares its :class:`Chain`; :class:`StaticChainBlock` (the static module) and :class:`ElasticChainBlock`
-(its weight-sharing twin) do the rest from that one list:
+layers (:class:`~search_spaces.chains.Step`), an optional squeeze-excite after one of them and a shortcut around
+them. Each op type is declared once, torch-free, as a :class:`~search_spaces.chains.Chain` in
+:mod:`search_spaces.chains` (re-exported here); :class:`StaticChainBlock` (the static module) and
+:class:`ElasticChainBlock` (its weight-sharing twin) do the rest from that one list:
 
 - ``__init__``: one layer per step under the step's name, ``se`` right after the step it follows, then
   the shortcut (``proj`` families: ``shortcut`` in the static module, ``pool`` and ``proj`` in the elastic
@@ -16,110 +17,28 @@ declares its :class:`Chain`; :class:`StaticChainBlock` (the static module) and :
   are reordered by how much ``hidden[1]`` reads them: the producer and every layer between permute their
   outputs, every layer after the producer its inputs (a no-op for depthwise layers), the SE its channels.
 
-The analytic layer lists of these blocks (``search_spaces.costs``, ``search_spaces.meta_ops``) describe the
-same layers; a test checks a static module's parameter count against them.
+The analytic layer lists of these blocks (``search_spaces.costs.chain_layers``) are derived from the same
+declaration, so costs and modules cannot drift apart; a test checks a static module's parameter count against
+them all the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from search_spaces import BlockSpec
+from search_spaces.chains import SPEC_ACT, Chain, Step
 
 from ..elastic import ElasticConvBNAct, ElasticSE
 from ..quant import QuantMode
 from ..static import ConvBNAct, SqueezeExcite, make_act
 from .registry import ElasticBlock, importance, spec_modes
 
-__all__ = ["Chain", "ElasticChainBlock", "StaticChainBlock", "Step"]
-
-_CHANNELS = {"in": "in_ch", "mid": "mid_ch", "out": "out_ch"}
-SPEC_ACT = "spec"
-"""``Step.act`` value meaning the block's own activation (``BlockSpec.act``)."""
-
-
-@dataclass(frozen=True)
-class Step:
-    """One conv + BN + act layer of a block's main path.
-
-    ``in_ch`` and ``out_ch`` name a channel field of the block (``"in"``, ``"mid"``, ``"out"``); ``kernel``
-    is 1 or ``"k"`` (the block's kernel); ``strided`` layers take the block's stride; ``act`` is an
-    activation name, None, or :data:`SPEC_ACT` (the block's activation).
-    """
-
-    name: str
-    in_ch: str
-    out_ch: str
-    kernel: int | str = 1
-    strided: bool = False
-    depthwise: bool = False
-    act: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.in_ch not in _CHANNELS or self.out_ch not in _CHANNELS:
-            raise ValueError(f"step {self.name!r}: channels name one of {sorted(_CHANNELS)}")
-        if self.kernel not in (1, "k"):
-            raise ValueError(f"step {self.name!r}: kernel is 1 or 'k'")
-        if self.depthwise and self.in_ch != self.out_ch:
-            raise ValueError(f"depthwise step {self.name!r} keeps its channels")
-
-    def channels(self, spec: BlockSpec) -> tuple[int, int]:
-        """(input, output) channels of this layer in block ``spec``."""
-        return getattr(spec, _CHANNELS[self.in_ch]), getattr(spec, _CHANNELS[self.out_ch])
-
-    def kernel_of(self, spec: BlockSpec) -> int:
-        return spec.kernel if self.kernel == "k" else 1
-
-    def stride_of(self, spec: BlockSpec) -> int:
-        return spec.stride if self.strided else 1
-
-    def act_of(self, spec: BlockSpec) -> str | None:
-        return spec.act if self.act == SPEC_ACT else self.act
-
-
-@dataclass(frozen=True)
-class Chain:
-    """How one op family is built from steps.
-
-    ``hidden`` = (producer, consumer): the channels between them are the elastic hidden channels that
-    ``sort_channels`` reorders by the consumer's input importance. ``se_after`` names the step whose output
-    the squeeze-excite gates (None: the family has no SE). ``shortcuts`` are the shortcut kinds the family
-    builds (``"identity"``, ``"proj"``); any other ``BlockSpec.shortcut`` means ``otherwise``.
-    ``post_act`` is the activation after the residual add (None: none).
-    """
-
-    steps: tuple[Step, ...]
-    hidden: tuple[str, str]
-    se_after: str | None = None
-    shortcuts: tuple[str, ...] = ("identity",)
-    otherwise: str = "none"
-    post_act: str | None = None
-
-    def __post_init__(self) -> None:
-        names = [s.name for s in self.steps]
-        if len(set(names)) != len(names) or {"se", "shortcut", "identity", "pool", "proj", "act"} & set(names):
-            raise ValueError(f"step names must be distinct and not name the block's other parts: {names}")
-        lo, hi = (names.index(n) for n in self.hidden)
-        if not lo < hi:
-            raise ValueError(f"hidden channels run from an earlier step to a later one, got {self.hidden}")
-        if self.se_after is not None and self.se_after not in names[lo:hi]:
-            raise ValueError("the SE gates hidden channels (so it sorts with them)")
-        if not set(self.shortcuts) <= {"identity", "proj"} or self.otherwise not in ("none", "identity"):
-            raise ValueError(f"unknown shortcut kinds {self.shortcuts}, {self.otherwise!r}")
-
-    def shortcut(self, spec: BlockSpec) -> str:
-        """The shortcut kind the block runs: ``"none"``, ``"identity"`` or ``"proj"``."""
-        return spec.shortcut if spec.shortcut in self.shortcuts else self.otherwise
-
-    @property
-    def has_proj(self) -> bool:
-        return "proj" in self.shortcuts
-
+__all__ = ["SPEC_ACT", "Chain", "ElasticChainBlock", "StaticChainBlock", "Step"]
 
 def _pool(stride: int) -> nn.Module:
     return nn.AvgPool2d(stride, ceil_mode=True) if stride > 1 else nn.Identity()

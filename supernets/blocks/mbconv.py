@@ -1,17 +1,14 @@
-"""MobileNetV2/V3 inverted residual (``mbconv``): the static block and its elastic twin."""
+"""MobileNetV2/V3 inverted residual (``mbconv``): the static block and its elastic twin, built from the
+declaration :data:`search_spaces.chains.MBCONV`."""
 
 from __future__ import annotations
 
-from .chain import SPEC_ACT, Chain, ElasticChainBlock, StaticChainBlock, Step
+from search_spaces.chains import MBCONV
+
+from .chain import ElasticChainBlock, StaticChainBlock
 from .registry import register_elastic_block, register_static_block
 
 __all__ = ["MBCONV", "ElasticMBConv", "MBConv"]
-
-MBCONV = Chain(
-    steps=(Step("expand", "in", "mid", act=SPEC_ACT),
-           Step("dw", "mid", "mid", "k", strided=True, depthwise=True, act=SPEC_ACT),
-           Step("project", "mid", "out")),
-    hidden=("expand", "project"), se_after="dw", shortcuts=("identity",))
 
 
 @register_static_block("mbconv")
