@@ -320,6 +320,8 @@ class _Relay:
         self.done.set()
         if self.thread.is_alive():
             self.thread.join(timeout=30)
+        if self.thread.is_alive():  # still inside on_event: draining here too would call it from two threads
+            return
         try:
             while not self.events.empty():
                 self._hand(self.events.get_nowait())
