@@ -152,6 +152,9 @@ def _pareto(args: argparse.Namespace) -> int:
         RichReporter().warn(str(contents.dropped))
     require_metrics(run / JOURNAL, contents.records, [m.metric for m in (*objectives, *constraints)])
     records = list({r["key"]: r for r in contents.records}.values())  # one row per candidate
+    if not records:
+        RichReporter().warn(f"{run / JOURNAL} holds no candidate yet: the run has evaluated none (or was made "
+                            "before its kind journaled them; `qnas run --resume` fills it)")
     metrics = [r["metrics"] for r in records]
     violation = total_violation(metrics, constraints)
     front = front_indices(objective_matrix(metrics, objectives), violation)

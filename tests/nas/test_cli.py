@@ -90,6 +90,9 @@ def test_run_writes_the_run_folder_and_pareto_prints_the_front(small, tmp_path, 
     assert main(["pareto", str(out)]) == 0
     table = capsys.readouterr().out
     assert all(row["key"] in table for row in front) and "size_kb (min)" in table
+    (out / "trials.jsonl").unlink()  # as a run that has evaluated nothing yet
+    assert main(["pareto", str(out)]) == 0
+    assert "holds no candidate yet" in capsys.readouterr().err
 
 
 def test_run_default_folder_and_quiet(small, tmp_path, capsys):
