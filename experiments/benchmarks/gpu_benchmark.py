@@ -85,7 +85,8 @@ SMOKE_SPACE = SPACE | dict(stem_channels=8, stem_stride=2, stage_channels=[8, 16
 # Every SupernetConfig field, so the trainer also runs where pydantic is not installed.
 RECIPE = dict(warmup_epochs=1, epochs=1, qat_start=0, batch_size=512, lr=0.2, momentum=0.9, weight_decay=5e-4,
               label_smoothing=0.1, random_subnets=1, distillation="inplace", grad_clip=5.0, quant_lr_scale=0.02,
-              wdr_weight=0.0, augment=True, bn_calib_samples=2000, eval_batch_size=1000, seed=0)
+              wdr_weight=0.0, augment=True, bn_calib_samples=2000, eval_batch_size=1000, seed=0, optimizer="sgd",
+              student_weight=1.0, student_gradients="sum")
 SMOKE_RECIPE = dict(bn_calib_samples=64, eval_batch_size=128)
 W8 = QuantMode(8, "channel", True)  # the supernet's weight mode at 8 bits (per-channel, symmetric)
 A8 = QuantMode(8, "tensor", False)  # its activation mode (per-tensor, asymmetric)
