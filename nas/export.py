@@ -72,8 +72,11 @@ def _transformer_int8_models(model: nn.Module, calib: Sequence[torch.Tensor], fo
     return {"onnxruntime-int8": lambda x: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])}
 
 
-def _int8_models(model: nn.Module, calib: Sequence[torch.Tensor], folder: Path) -> dict[str, Any]:
-    """Write ONNX Runtime and torch.ao INT8 models; return runners for checking them."""
+def _int8_models(model: nn.Module, calib: Sequence[torch.Tensor], folder: Path,
+                 info: dict[str, Any]) -> dict[str, Any]:
+    """Write ONNX Runtime and torch.ao INT8 models; return runners for checking them. ``info`` gets
+    ``onnxruntime_learned_steps``: how many activation tensors of the ORT model use a learned LSQ step (0 when the
+    graph did not match the layers and every range was calibrated instead; then a warning says so)."""
     import copy
 
     from supernets.deploy import cnn_lsq_overrides, ort_session, quiet, to_onnx, to_onnx_int8, to_torch_int8
@@ -81,7 +84,12 @@ def _int8_models(model: nn.Module, calib: Sequence[torch.Tensor], folder: Path) 
 
     float_model = strip_fake_quant(copy.deepcopy(model)).eval()
     graph = to_onnx(float_model, calib[0][:1], dynamic_batch=True)
-    proto = to_onnx_int8(graph, [c.numpy() for c in calib], overrides=cnn_lsq_overrides(model, graph, calib[0]))
+    overrides = cnn_lsq_overrides(model, graph, calib[0])
+    info["onnxruntime_learned_steps"] = len(overrides)
+    if not overrides:
+        warnings.warn("the ONNX graph did not match the subnet's quantized layers: the ONNX Runtime INT8 model "
+                      "calibrates every activation range instead of using the learned LSQ steps", stacklevel=2)
+    proto = to_onnx_int8(graph, [c.numpy() for c in calib], overrides=overrides)
     atomic_write_with(folder / "model_int8.onnx", lambda tmp: Path(tmp).write_bytes(proto.SerializeToString()))
     session = ort_session(proto, threads=torch.get_num_threads())
     qmodel = to_torch_int8(float_model, calib)
@@ -127,7 +135,8 @@ def export_subnet(subnets: Any, genome: Genome, folder: str | Path, formats: Seq
     if "int8" in formats:
         batches = [calib[i:i + 64] for i in range(0, min(len(calib), 512), 64)]
         transformer = not isinstance(specs[0], BlockSpec)
-        runners = (_transformer_int8_models if transformer else _int8_models)(model, batches, folder)
+        runners = (_transformer_int8_models(model, batches, folder) if transformer else
+                   _int8_models(model, batches, folder, out))
         out["files"] += ["model_int8.onnx"] + ([] if transformer else ["model_int8.pt"])
         reference, reference_loss = _accuracy_and_loss(model, eval_x, eval_y, batch_size)
         out["accuracy_fake_quant"] = reference

@@ -114,6 +114,7 @@ def test_int8_export_of_a_w8a8_subnet_and_refusal_below_8_bits(finished, tmp_pat
     result = export_subnet(subnets, w8a8, tmp_path / "int8", ["int8"], calib=data.train_x, eval_x=data.test_x,
                            eval_y=data.test_y)
     assert {"model_int8.onnx", "model_int8.pt"} <= {p.name for p in (tmp_path / "int8").iterdir()}
+    assert result["onnxruntime_learned_steps"] > 0  # the learned LSQ steps, not calibrated ranges
     for backend in ("onnxruntime-int8", "torch-int8"):
         assert abs(result[f"gap_pp_{backend}"]) <= 5.0, result  # small supernet; the benchmark measures it properly
     with pytest.raises(InputError, match="is not W8A8 .* no integer kernels below 8 bits"):

@@ -73,7 +73,9 @@ def test_w8a8_subnet_matches_every_layer_and_uses_the_learned_steps(trained, tmp
     assert sorted(float(o[0]["scale"]) for o in overrides.values()) == pytest.approx(
         sorted(float(q.scale) for q in [*quants, quants[-1]]), rel=1e-6)
     assert overrides["x"][0]["zero_point"] == round(float(quants[0].zero_point)) - quants[0].qmin  # the stem
-    _int8_models(model, calib, tmp_path)
+    info: dict = {}
+    _int8_models(model, calib, tmp_path, info)
+    assert info["onnxruntime_learned_steps"] == len(overrides)  # what export.json records
     import onnx
 
     written = _layer_input_scales(onnx.load(str(tmp_path / "model_int8.onnx")))
