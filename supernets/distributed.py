@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["World", "SINGLE", "synced_step", "sync_group", "global_numel", "sync_batch_norm", "free_port"]
+__all__ = ["World", "SINGLE", "synced_step", "sync_group", "global_numel", "sync_batch_norm"]
 
 
 @dataclass(frozen=True)
@@ -196,10 +195,3 @@ class _SyncBatchNorm(torch.autograd.Function):
         dx = (dy - mean_dy.view(shape) - x_hat * mean_dy_xhat.view(shape)) * (invstd * weight).view(shape)
         return (dx.to(ctx.dtype), sum_dy_xhat.to(weight.dtype), sum_dy.to(weight.dtype),
                 None, None, None, None, None)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now (the rendezvous of a local launch binds loopback only)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

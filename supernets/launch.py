@@ -39,7 +39,7 @@ from .device import Placement, _cuda_inventory
 from .distributed import World
 
 __all__ = ["LaunchPlan", "resolve_launch", "train_processes", "train_rank", "torchrun_rank", "join_torchrun",
-           "rank_placement", "BACKENDS", "LAUNCHERS"]
+           "rank_placement", "serve_store", "last_line", "BACKENDS", "LAUNCHERS"]
 
 LOOPBACK = "127.0.0.1"
 BACKENDS: tuple[str, ...] = ("auto", "gloo", "nccl")
@@ -154,7 +154,7 @@ def train_processes(space: SearchSpace, data: Any, config: Any, *, checkpoint: P
 
     context = mp.get_context("spawn")
     events = context.SimpleQueue() if on_event is not None else None
-    store = _serve_store(datetime.timedelta(seconds=plan.timeout_s))
+    store = serve_store(LOOPBACK, datetime.timedelta(seconds=plan.timeout_s))
     try:
         job = _Job(space, data.to("cpu"), config, Path(checkpoint), placement, plan, store.port, os.getpid(),
                    steps and on_event is not None)
@@ -164,7 +164,7 @@ def train_processes(space: SearchSpace, data: Any, config: Any, *, checkpoint: P
             while not procs.join(0.2):
                 _drain(events, on_event)
         except mp.ProcessRaisedException as err:
-            raise RuntimeError(f"a training process failed: {_last_line(str(err))}") from None
+            raise RuntimeError(f"a training process failed: {last_line(str(err))}") from None
         except mp.ProcessExitedException as err:
             raise RuntimeError(f"a training process died: {err}") from None
         finally:
@@ -174,20 +174,22 @@ def train_processes(space: SearchSpace, data: Any, config: Any, *, checkpoint: P
         del store  # closed only now that no worker is left to use it
 
 
-def _serve_store(timeout: datetime.timedelta) -> Any:
-    """The rendezvous store, served by this process from a socket bound to 127.0.0.1 only (a free port).
+def serve_store(address: str, timeout: datetime.timedelta, size: int | None = None) -> Any:
+    """The rendezvous store, served by this process from a socket bound to ``address`` only, on a port the kernel
+    picks (no window in which another process could take it; ``store.port`` says which).
 
-    The store takes the socket over (it closes it when it is destroyed).
+    The store takes the socket over: it closes the descriptor when it is destroyed, so the socket is detached
+    here (closing it too could close a number another thread has reused).
     """
     import socket
 
     import torch.distributed as dist
 
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        listener.bind((LOOPBACK, 0))
+        listener.bind((address, 0))
         listener.listen(128)
-        store = dist.TCPStore(LOOPBACK, listener.getsockname()[1], None, True, timeout=timeout,
+        store = dist.TCPStore(address, listener.getsockname()[1], size, True, timeout=timeout,
                               wait_for_workers=False, master_listen_fd=listener.fileno())
     except BaseException:
         listener.close()
@@ -216,7 +218,8 @@ def _drain(events: Any, on_event: Callable[[tuple], None] | None) -> None:
             return
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
+    """The last non-blank line of ``text`` (what a worker's traceback says went wrong)."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else text
 

@@ -54,7 +54,7 @@ from search_spaces.errors import InputError
 
 from .device import Placement
 from .distributed import World
-from .launch import LaunchPlan, leave_group, train_rank
+from .launch import LaunchPlan, last_line, leave_group, serve_store, train_rank
 
 __all__ = ["train_ray", "check_capacity", "import_ray_train", "worker_resources", "bound_store_torch_config",
            "SAME_STORAGE"]
@@ -272,12 +272,7 @@ def _training_failed(err: BaseException) -> str | None:
         return None
     failures = getattr(err, "worker_failures", None) or {}
     cause = failures[min(failures)] if failures else getattr(err, "controller_failure", err)
-    return f"{type(cause).__name__}: {_last_line(str(cause))}"
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else text
+    return f"{type(cause).__name__}: {last_line(str(cause))}"
 
 
 class _Relay:
@@ -459,25 +454,11 @@ def _make_bound_store_config() -> type:
 
 
 def _serve_store(*, address: str, size: int, timeout_s: float) -> int:
-    """Rank 0: serve the rendezvous store from a socket bound to ``address`` only, on a port the kernel picks (no
-    window in which another process could take it); returns the port. The store owns the socket from then on."""
-    import socket
-
-    import torch.distributed as dist
-
-    listener = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        listener.bind((address, 0))
-        listener.listen(128)
-        port = listener.getsockname()[1]
-        store = dist.TCPStore(address, port, size, True, timeout=datetime.timedelta(seconds=timeout_s),
-                              wait_for_workers=False, master_listen_fd=listener.fileno())
-    except BaseException:
-        listener.close()
-        raise
-    listener.detach()  # the store closes the descriptor itself; closing it here too could close a reused number
+    """Rank 0: serve the rendezvous store on ``address`` only (:func:`~supernets.launch.serve_store`), kept until
+    Ray Train shuts down; returns its port."""
+    store = serve_store(address, datetime.timedelta(seconds=timeout_s), size)
     _HELD[:] = [store]
-    return port
+    return int(store.port)
 
 
 def _join_group(*, backend: str, world_rank: int, size: int, address: str, port: int, timeout_s: float) -> None:

@@ -102,12 +102,16 @@ def test_torchrun_trains_the_same_supernet(tmp_path, two_processes):
     import sys
     from pathlib import Path
 
-    from supernets.checkpoint import read_checkpoint
-    from supernets.distributed import free_port
+    import socket
 
+    from supernets.checkpoint import read_checkpoint
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a port free now, for torchrun's own store
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+               "--master-addr", "127.0.0.1", "--master-port", str(port),
                "-m", "nas.cli", "run", str(_write(tmp_path)), "--out", str(out), "--quiet"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr[-3000:]
