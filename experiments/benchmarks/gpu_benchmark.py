@@ -69,7 +69,7 @@ from supernets.supernet import QuantSupernet  # noqa: E402
 from supernets.training import SupernetTrainer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder: the shared benchmark module
-from inherited_standalone import (kendall_tau, spread_subnets, standalone_test_accuracy,  # noqa: E402
+from inherited_standalone import (at_bits, kendall_tau, spread_subnets, standalone_test_accuracy,  # noqa: E402
                                   standalone_trainer)
 
 RESULTS = Path(__file__).parent / "results"
@@ -110,12 +110,6 @@ def make_config(smoke: bool, **overrides: object) -> object:
     except ImportError:
         return SimpleNamespace(**fields, model_dump=lambda: dict(fields))
     return SupernetConfig(**fields)
-
-
-def at_bits(space: SearchSpace, genome: Genome, bits: int) -> Genome:
-    """The same architecture with every searchable weight and activation bit-width set to ``bits``."""
-    values = {g.name: bits for g in space.genes if g.name.endswith(("w_bits", "a_bits"))}
-    return space.canonical(genome.with_values(values))
 
 
 def synchronize(placement: Placement) -> None:

@@ -18,6 +18,12 @@ from supernets.supernet import QuantSupernet
 from supernets.training import SupernetTrainer
 
 
+def at_bits(space: SearchSpace, genome: Genome, bits: int) -> Genome:
+    """The same architecture with every searchable weight and activation bit-width set to ``bits``."""
+    values = {g.name: bits for g in space.genes if g.name.endswith(("w_bits", "a_bits"))}
+    return space.canonical(genome.with_values(values))
+
+
 def spread_subnets(space: SearchSpace, n: int, seed: int) -> list[Genome]:
     """``n`` architectures at evenly spaced MAC quantiles of 2000 random samples (ascending MACs)."""
     rng = np.random.default_rng(seed)

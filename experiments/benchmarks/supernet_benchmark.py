@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inherited_standalone import spread_subnets, standalone_accuracy
+from inherited_standalone import at_bits, spread_subnets, standalone_accuracy
 from subnet_pool import SAME_DATA
 from scipy.stats import kendalltau
 
-from search_spaces import Genome, SearchSpace, get_space
+from search_spaces import SearchSpace, get_space
 from supernets.data import load_dataset
 from supernets.evaluate import SubnetEvaluator
 from supernets.fit import fit_supernet
@@ -57,12 +57,6 @@ PRESETS = {
                                w_bits=[4, 6, 8], a_bits=[4, 6, 8]),
                     train=dict(warmup_epochs=2, epochs=8, batch_size=128, lr=0.08, bn_calib_samples=500)),
 }
-
-
-def at_bits(space: SearchSpace, genome: Genome, bits: int) -> Genome:
-    """The same architecture with every searchable weight and activation bit-width set to ``bits``."""
-    values = {g.name: bits for g in space.genes if g.name.endswith(("w_bits", "a_bits"))}
-    return space.canonical(genome.with_values(values))
 
 
 def time_step(fn, repeats: int) -> float:
