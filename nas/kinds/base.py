@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -17,6 +17,8 @@ from typing import Any, ClassVar, TypeVar
 from nas.config import ConfigData, ExperimentConfig, LoadedConfig, read_config, validate_config
 from nas.config_errors import short_repr
 from nas.experiment import Experiment, Reporter
+from nas.journal import Journal
+from nas.rundir import JOURNAL
 from nas.search import SearchResult
 from search_spaces import InputError
 from search_spaces.registries import Registry
@@ -49,9 +51,9 @@ class ExperimentKind(ABC):
         """``(label, text)`` rows of what a run will do (``qnas validate``, the report)."""
 
     def acquire(self, run_dir: Path) -> AbstractContextManager[Any]:
-        """What the run must hold before it starts (e.g. its journal, which refuses a second writer); entered
-        before the manifest says ``running``, its value is the ``handle`` :meth:`run` gets."""
-        return nullcontext()
+        """What the run must hold before it starts: by default its journal, ``trials.jsonl``, which refuses a
+        second writer; entered before the manifest says ``running``, its value is the ``handle`` :meth:`run` gets."""
+        return Journal(run_dir / JOURNAL)
 
     @abstractmethod
     def run(self, exp: Experiment, run_dir: Path, reporter: Reporter, *, resume: bool, handle: Any) -> KindOutcome:

@@ -14,8 +14,6 @@ from pydantic import Field
 
 from nas.config import ExperimentConfig, LoadedConfig, SearchSpaceConfig
 from nas.experiment import Experiment, Reporter, build_space, check_dataset
-from nas.journal import Journal
-from nas.rundir import JOURNAL
 from nas.lpgnas import LpgnasConfig
 
 from .base import ExperimentKind, KindOutcome, register_kind
@@ -53,9 +51,6 @@ class LpgnasKind(ExperimentKind):
             ("lpgnas", f"lambdas {section.lambdas}, {section.search_epochs} search epochs ({section.warmup_epochs} "
                        f"warm-up), retrain {section.retrain_epochs} epochs x {section.seeds} seeds"),
             ("output", f"{config.output.root}/{config.name}-<timestamp>/")]
-
-    def acquire(self, run_dir: Path) -> Journal:
-        return Journal(run_dir / JOURNAL)
 
     def run(self, exp: Experiment, run_dir: Path, reporter: Reporter, *, resume: bool,
             handle: Any = None) -> KindOutcome:

@@ -225,9 +225,6 @@ class SearchKind(ExperimentKind):
         needed = [o.metric for o in search.objective_list()] + [c.metric for c in search.constraint_list()]
         require_metrics(run_dir / JOURNAL, read_journal(run_dir / JOURNAL).records, needed)
 
-    def acquire(self, run_dir: Path) -> Journal:
-        return Journal(run_dir / JOURNAL)
-
     def run(self, exp: Experiment, run_dir: Path, reporter: Reporter, *, resume: bool,
             handle: Any = None) -> KindOutcome:
         journal: Journal = handle

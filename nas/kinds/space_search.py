@@ -15,7 +15,7 @@ from pydantic import Field
 
 from nas.config import ExperimentConfig, LoadedConfig
 from nas.experiment import Experiment, Reporter
-from nas.journal import Journal, read_journal
+from nas.journal import read_journal
 from nas.rundir import JOURNAL
 from nas.spaceevo.run import SpaceSearchConfig
 from search_spaces import InputError
@@ -75,9 +75,6 @@ class SpaceSearchKind(ExperimentKind):
             ("evolution", f"population {s.evolution.population}, sample {s.evolution.sample}, "
                           f"{s.evolution.total} spaces scored"),
             ("output", f"{config.output.root}/{config.name}-<timestamp>/")]
-
-    def acquire(self, run_dir: Path) -> Journal:
-        return Journal(run_dir / JOURNAL)
 
     def run(self, exp: Experiment, run_dir: Path, reporter: Reporter, *, resume: bool,
             handle: Any = None) -> KindOutcome:
