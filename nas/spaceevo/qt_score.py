@@ -55,12 +55,6 @@ class QtScore:
         return {"candidate": self.candidate, "score": self.score, "per_constraint": list(self.per_constraint),
                 "feasible": list(self.feasible), "top_loss": list(self.top_loss)}
 
-    @classmethod
-    def from_dict(cls, data: dict) -> QtScore:
-        """Inverse of :meth:`to_dict` (reads ``ranking.json``)."""
-        return cls(str(data["candidate"]), float(data["score"]), tuple(map(float, data["per_constraint"])),
-                   tuple(map(float, data["feasible"])), tuple(map(float, data["top_loss"])))
-
 
 def draw_subnets(lut: QtLut, candidate: CandidateSpace, n: int, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray]:

@@ -193,6 +193,7 @@ def run_space_search(config: SpaceSearchConfig, *, run_dir: str | Path, seed: in
     lut, lut_path = _lut_for(config, run_dir, data, seed, log)
     e, qt, path = config.evolution, config.qt.settings(seed), run_dir / JOURNAL
     prior = list(read_journal(path, repair=True).records) if path.exists() else []
+    records = list(prior)  # the journal's lines, kept here as they are written
     with Journal(path) if journal is None else nullcontext(journal) as out:
         clock = [time.perf_counter()]
 
@@ -202,14 +203,14 @@ def run_space_search(config: SpaceSearchConfig, *, run_dir: str | Path, seed: in
             if index < len(prior):
                 _check_prior(path, index, prior[index], candidate)
             else:
-                out.append(trial_record(candidate, score, qt, batch=index // e.population, seconds=seconds,
-                                        finished_at=now_iso()))
+                records.append(trial_record(candidate, score, qt, batch=index // e.population, seconds=seconds,
+                                            finished_at=now_iso()))
+                out.append(records[-1])
 
         result = aging_evolution(lut, config.macro, qt, EvolutionSettings(e.population, e.sample, e.total, seed),
                                  on_trial=on_trial)
-    records = list(read_journal(path).records)[: e.total]
     reused = len({r["key"] for r in prior[: e.total]})
-    search = search_result(records, lut, qt, budget=e.total, reused=reused)
+    search = search_result(records[: e.total], lut, qt, budget=e.total, reused=reused)
     seconds = time.perf_counter() - start
     _write_artifacts(run_dir, config, qt, search, result.ranking, result.history, lut, lut_path, seconds)
     if log:
@@ -237,8 +238,7 @@ def rank_spaces(lut: QtLut, candidates: Sequence[str], qt: QtSettings) -> list[Q
     return sorted((qt_score(lut, c, qt) for c in parsed), key=lambda s: (-s.score, s.candidate))
 
 
-def write_ranking(ranking: Sequence[QtScore], qt: QtSettings, out_dir: str | Path, *, top: int = 10,
-                  history: Sequence[QtScore] = ()) -> None:
+def write_ranking(ranking: Sequence[QtScore], qt: QtSettings, out_dir: str | Path, *, top: int = 10) -> None:
     """``ranking.csv``, ``ranking.json`` and ``qt_scores.png`` in ``out_dir``."""
     out = Path(out_dir)
     limits = [f"{c:g}" for c in qt.constraints_ms]
@@ -252,7 +252,7 @@ def write_ranking(ranking: Sequence[QtScore], qt: QtSettings, out_dir: str | Pat
                                              "ranking": [s.to_dict() for s in ranking]})
     from .plots import plot_scores
 
-    plot_scores(ranking[:top], qt, out / "qt_scores.png", history=history)
+    plot_scores(ranking[:top], qt, out / "qt_scores.png")
 
 
 def _write_artifacts(run_dir: Path, config: SpaceSearchConfig, qt: QtSettings, search: SearchResult,
@@ -291,7 +291,7 @@ def _write_artifacts(run_dir: Path, config: SpaceSearchConfig, qt: QtSettings, s
                "| # | space | Q-T score | " + " | ".join(f"@{t:g} ms" for t in limits) + " | stages |",
                "|---|---|---|" + "---|" * len(limits) + "---|", *rows, "", "![Q-T scores](qt_scores.png)", ""]
     write_report(run_dir / "report.md", search, title=f"Space search ({config.macro})", setup=setup,
-                 sources={m: "lookup table" for m in search.trials[0].metrics} if search.trials else {},
+                 sources=search.trials[0].sources if search.trials else {},
                  sections=section, columns={"space": lambda t: f"`{genome_candidate(t.genome)}`"})
 
 

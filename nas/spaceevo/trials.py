@@ -106,6 +106,7 @@ def search_result(records: Sequence[Mapping[str, Any]], lut: QtLut, qt: QtSettin
     norm = normalization(lut, qt.constraints_ms)
     trials: dict[str, Trial] = {}
     history: list[HypervolumePoint] = []
+    front_at: np.ndarray = np.zeros(0, dtype=int)  # positions in ``trials`` of the front after the last batch
     batches = sorted({int(r["batch"]) for r in records})
     for batch in batches:
         for r in records:
@@ -113,12 +114,10 @@ def search_result(records: Sequence[Mapping[str, Any]], lut: QtLut, qt: QtSettin
                 trials[r["key"]] = Trial(Genome.from_dict(r["genome"]), dict(r["metrics"]), dict(r["sources"]),
                                          float(r["seconds"]), batch, str(r["finished_at"]))
         F = objective_matrix([t.metrics for t in trials.values()], objs)
-        front = front_indices(F, np.zeros(len(F)))
-        history.append(HypervolumePoint(batch, len(trials), len(front), hypervolume(F[front], norm)))
+        front_at = front_indices(F, np.zeros(len(F)))
+        history.append(HypervolumePoint(batch, len(trials), len(front_at), hypervolume(F[front_at], norm)))
     every = tuple(trials.values())
-    F = objective_matrix([t.metrics for t in every], objs)
-    front = sorted((every[i] for i in front_indices(F, np.zeros(len(F)))),
-                   key=lambda t: (-t.metrics[objs[0].metric], t.key))
+    front = sorted((every[i] for i in front_at), key=lambda t: (-t.metrics[objs[0].metric], t.key))
     scored = len(records)
     reason = (f"all {budget} spaces of the budget scored ({len(every)} distinct)" if scored >= budget else
               f"{scored} of {budget} spaces scored")
