@@ -120,33 +120,30 @@ def _table(heading: str, model: type[BaseModel], path: str = "", fields: set[str
     return "\n".join(lines) + "\n"
 
 
-def config_reference(kinds: Mapping[str, type[BaseModel]] | None = None) -> str:
-    """The whole reference as Markdown: what every experiment has, then each kind's sections (``kinds``: name ->
-    config model, the default kind first; by default the registered kinds)."""
+def config_reference() -> str:
+    """The whole reference as Markdown: what every experiment has, then each registered kind's sections (the
+    default kind first)."""
     from nas.config import ExperimentConfig
+    from nas.kinds import KINDS
 
-    if kinds is None:
-        from nas.kinds import KINDS
-
-        default = ExperimentConfig.model_fields["kind"].default
-        names = sorted(KINDS.names(), key=lambda name: (name != default, name))
-        kinds = {name: KINDS.get(name).config_model for name in names}
+    default = ExperimentConfig.model_fields["kind"].default
+    names = sorted(KINDS.names(), key=lambda name: (name != default, name))
+    kinds = {name: KINDS.get(name).config_model for name in names}
     common = set(ExperimentConfig.model_fields)
+    own = {name: set(model.model_fields) - common for name, model in kinds.items()}
     parts = [_table("## top level", ExperimentConfig)]
     parts += [_table(f"## `{path}`", m, path) for path, m in model_sections(ExperimentConfig) if path]
     owners: dict[tuple[str, type[BaseModel]], list[str]] = {}
     for name, model in kinds.items():
-        own = set(model.model_fields) - common
-        for path, m in model_sections(model, fields=own):
+        for path, m in model_sections(model, fields=own[name]):
             if path:
                 owners.setdefault((path, m), []).append(name)
     documented: set[tuple[str, type[BaseModel]]] = set()
     for name, model in kinds.items():
-        own = set(model.model_fields) - common
         doc = (inspect.getdoc(model) or "").split("\n\n")[0]
-        parts.append(_table(f"## kind: `{name}`", model, fields=own,
+        parts.append(_table(f"## kind: `{name}`", model, fields=own[name],
                             intro=f"{doc}\n\nIts own sections, besides those above:"))
-        for path, m in model_sections(model, fields=own):
+        for path, m in model_sections(model, fields=own[name]):
             if path and (path, m) not in documented:
                 documented.add((path, m))
                 belongs = ", ".join(owners[(path, m)])
