@@ -12,16 +12,10 @@ import socket
 from pathlib import Path
 
 import pytest
+from conftest import loopback_only
 
 from nas.executors.ray_env import (AUTH_VARS, Listener, is_wildcard, joined_auth, listening_sockets, session_pids,
                                    token_auth, wildcard_listeners)
-
-
-def _loopback_only() -> bool:
-    try:
-        return [name for _, name in socket.if_nameindex()] == ["lo"]
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("ip", ["0.0.0.0", "::", "::ffff:0.0.0.0", "*", "", "0:0:0:0:0:0:0:0"])
@@ -55,7 +49,7 @@ def test_listening_sockets_sees_this_process_and_ignores_connected_ones():
         assert wildcard_listeners(item for item in found if item.pid == os.getpid()) == []
 
 
-@pytest.mark.skipif(not _loopback_only(), reason="binds every interface: only inside a loopback-only namespace")
+@pytest.mark.skipif(not loopback_only(), reason="binds every interface: only inside a loopback-only namespace")
 def test_a_real_wildcard_listener_fails_the_check():
     pytest.importorskip("psutil")
     with socket.socket(socket.AF_INET6) as server:
