@@ -25,7 +25,8 @@ from .registry import get_space
 from .space import SearchSpace
 
 __all__ = ["SMALL_MBV3", "SearchSpaceConformance", "TINY_GNN", "TINY_MBV3", "TINY_MBV3_DEFAULT_CHOICES",
-           "TINY_TRANSFORMER_LM", "TINY_TRANSFORMER_VIT", "small_mbv3", "tiny_gnn", "tiny_mbv3"]
+           "TINY_TRANSFORMER_LATENCY", "TINY_TRANSFORMER_LM", "TINY_TRANSFORMER_VIT", "small_mbv3", "tiny_gnn",
+           "tiny_mbv3"]
 
 TINY_MBV3: dict[str, Any] = dict(in_channels=1, image_size=8, stem_channels=8, stage_channels=[16, 24],
                                  stage_strides=[1, 2], stage_se=[False, True], stage_act=["relu", "hswish"],
@@ -58,6 +59,10 @@ depth, width, heads, MLP ratio and weight bits."""
 TINY_TRANSFORMER_VIT: dict[str, Any] = dict(front="vit", image_size=8, in_channels=1, patch_size=4, num_classes=10,
                                             **copy.deepcopy(_TINY_TRANSFORMER_BODY))
 """The blocks of :data:`TINY_TRANSFORMER_LM` behind a vision front for 8x8 one-channel images (four 4x4 patches)."""
+
+TINY_TRANSFORMER_LATENCY: dict[str, Any] = dict(front="lm", vocab_size=11, seq_len=8, depths=[1, 2], widths=[8, 16],
+                                                heads=[1, 2], mlp_ratios=[2], w_bits=[4, 8], a_bits=[8])
+"""A language-model space small enough to profile every block in a test (8-token windows, 8-bit activations)."""
 
 
 def tiny_mbv3(**overrides: Any) -> SearchSpace:

@@ -13,11 +13,11 @@ from nas.transformer_latency_template import hint_backend
 from predictors.latency.transformer_table import (TransformerLatencyPredictor, distinct_transformer_blocks,
                                                   transformer_bits_measured_as)
 from search_spaces import InputError, get_space
+from search_spaces.testing import TINY_TRANSFORMER_LATENCY
 from supernets import timing
 from supernets.backends import LATENCY_BACKENDS, LatencyBackend, register_latency_backend, transformer_backends
 
-TINY = dict(front="lm", vocab_size=11, seq_len=8, depths=[1, 2], widths=[8, 16], heads=[1, 2], mlp_ratios=[2],
-            w_bits=[4, 8], a_bits=[8])
+TINY = TINY_TRANSFORMER_LATENCY
 FAST = dict(runs=4, passes=2, warmup=1)
 NAME = "torch-fp32-transformer"
 

@@ -15,9 +15,9 @@ from nas.transformer_latency import profile_transformer_space
 from predictors.latency.transformer_table import (TransformerLatencyPredictor, TransformerLatencyTable,
                                                   distinct_transformer_blocks, transformer_bits_measured_as)
 from search_spaces import InputError, get_space
+from search_spaces.testing import TINY_TRANSFORMER_LATENCY
 
-TINY = dict(front="lm", vocab_size=11, seq_len=8, depths=[1, 2], widths=[8, 16], heads=[1, 2], mlp_ratios=[2],
-            w_bits=[4, 8], a_bits=[8])
+TINY = TINY_TRANSFORMER_LATENCY
 TINY_VIT = dict(front="vit", image_size=8, in_channels=1, patch_size=4, num_classes=10, pooling="cls", depths=[1, 2],
                 widths=[8], heads=[1], mlp_ratios=[2], w_bits=[8], a_bits=[8])
 FAST = dict(runs=4, passes=2, warmup=1)
