@@ -31,6 +31,7 @@ from nas.objectives import Constraint, Objective
 from search_spaces import Genome, InputError, SearchSpace, get_space
 
 from .base import Searcher, get_searcher, missing_requirements, searcher_class
+from .context import SearchContext
 
 __all__ = ["SearcherConformance", "DriveLog", "drive", "run_batches", "small_space", "evaluate", "bitops_limit",
            "fast_options", "make_searcher", "TWO_OBJECTIVES", "THREE_OBJECTIVES"]
@@ -39,6 +40,9 @@ TWO_OBJECTIVES = (Objective("size_kb"), Objective("macs", "max"))  # macs stands
 THREE_OBJECTIVES = (Objective("size_kb"), Objective("macs", "max"), Objective("bitops"))
 # Small settings that still leave several generations inside the suite's budgets.
 _FAST = {"population_size": 12, "batch_size": 8, "n_startup_trials": 10}
+# Model-based searchers fit ridge regression, not the default ensemble: the suite checks the ask/tell
+# contract, and the ensemble's gradient boosting would be most of its time.
+_FAST_CONTEXT = SearchContext(model="ridge")
 
 
 @dataclass
@@ -112,6 +116,7 @@ def make_searcher(name: str, *, seed: int = 0, objectives: tuple[Objective, ...]
     """Searcher ``name`` on :func:`small_space` with :func:`fast_options` (overridable)."""
     if missing_requirements(name):
         pytest.skip(f"searcher {name!r} needs {missing_requirements(name)}")
+    options.setdefault("context", _FAST_CONTEXT)  # reaches only the model-based searchers
     return get_searcher(name, small_space(), objectives, constraints=constraints, seed=seed,
                         **{**fast_options(name), **options})
 
