@@ -27,6 +27,7 @@ from search_spaces import Genome, SearchSpace
 
 from .base import Searcher, check_option, get_searcher, register_searcher
 from .context import SearchContext
+from . import free_bits
 
 __all__ = ["PredictorGuidedSearcher"]
 
@@ -38,7 +39,7 @@ class PredictorGuidedSearcher(Searcher):
     def __init__(self, space: SearchSpace, objectives: Sequence[Any], *, constraints: Sequence[Any] = (),
                  seed: int = 0, context: SearchContext | None = None, n_startup_trials: int = 16,
                  batch_size: int = 8, inner: str = "nsga2", population_size: int = 40, generations: int = 20,
-                 alpha: float = 0.2) -> None:
+                 alpha: float = 0.2, raise_free_bits: bool = False) -> None:
         super().__init__(space, objectives, constraints=constraints, seed=seed)
         check_option("n_startup_trials", isinstance(n_startup_trials, int) and n_startup_trials >= 10,
                      n_startup_trials, "an integer >= 10 (predictors need ten measurements to cross-validate)")
@@ -46,6 +47,7 @@ class PredictorGuidedSearcher(Searcher):
         check_option("generations", isinstance(generations, int) and generations >= 1, generations, "an integer >= 1")
         check_option("alpha", isinstance(alpha, float) and 0 < alpha < 1, alpha, "a number in (0, 1)")
         check_option("inner", inner != self.name, inner, "another searcher (e.g. nsga2)")
+        check_option("raise_free_bits", isinstance(raise_free_bits, bool), raise_free_bits, "true or false")
         self.context = context or SearchContext()
         self.n_startup, self.inner, self.population, self.generations = n_startup_trials, inner, population_size, generations
         self.alpha = alpha
@@ -53,6 +55,10 @@ class PredictorGuidedSearcher(Searcher):
         self.round_size = batch_size
         needed = dict.fromkeys([o.metric for o in self.objectives] + [c.metric for c in self.constraints])
         self.predicted = [m for m in needed if m not in self.context.cheap_metrics]
+        check_option("raise_free_bits", not raise_free_bits or self.context.cheap is not None, raise_free_bits,
+                     "false: no exact cheap metrics (analytic costs, latency tables) tell which bits are free")
+        self._free_bits = (free_bits.cheap_directions(self.objectives, self.constraints, self.context.cheap_metrics)
+                           if raise_free_bits else None)
         self._rng = np.random.default_rng(seed)
         self._told: dict[str, tuple[Genome, dict[str, float]]] = {}
         self._forecast: dict[str, dict[str, float]] = {}
@@ -78,13 +84,19 @@ class PredictorGuidedSearcher(Searcher):
     # ---- proposing ----------------------------------------------------------------------------------
     def _random(self, n: int) -> list[Genome]:
         out: dict[str, Genome] = {}
-        for _ in range(50 * n):
-            genome = self.space.sample(self._rng)
-            if genome.key not in self._told:
-                out.setdefault(genome.key, genome)
+        for _ in range(50):
+            for genome in self._raised([self.space.sample(self._rng) for _ in range(n - len(out))]):
+                if genome.key not in self._told:
+                    out.setdefault(genome.key, genome)
             if len(out) == n:
                 break
         return list(out.values())
+
+    def _raised(self, genomes: list[Genome]) -> list[Genome]:
+        """``genomes`` with their free bits raised (option ``raise_free_bits``), else as they are."""
+        if self._free_bits is None or not genomes:
+            return genomes
+        return free_bits.raise_free_bits(genomes, self.space, self.context.cheap_evaluate, self._free_bits)
 
     def _guided(self) -> list[Genome]:
         from predictors.accuracy import MIN_SAMPLES
@@ -96,7 +108,7 @@ class PredictorGuidedSearcher(Searcher):
             return self._random(self.round_size)
         predictors = {m: self._fit(m) for m in self.predicted}
         pool = self._inner_search(predictors)
-        chosen = self._select(pool, predictors)
+        chosen = self._select_raised(pool, predictors)
         if len(chosen) < self.round_size:
             chosen += [g for g in self._random(self.round_size - len(chosen)) if g not in chosen]
         self.rounds.append({"round": len(self.rounds) + 1, "n_train": len(self._told), "pool": len(pool),
@@ -149,8 +161,25 @@ class PredictorGuidedSearcher(Searcher):
             visited.update((g.key, g) for g in batch if g.key not in self._told)
         return list(visited.values())
 
-    def _select(self, pool: list[Genome], predictors: Mapping[str, Any]) -> list[Genome]:
-        if not pool:
+    def _select_raised(self, pool: list[Genome], predictors: Mapping[str, Any]) -> list[Genome]:
+        """:meth:`_select`'s picks with their free bits raised; a pick that then equals a measured genome or
+        another pick leaves the pool and the selection is made again (a few times at most)."""
+        chosen: dict[str, Genome] = {}
+        for _ in range(4):
+            picks = self._select(pool, predictors, room=self.round_size - len(chosen))
+            if self._free_bits is None or not picks:
+                return list(chosen.values()) + picks
+            for genome in self._raised(picks):
+                if genome.key not in self._told:
+                    chosen.setdefault(genome.key, genome)
+            taken = {g.key for g in picks}
+            pool = [g for g in pool if g.key not in taken]
+            if len(chosen) >= self.round_size:
+                break
+        return list(chosen.values())[:self.round_size]
+
+    def _select(self, pool: list[Genome], predictors: Mapping[str, Any], *, room: int) -> list[Genome]:
+        if not pool or room <= 0:
             return []
         told = [r for _, r in self._told.values()]
         measured = objective_matrix(told, self.objectives)
@@ -166,9 +195,8 @@ class PredictorGuidedSearcher(Searcher):
         for rank in np.unique(ranks):
             members = [order[i] for i in np.flatnonzero(ranks == rank)]
             members.sort(key=lambda i: tuple(objective_matrix([means[i]], self.objectives)[0]))
-            room = self.round_size - len(chosen)
-            chosen += [members[j] for j in spread(len(members), room)]
-            if len(chosen) >= self.round_size:
+            chosen += [members[j] for j in spread(len(members), room - len(chosen))]
+            if len(chosen) >= room:
                 break
         return [pool[i] for i in chosen]
 
@@ -208,7 +236,8 @@ class PredictorGuidedSearcher(Searcher):
                 pred, true, lo, hi = np.array(pairs).T
                 pooled[metric] = ranking_metrics(true, pred, lo, hi)
         return {"searcher": self.name, "predicted_metrics": self.predicted, "alpha": self.alpha,
-                "n_startup_trials": self.n_startup, "rounds": self.rounds, "held_out_pooled": pooled,
+                "n_startup_trials": self.n_startup, "raise_free_bits": self._free_bits is not None,
+                "rounds": self.rounds, "held_out_pooled": pooled,
                 "n_measured": len(self._told), "n_prior_rows": len(self.context.prior)}
 
     # ---- resume -----------------------------------------------------------------------------------------
