@@ -4,7 +4,10 @@ At three size and three latency budgets (quantiles of random subnets of the spac
 (a) uniform W8A8 of the best architecture (the first stage of (c): architecture search at 8 bits),
 (b) HAWQ-V3's ILP on the largest subnet (``ilp-bits``; one candidate per budget, no seed dependence),
 (c) architecture search at W8A8, then ILP bits on its ``top_k`` best architectures (``nas-then-ilp``),
-(d) joint search (``predictor-nsga2``) with as many measured candidates as (c) used.
+(d) joint search (``predictor-nsga2``) with as many measured candidates as (c) used,
+(e) the same joint search told what (c) is told: its accuracy predictor takes the Hessian sensitivity of each
+    genome as a feature (``predictors.quant_sensitivity``), and it never lowers a bit that no cheap objective
+    gains by (``search.options.raise_free_bits``; ``--no-free-bits`` leaves that out, for an ablation).
 (c) and (d) run once per budget kind (objectives accuracy and that metric) and seed; each budget's answer is
 the candidate of highest validation accuracy among those meeting it, reported on the test images. Both
 searches use the same predictor-in-the-loop searcher (for (c) on the space with the bits pinned at 8), so
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +47,8 @@ from supernets.sensitivity import measure_quant_sensitivity
 
 RESULTS = Path(__file__).parent / "results"
 QUANTILES = {"size_kb": (0.3, 0.6, 0.9), "latency_ms": (0.25, 0.5, 0.75)}
-STARTUP, ROUND = 16, 8  # predictor-nsga2 settings of both searches
+STARTUP, ROUND = 16, 8  # predictor-nsga2 settings of every search
+METHODS = ("a_w8a8", "c_nas_then_ilp", "d_joint", "e_joint_informed")  # the searched methods ((b) is one ILP)
 
 
 def budgets_of(space, cheap, metric: str, n: int = 2000) -> list[Constraint]:
@@ -123,10 +128,16 @@ def run_kind(metric, budgets, seed, space, cheap, evaluator, context, args) -> d
     joint_s = get_searcher("predictor-nsga2", space, objectives, seed=seed, context=context,
                            n_startup_trials=STARTUP, batch_size=ROUND)
     joint = run_search(space, evaluator, joint_s, objectives=objectives, budget=len(sep.trials))
+    told = replace(context, model_options={**context.model_options, "sensitivity": context.sensitivity})
+    informed_s = get_searcher("predictor-nsga2", space, objectives, seed=seed, context=told,
+                              n_startup_trials=STARTUP, batch_size=ROUND, raise_free_bits=args.free_bits)
+    informed = run_search(space, evaluator, informed_s, objectives=objectives, budget=len(sep.trials))
     return {"a_w8a8": [best(sep.trials, b, lambda t: t.key in stage1) for b in budgets],
             "c_nas_then_ilp": [best(sep.trials, b) for b in budgets],
             "d_joint": [best(joint.trials, b) for b in budgets],
-            "measured": {"c_nas_then_ilp": len(sep.trials), "d_joint": len(joint.trials)}}
+            "e_joint_informed": [best(informed.trials, b) for b in budgets],
+            "measured": {"c_nas_then_ilp": len(sep.trials), "d_joint": len(joint.trials),
+                         "e_joint_informed": len(informed.trials)}}
 
 
 def ilp_on_largest(space, budgets, context, evaluator) -> list:
@@ -148,7 +159,7 @@ def summarise(rows: list[dict], budgets: dict, ilp: dict, test: MeasuredPool) ->
     for metric, bs in budgets.items():
         for i, b in enumerate(bs):
             entry = {}
-            for method in ("a_w8a8", "c_nas_then_ilp", "d_joint"):
+            for method in METHODS:
                 picks = [r[metric][method][i] for r in rows if metric in r]
                 acc = [test.measure(t.genome)["acc_q"] for t in picks if t is not None]
                 entry[method] = {"test_mean": float(np.mean(acc)) if acc else None,
@@ -159,8 +170,10 @@ def summarise(rows: list[dict], budgets: dict, ilp: dict, test: MeasuredPool) ->
             entry["b_ilp_largest"] = ({"infeasible": got} if isinstance(got, str) else
                                       {"test_mean": test.measure(got[0])["acc_q"], "test_std": 0.0,
                                        "val": got[1]["accuracy"], "picked": got[0].key})
-            c, d = entry["c_nas_then_ilp"]["test_mean"], entry["d_joint"]["test_mean"]
-            entry["d_minus_c_pp"] = None if c is None or d is None else 100 * (d - c)
+            c = entry["c_nas_then_ilp"]["test_mean"]
+            for joint in ("d", "e"):
+                j = entry[next(m for m in METHODS if m.startswith(joint))]["test_mean"]
+                entry[f"{joint}_minus_c_pp"] = None if c is None or j is None else 100 * (j - c)
             table[str(b)] = entry
     return table
 
@@ -178,6 +191,8 @@ def main() -> None:
     parser.add_argument("--backend", default="onnxruntime-int8")
     parser.add_argument("--kinds", nargs="+", default=["size_kb", "latency_ms"], choices=sorted(QUANTILES))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-free-bits", dest="free_bits", action="store_false",
+                        help="(e) without raise_free_bits: the sensitivity feature alone")
     parser.add_argument("--drop-all", dest="drop_lowest", action="store_false",
                         help="measure the accuracy drop of every lower choice (default: each gene's lowest only)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the pools, tables and result")
@@ -223,22 +238,26 @@ def main() -> None:
                   "measurements)", flush=True)
             done = {m: b for m, b in budgets.items() if any(m in r for r in rows)}
             table = summarise(rows, done, ilp, test)
-            met = [e["d_minus_c_pp"] >= 1.0 for e in table.values() if e["d_minus_c_pp"] is not None]
+            met = {j: [e[f"{j}_minus_c_pp"] >= 1.0 for e in table.values() if e[f"{j}_minus_c_pp"] is not None]
+                   for j in ("d", "e")}
             result = {"dataset": args.dataset, "checkpoint": stem, "seeds_done": {m: sum(m in r for r in rows)
                                                                                    for m in budgets},
                       "nas_trials": args.nas_trials, "top_k": args.top_k, "eval_samples": args.eval_samples,
                       "test_samples": args.test_samples, "hessian_samples": args.hessian_samples,
                       "backend": args.backend, "latency_bits_measured_as": bits_as,
+                      "e_settings": {"sensitivity_feature": "hessian", "raise_free_bits": args.free_bits},
                       "budgets": {m: [str(b) for b in bs] for m, bs in budgets.items()}, "spearman": spearman,
                       "drop_variants": "lowest choice of each gene" if args.drop_lowest else "every lower choice",
                       "sensitivity_seconds": sens_seconds, "table": table,
                       "measured": [{m: r[m]["measured"] for m in r} for r in rows],
-                      "target_d_ge_c_plus_1pp": {"met_at": int(sum(met)), "of": len(met)},
+                      **{f"target_{j}_ge_c_plus_1pp": {"met_at": int(sum(m)), "of": len(m)} for j, m in met.items()},
                       "seconds": time.perf_counter() - start}
             out.write_text(json.dumps(result, indent=1))
     print_table(result["table"])
-    print(f"target (d) >= (c) + 1 pp met at {result['target_d_ge_c_plus_1pp']['met_at']} of "
-          f"{result['target_d_ge_c_plus_1pp']['of']} budgets; wrote {out}")
+    for j in ("d", "e"):
+        target = result[f"target_{j}_ge_c_plus_1pp"]
+        print(f"target ({j}) >= (c) + 1 pp met at {target['met_at']} of {target['of']} budgets")
+    print(f"wrote {out}")
 
 
 def print_table(table: dict) -> None:
@@ -249,11 +268,15 @@ def print_table(table: dict) -> None:
             return "none feasible"
         return f"{100 * e['test_mean']:.2f}±{100 * e['test_std']:.2f}"
 
-    print(f"\n{'budget':24s} {'(a) W8A8':>14s} {'(b) ILP largest':>16s} {'(c) NAS→ILP':>14s} {'(d) joint':>14s} d−c pp")
+    def diff(value: float | None) -> str:
+        return "" if value is None else f"{value:+.2f}"
+
+    print(f"\n{'budget':24s} {'(a) W8A8':>14s} {'(b) ILP largest':>16s} {'(c) NAS→ILP':>14s} {'(d) joint':>14s} "
+          f"{'(e) informed':>14s} {'d−c pp':>7s} {'e−c pp':>7s}")
     for budget, e in table.items():
-        diff = "" if e["d_minus_c_pp"] is None else f"{e['d_minus_c_pp']:+.2f}"
         print(f"{budget:24s} {cell(e['a_w8a8']):>14s} {cell(e['b_ilp_largest']):>16s} "
-              f"{cell(e['c_nas_then_ilp']):>14s} {cell(e['d_joint']):>14s} {diff}")
+              f"{cell(e['c_nas_then_ilp']):>14s} {cell(e['d_joint']):>14s} {cell(e['e_joint_informed']):>14s} "
+              f"{diff(e['d_minus_c_pp']):>7s} {diff(e['e_minus_c_pp']):>7s}")
 
 
 if __name__ == "__main__":
