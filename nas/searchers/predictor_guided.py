@@ -55,8 +55,6 @@ class PredictorGuidedSearcher(Searcher):
         self.round_size = batch_size
         needed = dict.fromkeys([o.metric for o in self.objectives] + [c.metric for c in self.constraints])
         self.predicted = [m for m in needed if m not in self.context.cheap_metrics]
-        check_option("raise_free_bits", not raise_free_bits or self.context.cheap is not None, raise_free_bits,
-                     "false: no exact cheap metrics (analytic costs, latency tables) tell which bits are free")
         self._free_bits = (free_bits.cheap_directions(self.objectives, self.constraints, self.context.cheap_metrics)
                            if raise_free_bits else None)
         self._rng = np.random.default_rng(seed)
@@ -96,6 +94,9 @@ class PredictorGuidedSearcher(Searcher):
         """``genomes`` with their free bits raised (option ``raise_free_bits``), else as they are."""
         if self._free_bits is None or not genomes:
             return genomes
+        # Checked here, not when built: a config is validated without the run's evaluators.
+        check_option("raise_free_bits", self.context.cheap is not None, True,
+                     "false: no exact cheap metrics (analytic costs, latency tables) tell which bits are free")
         return free_bits.raise_free_bits(genomes, self.space, self.context.cheap_evaluate, self._free_bits)
 
     def _guided(self) -> list[Genome]:
