@@ -13,6 +13,8 @@ import pytest
 from conftest import qnas_command
 from nas import cli, commands
 from nas.cli import main, register_command
+from nas.experiment import build_space
+from nas.kinds import load_experiment
 from search_spaces.testing import TINY_MBV3_DEFAULT_CHOICES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +121,13 @@ def test_quickstart_runs_end_to_end(tmp_path, capsys):
     assert list((tmp_path / "qs" / "subnets").glob("*/model.pt2"))
     manifest = json.loads((tmp_path / "qs" / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["finished_at"]
+    # raise_free_bits: activation bits change neither the latency (an FP32 table here) nor the size constraint,
+    # so no measured genome lowers one; weight bits do change the size, and some are lowered.
+    space = build_space(load_experiment(QUICKSTART))
+    genomes = [space.from_dict(json.loads(line)["genome"]) for line in (tmp_path / "qs" / "trials.jsonl").open()]
+    bits = {kind: [g[q.name] for g in genomes for q in space.genes
+                   if q.name.endswith(kind) and space.is_active(g, q)] for kind in ("a_bits", "w_bits")}
+    assert set(bits["a_bits"]) == {8} and min(bits["w_bits"]) < 8
 
 
 @pytest.mark.parametrize("argv, message", [
