@@ -25,9 +25,9 @@ from nas.objectives import objective_matrix, violation_matrix
 from nas.pareto import front_indices, nondominated_ranks, spread
 from search_spaces import Genome, SearchSpace
 
+from . import free_bits
 from .base import Searcher, check_option, get_searcher, register_searcher
 from .context import SearchContext
-from . import free_bits
 
 __all__ = ["PredictorGuidedSearcher"]
 
@@ -82,12 +82,13 @@ class PredictorGuidedSearcher(Searcher):
     # ---- proposing ----------------------------------------------------------------------------------
     def _random(self, n: int) -> list[Genome]:
         out: dict[str, Genome] = {}
-        for _ in range(50):
-            for genome in self._raised([self.space.sample(self._rng) for _ in range(n - len(out))]):
+        draws = 0  # at most 50 n, drawn in batches of what is missing: one by one's draws exactly when not raising
+        while len(out) < n and draws < 50 * n:
+            k = min(n - len(out), 50 * n - draws)
+            draws += k
+            for genome in self._raised([self.space.sample(self._rng) for _ in range(k)]):
                 if genome.key not in self._told:
                     out.setdefault(genome.key, genome)
-            if len(out) == n:
-                break
         return list(out.values())
 
     def _raised(self, genomes: list[Genome]) -> list[Genome]:
@@ -97,6 +98,9 @@ class PredictorGuidedSearcher(Searcher):
         # Checked here, not when built: a config is validated without the run's evaluators.
         check_option("raise_free_bits", self.context.cheap is not None, True,
                      "false: no exact cheap metrics (analytic costs, latency tables) tell which bits are free")
+        check_option("raise_free_bits", bool(self._free_bits), True,
+                     "false: no objective or constraint is on an exact cheap metric "
+                     f"({', '.join(sorted(self.context.cheap_metrics))}), so every bit would rise to its highest")
         return free_bits.raise_free_bits(genomes, self.space, self.context.cheap_evaluate, self._free_bits)
 
     def _guided(self) -> list[Genome]:

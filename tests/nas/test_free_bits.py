@@ -10,9 +10,10 @@ import pytest
 from nas.evaluators import AnalyticEvaluator
 from nas.objectives import Constraint, Objective
 from nas.searchers import SearchContext, get_searcher
-from nas.searchers.free_bits import cheap_directions, raise_free_bits
+from nas.searchers.free_bits import _no_worse, bit_genes, cheap_directions, raise_free_bits
 from nas.searchers.testing import drive, evaluate, small_space
-from search_spaces import InputError
+from search_spaces import InputError, get_space
+from search_spaces.testing import TINY_MBV3_DEFAULT_CHOICES
 
 ACCURACY = Objective("accuracy", "max")
 
@@ -86,6 +87,32 @@ def test_metrics_of_other_evaluators_do_not_count(cheap):
     assert directions == {}
 
 
+def test_a_metric_wanted_both_ways_must_stay_as_it_is(space, cheap, genomes):
+    directions = cheap_directions((ACCURACY, Objective("size_kb", "max")), (Constraint("size_kb", "<=", 1e9),),
+                                  set(cheap.metrics))
+    assert directions == {"size_kb": "equal"}
+    raised = raise_free_bits(genomes, space, cheap_rows(cheap), directions)
+    assert [evaluate(g)["size_kb"] for g in raised] == [evaluate(g)["size_kb"] for g in genomes]
+
+
+@pytest.mark.parametrize("new, old, ok", [(math.inf, 1.0, False), (math.nan, 1.0, False), (math.inf, math.inf, True),
+                                          (1.0, math.nan, False), (1.0, 1.0 + 1e-12, True), (1.1, 1.0, False)])
+def test_a_value_that_is_not_finite_is_never_no_worse_unless_unchanged(new, old, ok):
+    assert _no_worse({"m": new}, {"m": old}, {"m": "min"}) is ok
+
+
+def test_granularity_and_symmetry_genes_are_never_touched():
+    space = get_space("mbv3", **TINY_MBV3_DEFAULT_CHOICES, search_granularity=True, search_symmetry=True)
+    others = [g for g in space.genes if g.kind == "quant" and g not in bit_genes(space)]
+    assert others and all(isinstance(c, str) for g in others for c in g.choices)
+    rng = np.random.default_rng(3)
+    genomes = [space.sample(rng) for _ in range(30)]
+    raised = raise_free_bits(genomes, space, lambda gs: [{} for _ in gs], {})
+    assert [[g[o.name] for o in others] for g in raised] == [[g[o.name] for o in others] for g in genomes]
+    assert {g[b.name] for g in raised for b in bit_genes(space) if space.is_active(g, b)} == \
+           {max(b.choices) for b in bit_genes(space)}
+
+
 def synthetic(genome):
     """Accuracy that grows with the network and with every bit (the monotone prior holds)."""
     row = evaluate(genome)
@@ -109,6 +136,14 @@ def test_the_option_must_be_a_boolean(space):
     with pytest.raises(InputError) as err:
         get_searcher("predictor-nsga2", space, (ACCURACY,), context=SearchContext(cheap=AnalyticEvaluator(space)),
                      raise_free_bits="yes")
+    assert err.value.field == "search.options.raise_free_bits"
+
+
+def test_with_no_cheap_objective_the_option_is_refused_when_asked(space, cheap):
+    searcher = get_searcher("predictor-nsga2", space, (ACCURACY,), context=SearchContext(cheap=cheap),
+                            raise_free_bits=True)
+    with pytest.raises(InputError, match="no objective or constraint is on an exact cheap metric") as err:
+        searcher.ask()
     assert err.value.field == "search.options.raise_free_bits"
 
 
