@@ -46,7 +46,7 @@ from supernets.hessian import measure_hessian_sensitivity
 from supernets.sensitivity import measure_quant_sensitivity
 
 RESULTS = Path(__file__).parent / "results"
-QUANTILES = {"size_kb": (0.3, 0.6, 0.9), "latency_ms": (0.25, 0.5, 0.75)}
+QUANTILES = {"size_kb": (0.3, 0.6, 0.9), "latency_ms": (0.25, 0.5, 0.75), "bitops": (0.3, 0.6, 0.9)}
 STARTUP, ROUND = 16, 8  # predictor-nsga2 settings of every search
 METHODS = ("a_w8a8", "c_nas_then_ilp", "d_joint", "e_joint_informed")  # the searched methods ((b) is one ILP)
 
