@@ -16,7 +16,7 @@ from typing import Any
 from nas.config import LoadedConfig
 from search_spaces import SearchSpace
 
-__all__ = ["is_bit_allocator", "check_bit_allocation", "bit_sensitivity", "HESSIAN_IMAGES"]
+__all__ = ["is_bit_allocator", "check_bit_allocation", "bit_sensitivity", "hessian_table", "HESSIAN_IMAGES"]
 
 #: Validation images the loss and its Hessian are averaged over (two batches of 128).
 HESSIAN_IMAGES = 256
@@ -78,7 +78,17 @@ def bit_sensitivity(loaded: LoadedConfig, space: SearchSpace, subnets: Any, run_
         return kl(True, space, subnets, run_dir, log)
     if setting != "hessian":
         return None
+    return hessian_table(space, subnets, run_dir, log, samples=samples)
+
+
+def hessian_table(space: SearchSpace, subnets: Any, run_dir: Path | None, log: Callable[[str], None] = print, *,
+                  samples: int = 16) -> Any:
+    """HAWQ-V3's table of the run's supernet: measured into ``hessian_sensitivity.json`` in the run folder, or
+    reread from it (a resumed run, or the bit allocator and the predictors of one run sharing it)."""
     from predictors.accuracy import HESSIAN_JSON, HessianSensitivity
+
+    if subnets is None or run_dir is None:
+        raise ValueError("measuring the Hessian sensitivity needs the supernet evaluator and the run directory")
 
     path = Path(run_dir) / HESSIAN_JSON
     if path.exists():

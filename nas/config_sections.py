@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -63,7 +64,8 @@ class PredictorsSection(BaseModel):
     measured accuracies join the training data of every round.
     ``quant_sensitivity``: ``true`` measures ZeroQ's per-layer sensitivity on the supernet before the
     search (``quant_sensitivity.json`` in the run directory) and gives the predictors each genome's
-    summed sensitivity as a feature; a path reuses a table an earlier run wrote.
+    summed sensitivity as a feature; ``hessian`` measures HAWQ-V3's Hessian costs instead (the table the
+    ILP bit allocators minimise, ``hessian_sensitivity.json``); a path reuses a table an earlier run wrote.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -80,18 +82,19 @@ class PredictorsSection(BaseModel):
     n_folds: int = Field(5, ge=2, le=20, description="cross-validation folds (model selection and CV+ intervals)")
     dataset: ExistingPath | None = Field(None, description="a predictor_dataset.csv of an earlier run: its measured "
                                                            "accuracies join the training data")
-    quant_sensitivity: bool | Path = Field(False, description="true: measure ZeroQ's per-layer quantization "
-                                                              "sensitivity on the supernet before the search and use "
-                                                              "it as a feature; a path: reuse a quant_sensitivity.json")
+    quant_sensitivity: bool | Literal["hessian"] | Path = Field(
+        False, description="true: measure ZeroQ's per-layer quantization sensitivity on the supernet before the "
+                           "search and use it as a feature; hessian: HAWQ-V3's Hessian costs instead; a path: reuse a "
+                           "quant_sensitivity.json or hessian_sensitivity.json")
 
     @field_validator("quant_sensitivity", mode="before")
     @classmethod
     def _flag_or_table(cls, value: object, info: ValidationInfo) -> object:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or value == "hessian":
             return value
         if isinstance(value, (str, Path)) and str(value).strip():
             return resolve_existing(Path(value), info)
-        raise ValueError(f"expected true, false or the path of a quant_sensitivity.json, got {value!r}")
+        raise ValueError(f"expected true, false, hessian or the path of a sensitivity table, got {value!r}")
 
     def predictor_options(self) -> dict[str, object]:
         """Keyword options of ``predictors.accuracy.make_predictor`` besides the model name."""

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.bit_stage import bit_sensitivity, check_bit_allocation
+from nas.bit_stage import bit_sensitivity, check_bit_allocation, hessian_table
 from nas.config import LoadedConfig
 from nas.rundir import atomic_write_json
 from nas.search import SearchResult
@@ -58,10 +58,11 @@ def check_predictors(loaded: LoadedConfig, space: SearchSpace) -> None:
         if name not in known or (field != "predictors.model" and name in ("auto", "ensemble")):
             raise loaded.error(field, f"unknown model {name!r}{nearest(name, known)} (known: {', '.join(known)})")
     prior_rows(loaded, space)
-    if section.quant_sensitivity is True and loaded.config.supernet is None:
-        raise loaded.error("predictors.quant_sensitivity", "true measures the sensitivity on the supernet, but this "
+    if section.quant_sensitivity in (True, "hessian") and loaded.config.supernet is None:
+        word = "true" if section.quant_sensitivity is True else "hessian"
+        raise loaded.error("predictors.quant_sensitivity", f"{word} measures the sensitivity on the supernet, but this "
                                                            "config has no supernet section; give the path of a "
-                                                           "quant_sensitivity.json or remove it")
+                                                           "saved sensitivity table or remove it")
     if isinstance(section.quant_sensitivity, Path):
         from predictors.accuracy import QuantSensitivity
 
@@ -100,16 +101,19 @@ def search_context(loaded: LoadedConfig, space: SearchSpace, cheap: Any, *, subn
                          sensitivity=bit_sensitivity(loaded, space, subnets, run_dir, log, kl=quant_sensitivity))
 
 
-def quant_sensitivity(setting: bool | Path, space: SearchSpace, subnets: Any, run_dir: Path | None,
+def quant_sensitivity(setting: bool | str | Path, space: SearchSpace, subnets: Any, run_dir: Path | None,
                       log: Callable[[str], None] = print) -> Any:
-    """The run's :class:`QuantSensitivity`: ``None`` (off), loaded from a path, or measured on the supernet
-    (``SENSITIVITY_IMAGES`` validation images) and saved in the run directory — reread when resuming."""
+    """The run's :class:`QuantSensitivity`: ``None`` (off), loaded from a path, HAWQ-V3's Hessian table
+    (``hessian``), or ZeroQ's KL measured on the supernet (``SENSITIVITY_IMAGES`` validation images); measured
+    tables are saved in the run directory and reread when resuming."""
     if setting is False:
         return None
     from predictors.accuracy import SENSITIVITY_JSON, QuantSensitivity
 
     if isinstance(setting, Path):
         return QuantSensitivity.load(setting, space)
+    if setting == "hessian":
+        return hessian_table(space, subnets, run_dir, log)
     if subnets is None or run_dir is None:
         raise ValueError("measuring the quantization sensitivity needs the supernet evaluator and the run directory")
     path = Path(run_dir) / SENSITIVITY_JSON
@@ -172,6 +176,12 @@ def write_predictor_artifacts(run_dir: Path, searcher: Any, result: SearchResult
     return lines
 
 
+#: The sensitivity a predictor report names (its table's metric), in words; ``True`` is how reports written
+#: before the metric was recorded name ZeroQ's table.
+SENSITIVITY_NAMES = {"kl": "ZeroQ's output KL", "hawq": "HAWQ-V3's Hessian trace × quantization perturbation",
+                     "True": "ZeroQ's output KL"}
+
+
 def feature_summary(reports: Any) -> str:
     """What the predictors of the last round saw, in words (from their reports)."""
     reports = list(reports)
@@ -180,9 +190,9 @@ def feature_summary(reports: Any) -> str:
         parts.append("the space's gene interactions (joint one-hot of declared pairs)")
     if any(rep.get("analytic_features") for rep in reports):
         parts += ["log costs", "the bit-width histogram"]
-    if any(rep.get("quant_sensitivity") for rep in reports):
-        parts.append("each genome's summed per-layer quantization sensitivity (ZeroQ's output KL, "
-                     "`quant_sensitivity.json`)")
+    tables = {rep.get("quant_sensitivity") for rep in reports} - {None, False}
+    for metric in sorted(map(str, tables)):
+        parts.append(f"each genome's summed per-layer quantization sensitivity ({SENSITIVITY_NAMES.get(metric, metric)})")
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
 

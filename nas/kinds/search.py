@@ -89,7 +89,8 @@ def _section_rows(exp: Experiment) -> list[tuple[str, str]]:
                      f"{s.batch_size}, lr {s.lr:g}, {s.random_subnets} random subnets per step"))
     if config.predictors is not None:
         p = config.predictors
-        sensitivity = {True: ", quantization sensitivity measured on the supernet", False: ""}.get(
+        sensitivity = {True: ", quantization sensitivity measured on the supernet", False: "",
+                       "hessian": ", Hessian sensitivity (HAWQ-V3) measured on the supernet"}.get(
             p.quant_sensitivity, f", quantization sensitivity from {p.quant_sensitivity}")
         rows.append(("predictors", f"{p.model}" + (f" among {', '.join(p.candidates)}" if p.model == "auto" else "")
                      + (f", prior dataset {p.dataset}" if p.dataset else "") + sensitivity))

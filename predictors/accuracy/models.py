@@ -201,7 +201,8 @@ class RegressorPredictor(AccuracyPredictor):
     def _extra_report(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"requested": self.model, "analytic_features": self.analytic_features,
                                  "interactions": self.encoder.interactions,
-                                 "quant_sensitivity": self.encoder.sensitivity is not None}
+                                 "quant_sensitivity": (self.encoder.sensitivity.metric
+                                                       if self.encoder.sensitivity is not None else False)}
         if self.model == "auto":
             extra["candidates"] = list(self.candidates)
         if self.model == "ensemble":

@@ -295,7 +295,8 @@ class TransferPredictor(AccuracyPredictor):
     def _extra_report(self) -> dict[str, Any]:
         return {"method": self.method, "pretrained": self.pretrained, "n_pretrain": self._n_pretrain,
                 "analytic_features": self.analytic_features,
-                "quant_sensitivity": self.quant_encoder.sensitivity is not None,
+                "quant_sensitivity": (self.quant_encoder.sensitivity.metric
+                                      if self.quant_encoder.sensitivity is not None else False),
                 **({"hidden": list(self.hidden)} if self.method == "mlp" else
                    {"base_model": self.base_model, "members": list(self.members)} if self.method == "stacked" else
                    {"base_model": self.base_model, "residual_model": self.residual_model})}

@@ -8,7 +8,7 @@ import yaml
 
 from nas.kinds import load_experiment
 from nas.runner import prepare, start_run
-from predictors.accuracy import PredictorDataset, QuantSensitivity
+from predictors.accuracy import HessianSensitivity, PredictorDataset, QuantSensitivity
 from search_spaces import InputError, get_space
 
 from test_supernet_run import CONFIG as BASE
@@ -59,7 +59,7 @@ def test_predictor_dataset_is_written_and_reusable(first, tmp_path):
     ({"search": BASE["search"]}, ["predictors", "does not use predictors", "predictor-nsga2"]),
     ({"predictors": {"model": "ridgee"}}, ["predictors.model", "did you mean 'ridge'"]),
     ({"predictors": {"candidates": ["svr", "auto"]}}, ["predictors.candidates[1]", "unknown model 'auto'"]),
-    ({"predictors": {"quant_sensitivity": 3}}, ["predictors.quant_sensitivity", "expected true, false or the path"]),
+    ({"predictors": {"quant_sensitivity": 3}}, ["predictors.quant_sensitivity", "expected true, false, hessian or the path"]),
     ({"predictors": {"quant_sensitivity": "absent.json"}}, ["predictors.quant_sensitivity", "absent.json"]),
     ({"predictors": {"interactions": "sometimes"}}, ["predictors.interactions", "bool"]),
 ])
@@ -113,5 +113,22 @@ def test_quant_sensitivity_of_another_space_or_without_a_supernet_is_refused(fir
     analytic = CONFIG | {"supernet": None, "predictors": {"quant_sensitivity": True},
                          "search": CONFIG["search"] | {"objectives": [{"metric": "size_kb", "direction": "min"},
                                                                       {"metric": "bitops", "direction": "min"}]}}
-    with pytest.raises(InputError, match="predictors.quant_sensitivity.*no supernet section"):
-        prepare(load_experiment(write(tmp_path, {k: v for k, v in analytic.items() if v is not None})))
+    for setting in (True, "hessian"):
+        analytic["predictors"] = {"quant_sensitivity": setting}
+        with pytest.raises(InputError, match="predictors.quant_sensitivity.*no supernet section"):
+            prepare(load_experiment(write(tmp_path, {k: v for k, v in analytic.items() if v is not None})))
+
+
+def test_hessian_sensitivity_is_the_predictors_feature_when_asked(first, tmp_path):
+    """``hessian``: HAWQ-V3's table of the supernet, measured into the run folder, is the predictors' feature."""
+    reuse = {"checkpoint": str(first.run_dir / "supernet.pt"), "bn_calib_samples": 128}
+    run = start_run(write(tmp_path, CONFIG | {"supernet": reuse,
+                                              "predictors": {"model": "ridge", "quant_sensitivity": "hessian"}}))
+    space = get_space("mbv3", **BASE["search_space"]["options"])
+    table = HessianSensitivity.load(run.run_dir / "hessian_sensitivity.json", space)
+    assert set(table.values) == {g.name for g in space.genes if g.kind == "quant"} and table.samples == 16
+    assert not (run.run_dir / "quant_sensitivity.json").exists()
+    report = json.loads((run.run_dir / "predictor_report.json").read_text())
+    guided = [r for r in report["rounds"] if r.get("predictors")]
+    assert guided and all(r["predictors"]["accuracy"]["quant_sensitivity"] == "hawq" for r in guided)
+    assert "HAWQ-V3's Hessian trace" in (run.run_dir / "report.md").read_text()
