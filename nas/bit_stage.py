@@ -16,7 +16,8 @@ from typing import Any
 from nas.config import LoadedConfig
 from search_spaces import SearchSpace
 
-__all__ = ["is_bit_allocator", "check_bit_allocation", "bit_sensitivity", "hessian_table", "HESSIAN_IMAGES"]
+__all__ = ["is_bit_allocator", "check_bit_allocation", "bit_sensitivity", "hessian_table", "hessian_samples",
+           "HESSIAN_IMAGES"]
 
 #: Validation images the loss and its Hessian are averaged over (two batches of 128).
 HESSIAN_IMAGES = 256
@@ -31,7 +32,13 @@ def is_bit_allocator(algorithm: str) -> bool:
 
 def _setting(loaded: LoadedConfig) -> tuple[str, int]:
     options = loaded.config.search.options
-    return str(options.get("sensitivity", "hessian")), options.get("hessian_samples", 16)
+    return str(options.get("sensitivity", "hessian")), hessian_samples(loaded)
+
+
+def hessian_samples(loaded: LoadedConfig) -> int:
+    """Rademacher vectors of the run's Hessian table (``search.options.hessian_samples`` of a bit allocator, else
+    16): the predictors' feature and the ILP's costs of one run are one table."""
+    return loaded.config.search.options.get("hessian_samples", 16)
 
 
 def check_bit_allocation(loaded: LoadedConfig) -> None:
@@ -92,8 +99,12 @@ def hessian_table(space: SearchSpace, subnets: Any, run_dir: Path | None, log: C
 
     path = Path(run_dir) / HESSIAN_JSON
     if path.exists():
-        log(f"Hessian sensitivity: reusing {path}")
-        return HessianSensitivity.load(path, space)
+        table = HessianSensitivity.load(path, space)
+        if table.samples == samples:
+            log(f"Hessian sensitivity: reusing {path}")
+            return table
+        log(f"Hessian sensitivity: {path} was measured with {table.samples} Rademacher samples, not {samples}: "
+            "measuring it again")
     import torch
 
     from supernets.hessian import measure_hessian_sensitivity

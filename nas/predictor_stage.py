@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.bit_stage import bit_sensitivity, check_bit_allocation, hessian_table
+from nas.bit_stage import bit_sensitivity, check_bit_allocation, hessian_samples, hessian_table
 from nas.config import LoadedConfig
 from nas.rundir import atomic_write_json
 from nas.search import SearchResult
@@ -94,7 +94,8 @@ def search_context(loaded: LoadedConfig, space: SearchSpace, cheap: Any, *, subn
 
     section = loaded.config.predictors or PredictorsSection()
     options = dict(section.predictor_options())
-    table = quant_sensitivity(section.quant_sensitivity, space, subnets, run_dir, log)
+    table = quant_sensitivity(section.quant_sensitivity, space, subnets, run_dir, log,
+                              hessian_samples=hessian_samples(loaded))
     if table is not None:
         options["sensitivity"] = table
     return SearchContext(cheap=cheap, model=section.model, model_options=options, prior=prior_rows(loaded, space),
@@ -102,7 +103,7 @@ def search_context(loaded: LoadedConfig, space: SearchSpace, cheap: Any, *, subn
 
 
 def quant_sensitivity(setting: bool | str | Path, space: SearchSpace, subnets: Any, run_dir: Path | None,
-                      log: Callable[[str], None] = print) -> Any:
+                      log: Callable[[str], None] = print, *, hessian_samples: int = 16) -> Any:
     """The run's :class:`QuantSensitivity`: ``None`` (off), loaded from a path, HAWQ-V3's Hessian table
     (``hessian``), or ZeroQ's KL measured on the supernet (``SENSITIVITY_IMAGES`` validation images); measured
     tables are saved in the run directory and reread when resuming."""
@@ -113,7 +114,7 @@ def quant_sensitivity(setting: bool | str | Path, space: SearchSpace, subnets: A
     if isinstance(setting, Path):
         return QuantSensitivity.load(setting, space)
     if setting == "hessian":
-        return hessian_table(space, subnets, run_dir, log)
+        return hessian_table(space, subnets, run_dir, log, samples=hessian_samples)
     if subnets is None or run_dir is None:
         raise ValueError("measuring the quantization sensitivity needs the supernet evaluator and the run directory")
     path = Path(run_dir) / SENSITIVITY_JSON

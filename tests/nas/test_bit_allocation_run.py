@@ -74,3 +74,28 @@ def test_a_saved_table_is_reused_and_kl_is_measured_for_nas_then_ilp(measured, t
     assert len((two.run_dir / "trials.jsonl").read_text().splitlines()) == 5
     report = (two.run_dir / "report.md").read_text()  # the unmet budget is reported, not silently skipped
     assert f"budget '{unmet}': none of the 4 architectures the first stage measured can meet it" in report
+
+
+def test_the_predictors_and_the_ilp_of_one_run_share_one_hessian_table(measured, tmp_path):
+    """``predictors.quant_sensitivity: hessian`` beside a Hessian ILP: one table, measured once with the ILP's
+    samples."""
+    from nas.experiment import SilentReporter
+
+    lines: list[str] = []
+
+    class Lines(SilentReporter):
+        def info(self, line: str) -> None:
+            lines.append(line)
+
+    budgets, first = measured
+    reuse = {"checkpoint": str(first.run_dir / "supernet.pt"), "bn_calib_samples": 128}
+    cfg = config({"budgets": budgets[:1], "hessian_samples": 3, "nas_trials": 4, "top_k": 1, "inner": "random",
+                  "inner_options": {"batch_size": 4}}, algorithm="nas-then-ilp", budget=5, supernet=reuse,
+                 predictors={"model": "ridge", "quant_sensitivity": "hessian"})
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg | {"output": {"root": str(tmp_path / "runs"), "export_top": 1}}))
+    shared = start_run(path, reporter=Lines())
+    assert HessianSensitivity.load(shared.run_dir / HESSIAN_JSON, SPACE).samples == 3
+    assert len((shared.run_dir / "trials.jsonl").read_text().splitlines()) == 5
+    measures = [line for line in lines if line.startswith("Hessian sensitivity")]
+    assert len(measures) == 2 and "3 Rademacher samples" in measures[0] and "reusing" in measures[1], measures
