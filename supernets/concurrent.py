@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import copy
 import queue
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TypeVar
 
 import torch
 
@@ -21,7 +22,25 @@ from search_spaces import Genome
 
 from .evaluate import SubnetEvaluator
 
-__all__ = ["ConcurrentSubnets", "replica"]
+__all__ = ["ConcurrentSubnets", "replica", "on_stream"]
+
+T = TypeVar("T")
+
+
+def on_stream(stream: torch.cuda.Stream | None, work: Callable[[], T]) -> T:
+    """``work()`` on ``stream`` (``None``: as it comes), finished when this returns.
+
+    The stream first waits for the device's default stream, where the model and the images were written, and
+    is synchronised at the end, so whatever ``work`` left queued (BN statistics put back, weights stepped) is
+    done before the caller hands its model to anyone else.
+    """
+    if stream is None:
+        return work()
+    stream.wait_stream(torch.cuda.default_stream(stream.device))
+    with torch.cuda.stream(stream):
+        out = work()
+    stream.synchronize()
+    return out
 
 
 def replica(evaluator: SubnetEvaluator) -> SubnetEvaluator:
@@ -65,17 +84,8 @@ class ConcurrentSubnets:
 
     def _measure(self, position: int, genome: Genome) -> tuple[int, dict[str, float]]:
         ev, stream = self._free.get()
-        try:
-            if stream is None:
-                return position, ev.measure(genome)
-            # the images and the replica were written on the device's default stream: wait for them; and the
-            # BN statistics put back at the end are queued on this stream: finish them before the replica is
-            # handed to anyone (or the default stream uses the live supernet again)
-            stream.wait_stream(torch.cuda.default_stream(stream.device))
-            with torch.cuda.stream(stream):
-                metrics = ev.measure(genome)
-            stream.synchronize()
-            return position, metrics
+        try:  # finished on its stream before the replica is handed to anyone (or the live supernet used again)
+            return position, on_stream(stream, lambda: ev.measure(genome))
         finally:
             self._free.put((ev, stream))
 

@@ -390,16 +390,14 @@ def train_together(trainers: list[SupernetTrainer], placement: Placement, *, con
     :class:`~supernets.concurrent.ConcurrentSubnets` does) or one after another; wall seconds."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from supernets.concurrent import on_stream
+
+    def train(trainer: SupernetTrainer) -> None:
+        while not trainer.done:
+            trainer.train_epoch()
+
     def run(trainer: SupernetTrainer, stream: torch.cuda.Stream | None) -> None:
-        if stream is None:
-            while not trainer.done:
-                trainer.train_epoch()
-            return
-        stream.wait_stream(torch.cuda.default_stream(stream.device))  # the model and data came from the default one
-        with torch.cuda.stream(stream):
-            while not trainer.done:
-                trainer.train_epoch()
-        stream.synchronize()
+        on_stream(stream, lambda: train(trainer))
 
     synchronize(placement)
     t = time.perf_counter()
