@@ -16,8 +16,8 @@ from typing import Any
 from nas.config import LoadedConfig
 from search_spaces import SearchSpace
 
-__all__ = ["is_bit_allocator", "check_bit_allocation", "bit_sensitivity", "hessian_table", "hessian_samples",
-           "HESSIAN_IMAGES"]
+__all__ = ["is_bit_allocator", "check_bit_allocation", "check_hessian_space", "bit_sensitivity", "hessian_table",
+           "hessian_samples", "HESSIAN_IMAGES"]
 
 #: Validation images the loss and its Hessian are averaged over (two batches of 128).
 HESSIAN_IMAGES = 256
@@ -41,8 +41,9 @@ def hessian_samples(loaded: LoadedConfig) -> int:
     return loaded.config.search.options.get("hessian_samples", 16)
 
 
-def check_bit_allocation(loaded: LoadedConfig) -> None:
-    """A measured sensitivity needs a supernet (before any work: one error naming the option)."""
+def check_bit_allocation(loaded: LoadedConfig, space: SearchSpace) -> None:
+    """A measured sensitivity needs a supernet, and the Hessian one a supernet it can be measured on (before any
+    work: one error naming the option)."""
     from nas.searchers.bit_allocation import SENSITIVITY_SOURCES
 
     if not is_bit_allocator(loaded.config.search.algorithm):
@@ -53,6 +54,20 @@ def check_bit_allocation(loaded: LoadedConfig) -> None:
         raise loaded.error("search.options.sensitivity", f"{setting!r} is measured on the supernet, but this config "
                                                          "has no supernet section; add one or give the path of a "
                                                          "saved sensitivity table")
+    if setting == "hessian":
+        check_hessian_space(loaded, space, "search.options.sensitivity", instead="kl")
+
+
+def check_hessian_space(loaded: LoadedConfig, space: SearchSpace, field: str, *, instead: str) -> None:
+    """The Hessian table is measured on the CNN supernet's blocks only: another family's space is one error."""
+    from supernets.families import supernet_class
+    from supernets.supernet import QuantSupernet
+
+    family = supernet_class(space)
+    if not issubclass(family, QuantSupernet):
+        raise loaded.error(field, f"HAWQ-V3's Hessian sensitivity is measured on the CNN supernet's blocks, and space "
+                                  f"{space.name!r} trains a {family.__name__}; use {instead} (ZeroQ's output KL) "
+                                  "or the path of a saved table")
 
 
 def _check_budget_metrics(loaded: LoadedConfig) -> None:

@@ -92,6 +92,8 @@ class PredictorsSection(BaseModel):
     def _flag_or_table(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, bool) or value == "hessian":
             return value
+        if isinstance(value, str) and value.strip().lower() == "hessian":
+            raise ValueError(f"got {value!r}; did you mean 'hessian'?")
         if isinstance(value, (str, Path)) and str(value).strip():
             return resolve_existing(Path(value), info)
         raise ValueError(f"expected true, false, hessian or the path of a sensitivity table, got {value!r}")

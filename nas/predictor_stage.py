@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.bit_stage import bit_sensitivity, check_bit_allocation, hessian_samples, hessian_table
+from nas.bit_stage import bit_sensitivity, check_bit_allocation, check_hessian_space, hessian_samples, hessian_table
 from nas.config import LoadedConfig
 from nas.rundir import atomic_write_json
 from nas.search import SearchResult
@@ -43,7 +43,7 @@ def uses_predictors(algorithm: str) -> bool:
 
 def check_predictors(loaded: LoadedConfig, space: SearchSpace) -> None:
     """A ``predictors`` section must matter for the searcher, name known models and load its dataset."""
-    check_bit_allocation(loaded)
+    check_bit_allocation(loaded, space)
     section, algorithm = loaded.config.predictors, loaded.config.search.algorithm
     if section is None:
         return
@@ -63,6 +63,8 @@ def check_predictors(loaded: LoadedConfig, space: SearchSpace) -> None:
         raise loaded.error("predictors.quant_sensitivity", f"{word} measures the sensitivity on the supernet, but this "
                                                            "config has no supernet section; give the path of a "
                                                            "saved sensitivity table or remove it")
+    if section.quant_sensitivity == "hessian":
+        check_hessian_space(loaded, space, "predictors.quant_sensitivity", instead="true")
     if isinstance(section.quant_sensitivity, Path):
         from predictors.accuracy import QuantSensitivity
 
@@ -192,8 +194,8 @@ def feature_summary(reports: Any) -> str:
     if any(rep.get("analytic_features") for rep in reports):
         parts += ["log costs", "the bit-width histogram"]
     tables = {rep.get("quant_sensitivity") for rep in reports} - {None, False}
-    for metric in sorted(map(str, tables)):
-        parts.append(f"each genome's summed per-layer quantization sensitivity ({SENSITIVITY_NAMES.get(metric, metric)})")
+    for name in sorted({SENSITIVITY_NAMES.get(str(metric), str(metric)) for metric in tables}):
+        parts.append(f"each genome's summed per-layer quantization sensitivity ({name})")
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
 

@@ -61,6 +61,7 @@ def test_predictor_dataset_is_written_and_reusable(first, tmp_path):
     ({"predictors": {"candidates": ["svr", "auto"]}}, ["predictors.candidates[1]", "unknown model 'auto'"]),
     ({"predictors": {"quant_sensitivity": 3}}, ["predictors.quant_sensitivity", "expected true, false, hessian or the path"]),
     ({"predictors": {"quant_sensitivity": "absent.json"}}, ["predictors.quant_sensitivity", "absent.json"]),
+    ({"predictors": {"quant_sensitivity": "Hessian"}}, ["predictors.quant_sensitivity", "did you mean 'hessian'"]),
     ({"predictors": {"interactions": "sometimes"}}, ["predictors.interactions", "bool"]),
 ])
 def test_bad_predictor_sections_are_named(tmp_path, change, expected):

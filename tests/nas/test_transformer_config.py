@@ -53,6 +53,10 @@ def test_a_text_dataset_fits_an_lm_space(config_path):
      ["dataset.name", "dataset 'digits' holds images but search space 'transformer' reads text"]),
     ([], ["search.objectives[0].metric", "'val_loss' is not available", "add a `supernet:` section"]),
     (["search_space.options.heads=[3]"], ["search_space.options.heads", "does not divide the largest width 16"]),
+    (["supernet={epochs: 1}", "search.algorithm=predictor-nsga2", "predictors={quant_sensitivity: hessian}"],
+     ["predictors.quant_sensitivity", "trains a TransformerSupernet", "use true"]),
+    (["supernet={epochs: 1}", "search.algorithm=ilp-bits", "search.options={budgets: ['size_kb <= 100']}",
+      "search.budget=1"], ["search.options.sensitivity", "trains a TransformerSupernet", "use kl"]),
 ])
 def test_mismatches_are_one_line_naming_the_key(config_path, overrides, expected):
     with pytest.raises(InputError) as info:
