@@ -59,15 +59,16 @@ def check_bit_allocation(loaded: LoadedConfig, space: SearchSpace) -> None:
 
 
 def check_hessian_space(loaded: LoadedConfig, space: SearchSpace, field: str, *, instead: str) -> None:
-    """The Hessian table is measured on the CNN supernet's blocks only: another family's space is one error."""
+    """The Hessian table needs a supernet that says which quantizers each gene sets (``gene_quantizers`` and
+    ``reference_modes``, as the CNN and transformer supernets do): another family's space is one error."""
     from supernets.families import supernet_class
-    from supernets.supernet import QuantSupernet
 
     family = supernet_class(space)
-    if not issubclass(family, QuantSupernet):
-        raise loaded.error(field, f"HAWQ-V3's Hessian sensitivity is measured on the CNN supernet's blocks, and space "
-                                  f"{space.name!r} trains a {family.__name__}; use {instead} (ZeroQ's output KL) "
-                                  "or the path of a saved table")
+    if not all(hasattr(family, name) for name in ("gene_quantizers", "reference_modes")):
+        raise loaded.error(field, f"HAWQ-V3's Hessian sensitivity needs a supernet that maps genes to quantizers "
+                                  f"(gene_quantizers, reference_modes), and space {space.name!r} trains a "
+                                  f"{family.__name__}, which does not; use {instead} (ZeroQ's output KL) or the path "
+                                  "of a saved table")
 
 
 def _check_budget_metrics(loaded: LoadedConfig) -> None:

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from search_spaces import Gene, Genome, SearchSpace
 
 from .device import placement_of
-from .blocks import spec_modes
 from .evaluate import batches, bn_recalibrated
 from .quant import LsqActQuantizer, LsqWeightQuantizer, QuantMode
 
@@ -46,11 +46,6 @@ class HessianTraces:
     omega: dict[str, dict]
     samples: int
     images: int
-
-
-def _quantizers(supernet: nn.Module, block: str, kind: type) -> list[nn.Module]:
-    module = supernet.blocks[block.replace(".", "_")]
-    return [m for m in module.modules() if isinstance(m, kind)]
 
 
 class _Capture:
@@ -97,15 +92,11 @@ def _tensors_by_gene(space: SearchSpace, supernet: nn.Module, ref: Genome) -> di
     for gene in space.genes:
         if gene.kind != "quant" or not space.is_active(ref, gene):
             continue
-        block, _, suffix = gene.name.rpartition(".")
-        if suffix == "a_bits":
-            kind = LsqActQuantizer
-        elif suffix in _WEIGHT_GENES:
-            kind = LsqWeightQuantizer
-        else:
+        suffix = gene.name.rpartition(".")[2]
+        if suffix != "a_bits" and suffix not in _WEIGHT_GENES:
             raise ValueError(f"no Hessian sensitivity rule for quantization gene {gene.name!r}")
         if suffix in ("a_bits", "w_bits"):  # granularity/symmetry genes share the w_bits tensors
-            for module in _quantizers(supernet, block, kind):
+            for module in supernet.gene_quantizers(gene.name):
                 out[module] = gene.name
     return out
 
@@ -134,9 +125,11 @@ def measure_hessian_sensitivity(supernet, calib_x: Tensor, x: Tensor, y: Tensor,
     """Average Hessian traces and HAWQ-V3 costs ``Ω(choice)`` of every quantization gene of ``reference``.
 
     Args:
-        supernet: a trained :class:`~supernets.supernet.QuantSupernet`.
+        supernet: a trained supernet that maps genes to quantizers (``gene_quantizers``, ``reference_modes``):
+            the CNN :class:`~supernets.supernet.QuantSupernet` or the transformer's.
         calib_x: images whose batch statistics recalibrate BN.
-        x, y: labelled images the loss (cross-entropy) and its Hessian are averaged over.
+        x, y: labelled inputs (images, or token windows and their next tokens) the loss (cross-entropy) and its
+            Hessian are averaged over.
         samples: Rademacher vectors per batch (HAWQ uses 20–50; the trace ranks layers with fewer).
         seed: seeds the Rademacher vectors (a torch generator; global state untouched).
         reference: the subnet measured (default the largest, which uses every quantization gene).
@@ -147,7 +140,7 @@ def measure_hessian_sensitivity(supernet, calib_x: Tensor, x: Tensor, y: Tensor,
     calib = [put(xb) for xb, _ in batches(calib_x, None, batch_size)]
     supernet.init_quantizers(calib[0])
     owners = _tensors_by_gene(space, supernet, ref)
-    specs = {s.slot: s for s in supernet.specs(ref)}
+    modes = supernet.reference_modes(ref)
     generator = torch.Generator().manual_seed(seed)
     trace: dict[str, list[float]] = {}
     omega: dict[str, dict] = {g.name: {c: 0.0 for c in g.choices} for g in space.genes
@@ -156,9 +149,10 @@ def measure_hessian_sensitivity(supernet, calib_x: Tensor, x: Tensor, y: Tensor,
     was_training = supernet.training
     supernet.eval()
     try:
-        with supernet.subnet(ref, quantize=False), bn_recalibrated(supernet, calib), _twice_differentiable(supernet):
+        with (supernet.subnet(ref, quantize=False), bn_recalibrated(supernet, calib), _twice_differentiable(supernet),
+              sdpa_kernel(SDPBackend.MATH)):  # the fused attention kernels have no second derivative either
             for done, (xb, yb) in enumerate(todo, 1):
-                _one_batch(space, supernet, owners, specs, put(xb), put(yb), samples, generator, trace, omega,
+                _one_batch(space, supernet, owners, modes, put(xb), put(yb), samples, generator, trace, omega,
                            len(todo))
                 if progress is not None:
                     progress(done, len(todo))
@@ -168,12 +162,13 @@ def measure_hessian_sensitivity(supernet, calib_x: Tensor, x: Tensor, y: Tensor,
     return HessianTraces(traces, _with_modes(omega, space), samples, len(x))
 
 
-def _one_batch(space, supernet, owners, specs, xb, yb, samples, generator, trace, omega, n_batches) -> None:
+def _one_batch(space, supernet, owners, modes, xb, yb, samples, generator, trace, omega, n_batches) -> None:
     """Add one batch's share of every gene's trace and Ω (averaged over ``n_batches``)."""
     capture = _Capture(owners)
     try:
         with torch.enable_grad():
-            loss = F.cross_entropy(supernet(xb), yb)  # float forward: the quantizers see full-precision inputs
+            # float forward: the quantizers see full-precision inputs; an LM's logits are (B, V, T), a class per token
+            loss = F.cross_entropy(supernet(xb), yb)
             seen = [item for item in capture.seen if item[2].requires_grad]
             totals = _hutchinson(loss, [t for _, _, t, _ in seen], samples, generator)
     finally:
@@ -187,7 +182,7 @@ def _one_batch(space, supernet, owners, specs, xb, yb, samples, generator, trace
     with torch.no_grad():
         for gene_name, module, tensor, _ in seen:
             block = gene_name.rpartition(".")[0]
-            w_mode, a_mode = spec_modes(specs[block])  # the reference's modes; each variant changes one field
+            w_mode, a_mode = modes[block]  # the reference's modes; each variant changes one field
             genes = [g for g in omega if g.rpartition(".")[0] == block
                      and (g.endswith("a_bits") == isinstance(module, LsqActQuantizer))]
             for name in genes:

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from search_spaces import BlockSpec, Genome, InputError, SearchSpace
 
 from .elastic import act_modes
-from .blocks import build_elastic_block
-from .quant import QuantMode
+from .blocks import build_elastic_block, spec_modes
+from .quant import LsqActQuantizer, LsqWeightQuantizer, QuantMode
 from .selection import SubnetSelection
 from .static_net import StaticNet
 
@@ -69,6 +69,17 @@ class QuantSupernet(SubnetSelection):
         if not quantize:
             specs = [dataclasses.replace(s, w_bits=32, a_bits=32) for s in specs]
         return tuple(specs)
+
+    def gene_quantizers(self, gene: str) -> list[nn.Module]:
+        """The LSQ quantizers whose precision quantization gene ``gene`` sets: its block's activation quantizers
+        (``a_bits``) or weight quantizers (the weight genes)."""
+        block, _, suffix = gene.rpartition(".")
+        kind = LsqActQuantizer if suffix == "a_bits" else LsqWeightQuantizer
+        return [m for m in self.blocks[_module_key(block)].modules() if isinstance(m, kind)]
+
+    def reference_modes(self, genome: Genome) -> dict[str, tuple[QuantMode, QuantMode]]:
+        """(weight, activation) mode of each block of ``genome``, by the genes' prefix (the block's slot)."""
+        return {spec.slot: spec_modes(spec) for spec in self.specs(genome)}
 
     def _forward(self, x: Tensor, specs: tuple[BlockSpec, ...]) -> Tensor:
         size = specs[0].in_size

@@ -89,6 +89,23 @@ class TransformerSupernet(SubnetSelection):
         module = (self.attn if part == "attn" else self.mlp)[int(layer[1:]) - 1]
         return module, (spec.width, spec.heads if spec.op == "attention" else spec.inner, *_modes(spec))
 
+    def gene_quantizers(self, gene: str) -> list[nn.Module]:
+        """The LSQ quantizers whose precision quantization gene ``gene`` (``l<i>.<group>.<kind>``) sets: the
+        linear group's input quantizer (``a_bits``) or its weight quantizers (one per stacked part)."""
+        layer, group, suffix = gene.split(".")
+        linear = getattr((self.attn if group in ("qkv", "proj") else self.mlp)[int(layer[1:]) - 1], group)
+        return [linear.a_quant] if suffix == "a_bits" else list(linear.w_quant)
+
+    def reference_modes(self, genome: Genome) -> dict[str, Modes]:
+        """(weight, activation) mode of each linear group of ``genome``, by the genes' prefix ``l<i>.<group>``."""
+        out: dict[str, Modes] = {}
+        for spec in self.specs(genome):
+            if spec.op in ("attention", "mlp"):
+                layer = spec.slot.split(".")[0]
+                groups = ("qkv", "proj") if spec.op == "attention" else ("fc1", "fc2")
+                out.update({f"{layer}.{g}": modes for g, modes in zip(groups, _modes(spec))})
+        return out
+
     def _forward(self, x: Tensor, specs: tuple[TransformerBlock, ...]) -> Tensor:
         for spec in specs:
             module, args = self._module(spec)

@@ -56,3 +56,35 @@ def test_the_seed_changes_only_the_noise(setup):
     a = measure_hessian_sensitivity(*args, samples=2, batch_size=64, seed=0)
     b = measure_hessian_sensitivity(*args, samples=2, batch_size=64, seed=1)
     assert a.traces != b.traces
+
+
+@pytest.mark.parametrize("front", ["lm", "vit"])
+def test_a_transformer_gets_a_trace_and_costs_per_linear_group(front):
+    """Every linear group's weight and activation genes, granularity included, on a transformer supernet (a
+    next-token loss per position for the LM), with the fused attention kernel swapped for one with a second
+    derivative."""
+    from search_spaces import get_space
+    from search_spaces.testing import TINY_TRANSFORMER_LM, TINY_TRANSFORMER_VIT
+    from supernets.transformer import TransformerSupernet
+
+    options = TINY_TRANSFORMER_LM if front == "lm" else TINY_TRANSFORMER_VIT
+    space = get_space("transformer", **options | {"a_bits": [6, 8], "search_granularity": True})
+    net = TransformerSupernet(space, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    if front == "lm":
+        x = torch.randint(0, space.vocab_size, (16, space.seq_len), generator=gen)
+        y = torch.randint(0, space.vocab_size, (16, space.seq_len), generator=gen)
+    else:
+        x = torch.randn(16, 1, 8, 8, generator=gen)
+        y = torch.randint(0, 10, (16,), generator=gen)
+    net.init_quantizers(x)
+    got = measure_hessian_sensitivity(net, x, x, y, samples=3, batch_size=8)
+    quant = sorted(g.name for g in space.genes if g.kind == "quant")
+    assert sorted(got.omega) == quant  # granularity genes share the w_bits tensors and their trace
+    assert sorted(got.traces) == [n for n in quant if n.endswith("bits")]
+    for name in quant:
+        row, choices = got.omega[name], space.gene(name).choices
+        assert all(v >= 0 for v in row.values()), name
+        if name.endswith("bits") and got.traces[name] > 0:
+            assert row[choices[0]] > row[choices[-1]], name
+    assert sum(t > 0 for n, t in got.traces.items() if n.endswith("w_bits")) >= 4
