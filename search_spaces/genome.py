@@ -44,6 +44,12 @@ class Gene:
         if len(set(self.choices)) != len(self.choices):
             raise ValueError(f"gene {self.name!r} has duplicate choices {self.choices}")
 
+    @property
+    def is_bit_width(self) -> bool:
+        """A quantization gene whose choices are bit-widths (numbers), not a granularity or symmetry choice."""
+        return self.kind == "quant" and all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                                            for c in self.choices)
+
 
 @dataclass(frozen=True)
 class Genome:

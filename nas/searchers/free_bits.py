@@ -25,8 +25,7 @@ _RTOL = 1e-9
 def bit_genes(space: SearchSpace) -> list[Gene]:
     """The quantization genes whose choices are bit-widths (numbers): granularity or symmetry choices have no
     order the prior speaks of, so they are never touched."""
-    return [g for g in space.genes if g.kind == "quant"
-            and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in g.choices)]
+    return [g for g in space.genes if g.is_bit_width]
 
 
 def cheap_directions(objectives: Sequence[Objective], constraints: Sequence[Constraint],

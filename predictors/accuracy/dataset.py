@@ -208,8 +208,7 @@ def synthetic_accuracy(space: SearchSpace, genomes: Sequence[Genome], *, quantiz
     sat = (1 - np.exp(-3 * u)) / (1 - math.exp(-3))
     effects = np.random.default_rng(seed).normal(0.0, 0.3, size=X.shape[1] - 1)
     kinds = np.array([g.kind for g in space.genes for _ in g.choices])
-    is_bits = np.array([g.kind == "quant" and all(isinstance(c, int) for c in g.choices)
-                        for g in space.genes for _ in g.choices])
+    is_bits = np.array([g.is_bit_width for g in space.genes for _ in g.choices])
     arch = X[:, :-1] @ np.where(kinds == "arch", effects, 0.0)
     acc = 60 + 25 * sat + arch
     if quantized:
