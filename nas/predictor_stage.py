@@ -179,10 +179,8 @@ def write_predictor_artifacts(run_dir: Path, searcher: Any, result: SearchResult
     return lines
 
 
-#: The sensitivity a predictor report names (its table's metric), in words; ``True`` is how reports written
-#: before the metric was recorded name ZeroQ's table.
-SENSITIVITY_NAMES = {"kl": "ZeroQ's output KL", "hawq": "HAWQ-V3's Hessian trace × quantization perturbation",
-                     "True": "ZeroQ's output KL"}
+#: The sensitivity a predictor report names (its table's metric), in words.
+SENSITIVITY_NAMES = {"kl": "ZeroQ's output KL", "hawq": "HAWQ-V3's Hessian trace × quantization perturbation"}
 
 
 def feature_summary(reports: Any) -> str:
@@ -194,7 +192,7 @@ def feature_summary(reports: Any) -> str:
     if any(rep.get("analytic_features") for rep in reports):
         parts += ["log costs", "the bit-width histogram"]
     tables = {rep.get("quant_sensitivity") for rep in reports} - {None, False}
-    for name in sorted({SENSITIVITY_NAMES.get(str(metric), str(metric)) for metric in tables}):
+    for name in sorted({SENSITIVITY_NAMES.get(metric, metric) for metric in tables}):
         parts.append(f"each genome's summed per-layer quantization sensitivity ({name})")
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
