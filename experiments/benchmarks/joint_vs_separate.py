@@ -8,10 +8,10 @@ At three size and three latency budgets (quantiles of random subnets of the spac
 (e) the same joint search told what (c) is told: its accuracy predictor takes the Hessian sensitivity of each
     genome as a feature (``predictors.quant_sensitivity``), and it never lowers a bit that no cheap objective
     gains by (``search.options.raise_free_bits``; ``--no-free-bits`` leaves that out, for an ablation).
-(c) and (d) run once per budget kind (objectives accuracy and that metric) and seed; each budget's answer is
-the candidate of highest validation accuracy among those meeting it, reported on the test images. Both
-searches use the same predictor-in-the-loop searcher (for (c) on the space with the bits pinned at 8), so
-what differs is only whether bits are searched with the architecture. The ILP minimises the Hessian
+(c), (d) and (e) run once per budget kind (objectives accuracy and that metric) and seed; each budget's answer is
+the candidate of highest validation accuracy among those meeting it, reported on the test images. Every
+search uses the same predictor-in-the-loop searcher (for (c) on the space with the bits pinned at 8), so
+what differs between (c) and (d) is only whether bits are searched with the architecture. The ILP minimises the Hessian
 sensitivity (``supernets.hessian``). Also: Spearman between the Hessian costs, ZeroQ's KL and the measured
 accuracy drop of lowering each quantization gene of the largest subnet alone.
 
@@ -48,7 +48,8 @@ from supernets.sensitivity import measure_quant_sensitivity
 RESULTS = Path(__file__).parent / "results"
 QUANTILES = {"size_kb": (0.3, 0.6, 0.9), "latency_ms": (0.25, 0.5, 0.75), "bitops": (0.3, 0.6, 0.9)}
 STARTUP, ROUND = 16, 8  # predictor-nsga2 settings of every search
-METHODS = ("a_w8a8", "c_nas_then_ilp", "d_joint", "e_joint_informed")  # the searched methods ((b) is one ILP)
+JOINT = {"d": "d_joint", "e": "e_joint_informed"}  # the joint searches, each compared with (c)
+METHODS = ("a_w8a8", "c_nas_then_ilp", *JOINT.values())  # the searched methods ((b) is one ILP)
 
 
 def budgets_of(space, cheap, metric: str, n: int = 2000) -> list[Constraint]:
@@ -125,13 +126,15 @@ def run_kind(metric, budgets, seed, space, cheap, evaluator, context, args) -> d
                        top_k=args.top_k, inner_options={"n_startup_trials": STARTUP, "batch_size": ROUND})
     sep = run_search(space, evaluator, two, objectives=objectives, budget=args.nas_trials + args.top_k * len(budgets))
     stage1 = {g.key for g, _ in two.first_stage}
-    joint_s = get_searcher("predictor-nsga2", space, objectives, seed=seed, context=context,
-                           n_startup_trials=STARTUP, batch_size=ROUND)
-    joint = run_search(space, evaluator, joint_s, objectives=objectives, budget=len(sep.trials))
+
+    def joint_search(ctx, **options):  # as many measurements as (c) made
+        searcher = get_searcher("predictor-nsga2", space, objectives, seed=seed, context=ctx,
+                                n_startup_trials=STARTUP, batch_size=ROUND, **options)
+        return run_search(space, evaluator, searcher, objectives=objectives, budget=len(sep.trials))
+
+    joint = joint_search(context)
     told = replace(context, model_options={**context.model_options, "sensitivity": context.sensitivity})
-    informed_s = get_searcher("predictor-nsga2", space, objectives, seed=seed, context=told,
-                              n_startup_trials=STARTUP, batch_size=ROUND, raise_free_bits=args.free_bits)
-    informed = run_search(space, evaluator, informed_s, objectives=objectives, budget=len(sep.trials))
+    informed = joint_search(told, raise_free_bits=args.free_bits)
     return {"a_w8a8": [best(sep.trials, b, lambda t: t.key in stage1) for b in budgets],
             "c_nas_then_ilp": [best(sep.trials, b) for b in budgets],
             "d_joint": [best(joint.trials, b) for b in budgets],
@@ -171,9 +174,9 @@ def summarise(rows: list[dict], budgets: dict, ilp: dict, test: MeasuredPool) ->
                                       {"test_mean": test.measure(got[0])["acc_q"], "test_std": 0.0,
                                        "val": got[1]["accuracy"], "picked": got[0].key})
             c = entry["c_nas_then_ilp"]["test_mean"]
-            for joint in ("d", "e"):
-                j = entry[next(m for m in METHODS if m.startswith(joint))]["test_mean"]
-                entry[f"{joint}_minus_c_pp"] = None if c is None or j is None else 100 * (j - c)
+            for letter, method in JOINT.items():
+                j = entry[method]["test_mean"]
+                entry[f"{letter}_minus_c_pp"] = None if c is None or j is None else 100 * (j - c)
             table[str(b)] = entry
     return table
 
@@ -239,7 +242,7 @@ def main() -> None:
             done = {m: b for m, b in budgets.items() if any(m in r for r in rows)}
             table = summarise(rows, done, ilp, test)
             met = {j: [e[f"{j}_minus_c_pp"] >= 1.0 for e in table.values() if e[f"{j}_minus_c_pp"] is not None]
-                   for j in ("d", "e")}
+                   for j in JOINT}
             result = {"dataset": args.dataset, "checkpoint": stem, "seeds_done": {m: sum(m in r for r in rows)
                                                                                    for m in budgets},
                       "nas_trials": args.nas_trials, "top_k": args.top_k, "eval_samples": args.eval_samples,
@@ -254,7 +257,7 @@ def main() -> None:
                       "seconds": time.perf_counter() - start}
             out.write_text(json.dumps(result, indent=1))
     print_table(result["table"])
-    for j in ("d", "e"):
+    for j in JOINT:
         target = result[f"target_{j}_ge_c_plus_1pp"]
         print(f"target ({j}) >= (c) + 1 pp met at {target['met_at']} of {target['of']} budgets")
     print(f"wrote {out}")
